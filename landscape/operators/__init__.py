@@ -1,0 +1,21 @@
+"""Curvature matrices as matrix-free linear operators over (model, loss, data)."""
+
+from landscape.operators.base import IdentityOperator, LinearOperator
+from landscape.operators.curvature import CurvatureOperator
+from landscape.operators.dense import DenseOperator
+from landscape.operators.fisher import EmpiricalFisherOperator, fisher
+from landscape.operators.gauss_newton import GaussNewtonOperator, gauss_newton
+from landscape.operators.hessian import HessianOperator, hessian
+
+__all__ = [
+    "CurvatureOperator",
+    "DenseOperator",
+    "EmpiricalFisherOperator",
+    "GaussNewtonOperator",
+    "HessianOperator",
+    "IdentityOperator",
+    "LinearOperator",
+    "fisher",
+    "gauss_newton",
+    "hessian",
+]

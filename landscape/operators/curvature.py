@@ -1,0 +1,325 @@
+"""The data loop shared by every curvature operator (Hessian, Gauss-Newton, Fisher).
+
+A curvature matrix of the mean loss :math:`L(\\theta) = \\frac1N \\sum_i \\ell_i(\\theta)` is a
+sample-weighted sum over batches,
+
+.. math::
+    C\\,V = \\frac{1}{N} \\sum_b n_b \\, C_b V ,
+
+where :math:`C_b` is the curvature of batch :math:`b`'s mean loss and :math:`n_b` its
+number of samples. A subclass writes only the per-batch product :math:`C_b V` (for all k
+columns at once); this module does the rest, once: the pass over the data, the weighting
+(so a partial last batch is counted exactly), the all-reduce across data-parallel ranks,
+NaN/inf detection with the batch index, the math attention kernel (fused kernels have no
+second derivatives), and the guarantee that the user's model is left bitwise unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from landscape import distributed
+from landscape.data import DataSource
+from landscape.losses import BatchLoss, Criterion, Objective
+from landscape.operators.base import LinearOperator
+from landscape.params import ParamSelector, ParamSpace
+
+__all__ = ["CurvatureOperator"]
+
+Mode = Literal["eval", "train"]
+
+
+class _Bound(nn.Module):
+    """Runs one objective on the wrapped model, so ``functional_call`` can reparametrize it."""
+
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "objective", objective)  # not a submodule: no parameters
+
+    def forward(self, batch: Any, part: str = "loss") -> Tensor:
+        if part == "outputs":
+            return self.objective.outputs(self.model, batch)
+        return self.objective.loss(self.model, batch)
+
+
+@contextlib.contextmanager
+def _math_attention() -> Iterator[None]:
+    """Use the math scaled-dot-product-attention kernel, the only one with second derivatives.
+
+    Fused CPU/CUDA attention kernels (used by ``nn.MultiheadAttention`` and
+    ``nn.TransformerEncoderLayer``) implement neither forward-mode AD nor double-backward, so
+    every Hessian-vector product through them fails without this (verified on torch 2.13).
+
+    Yields
+    ------
+    None
+        Inside the context.
+    """
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - torch < 2.3
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+class CurvatureOperator(LinearOperator):
+    r"""Base class: a symmetric curvature matrix of the mean loss over a dataset.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model. It is never modified: parameters, buffers, ``.grad``, ``requires_grad``
+        and train/eval flags are as before after every call. Products use the parameters'
+        values *at the time of the product*.
+    data : iterable of batches, or one batch
+        See :class:`landscape.data.DataSource`.
+    loss_fn : callable, optional
+        ``loss_fn(outputs, targets) -> scalar mean loss``; see :mod:`landscape.losses`.
+    batch_loss : callable, optional
+        ``batch_loss(model, batch) -> scalar mean loss``, for anything ``loss_fn`` cannot say.
+    params : ParamSelector, optional
+        Restrict to a subset of parameters (names, modules, tensors or a predicate); the
+        operator is then the diagonal block of the full matrix for that subset.
+    mode : {"eval", "train"}, optional
+        ``"eval"`` (default): the model in eval mode (dropout off, BatchNorm on its running
+        statistics), so each sample's loss is a fixed function of the parameters.
+        ``"train"``: BatchNorm uses the statistics of each batch (the function the optimizer
+        sees), computed on a private copy of the model so the running statistics are never
+        updated; dropout stays off in both modes (a random function has no Hessian). In
+        ``"train"`` mode the curvature depends on how the data is batched.
+    max_batches, max_samples : int, optional
+        Use only part of the data.
+    cache : bool or "auto", optional
+        Keep device batches between products (see :class:`~landscape.data.DataSource`).
+    shard : bool or "auto", optional
+        Data-parallel sharding under :mod:`torch.distributed` (see
+        :class:`~landscape.data.DataSource`).
+    chunk_size : int, optional
+        Vectorize over at most this many columns at once (bounds memory; default: all).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an ``nn.Module``.
+    ValueError
+        If ``mode`` is unknown, the model has no trainable parameters or ``params`` selects
+        nothing.
+    """
+
+    is_symmetric = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        loss_fn: Criterion | None = None,
+        *,
+        batch_loss: BatchLoss | None = None,
+        params: ParamSelector = None,
+        mode: Mode = "eval",
+        max_batches: int | None = None,
+        max_samples: int | None = None,
+        cache: bool | Literal["auto"] = "auto",
+        shard: bool | Literal["auto"] = "auto",
+        chunk_size: int | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        if mode not in ("eval", "train"):
+            raise ValueError(f"mode must be 'eval' or 'train'; got {mode!r}.")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
+        self.model = model
+        self.mode = mode
+        self.chunk_size = chunk_size
+        self.objective = Objective(loss_fn, batch_loss)
+        self.space = ParamSpace.from_module(model, params)
+        super().__init__((self.space.dim, self.space.dim), self.space.dtype, self.space.device)
+        self.source = DataSource(
+            data,
+            device=self.space.device,
+            dtype=self.space.dtype,
+            max_batches=max_batches,
+            max_samples=max_samples,
+            cache=cache,
+            shard=shard,
+        )
+        self._train_copy: nn.Module | None = None
+        self._num_matvecs = 0
+        self._num_passes = 0
+
+    # -- counters and conversions ------------------------------------------------------------------
+    @property
+    def num_matvecs(self) -> int:
+        return self._num_matvecs
+
+    @property
+    def num_passes(self) -> int:
+        return self._num_passes
+
+    @property
+    def num_samples(self) -> int:
+        """Number of samples in the data (all ranks), known after the first product."""
+        return self.source.num_samples
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Names of the parameters the operator acts on, in flat-vector order."""
+        return self.space.names
+
+    def vector_to_params(self, vector: Tensor) -> dict[str, Tensor]:
+        """Split a flat vector ``(P,)`` (or ``(k, P)``) into parameter-shaped tensors.
+
+        Parameters
+        ----------
+        vector : Tensor
+            Flat vector(s) in this operator's parameter order.
+
+        Returns
+        -------
+        dict of str to Tensor
+            ``{name: tensor}`` views.
+        """
+        return self.space.unflatten(vector)
+
+    def params_to_vector(self, tensors: dict[str, Tensor]) -> Tensor:
+        """Concatenate parameter-shaped tensors into a flat vector (inverse of ``vector_to_params``).
+
+        Parameters
+        ----------
+        tensors : dict of str to Tensor
+            One tensor per name in :attr:`param_names`.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(P,)``.
+        """
+        return self.space.flatten(tensors)
+
+    # -- model state --------------------------------------------------------------------------------
+    def _module(self) -> nn.Module:
+        if self.mode == "eval":
+            return self.model
+        if self._train_copy is None:
+            clone = copy.deepcopy(self.model)
+            # Batch statistics without running-statistic updates: BatchNorm with
+            # track_running_stats=False (and no running buffers) always normalizes by the batch.
+            torch.func.replace_all_batch_norm_modules_(clone)
+            clone.eval()
+            for m in clone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train()
+            self._train_copy = clone
+        return self._train_copy
+
+    @contextlib.contextmanager
+    def _evaluation(self) -> Iterator[tuple[_Bound, dict[str, Tensor], dict[str, Tensor]]]:
+        """Set up one pass: the module in the right mode, and detached parameter/buffer tensors.
+
+        Yields
+        ------
+        tuple
+            ``(bound_module, theta, constants)``: ``theta`` holds the selected parameters
+            (detached; the variables to differentiate), ``constants`` the other parameters
+            (detached) and cloned buffers, all keyed by their names in ``bound_module``.
+        """
+        module = self._module()
+        flags = [(m, m.training) for m in module.modules()]
+        try:
+            if module is self.model:
+                module.eval()
+            params = dict(self.model.named_parameters())
+            selected = set(self.space.names)
+            theta = {f"model.{n}": params[n].detach() for n in self.space.names}
+            constants = {f"model.{n}": p.detach() for n, p in params.items() if n not in selected}
+            user_buffers = dict(self.model.named_buffers())
+            for n, _ in module.named_buffers():
+                constants[f"model.{n}"] = user_buffers[n].detach().clone()
+            with _math_attention():
+                yield _Bound(module, self.objective), theta, constants
+        finally:
+            for m, training in flags:
+                m.training = training
+
+    @staticmethod
+    def _caller(
+        bound: _Bound, constants: dict[str, Tensor], part: str = "loss"
+    ) -> Callable[[dict[str, Tensor], Any], Tensor]:
+        def call(theta: dict[str, Tensor], batch: Any) -> Tensor:
+            return functional_call(bound, {**constants, **theta}, (batch,), {"part": part})
+
+        return call
+
+    # -- the per-batch hook ---------------------------------------------------------------------
+    def _batch_matmat(
+        self,
+        bound: _Bound,
+        theta: dict[str, Tensor],
+        constants: dict[str, Tensor],
+        batch: Any,
+        V: dict[str, Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        """Return ``(C_b V, loss_b)``: the batch curvature times ``V`` as a flat ``(k, P)``
+        tensor, and the batch loss (to check it is finite). ``V`` maps each name in ``theta``
+        to a ``(k, *shape)`` block of directions."""
+        raise NotImplementedError
+
+    def _flat(self, tensors: dict[str, Tensor]) -> Tensor:
+        return torch.cat([tensors[f"model.{n}"].flatten(1) for n in self.space.names], dim=1)
+
+    # -- the data loop --------------------------------------------------------------------------
+    def _matmat(self, V: Tensor) -> Tensor:
+        V = V.detach()
+        k = V.shape[1]
+        directions = {f"model.{n}": t for n, t in self.space.unflatten(V.T).items()}
+        # One extra slot carries a "bad batch" flag through the all-reduce, so every rank
+        # raises together instead of deadlocking when one rank meets a NaN.
+        total = torch.zeros(k * self.shape[0] + 1, dtype=self.dtype, device=self.device)
+        acc = total[:-1].view(k, self.shape[0])
+        checks: list[tuple[int, Tensor, Tensor]] = []
+        with self._evaluation() as (bound, theta, constants):
+            for index, batch, n in self.source:
+                product, loss = self._batch_matmat(bound, theta, constants, batch, directions)
+                acc.add_(product, alpha=float(n))
+                checks.append((index, loss.detach(), torch.isfinite(product).all()))
+        bad = self._first_bad_batch(checks)
+        if bad is not None:
+            total[-1] = 1.0
+        distributed.all_reduce_sum_(total)
+        self._num_matvecs += k
+        self._num_passes += 1
+        if bad is not None:
+            index, what = bad
+            raise FloatingPointError(f"{what} at batch {index} (0-based) of the data.")
+        if total[-1] > 0:
+            raise FloatingPointError("non-finite loss or curvature on another data-parallel rank.")
+        return (acc / self.source.num_samples).T.contiguous()
+
+    @staticmethod
+    def _first_bad_batch(checks: list[tuple[int, Tensor, Tensor]]) -> tuple[int, str] | None:
+        if not checks:
+            return None
+        losses = torch.stack([c[1].reshape(-1)[0] for c in checks])
+        finite = torch.stack([c[2] for c in checks])
+        ok = torch.isfinite(losses) & finite  # one device sync per pass, not per batch
+        if bool(ok.all()):
+            return None
+        i = int((~ok).nonzero()[0, 0])
+        index, loss = checks[i][0], float(losses[i])
+        if not torch.isfinite(losses[i]):
+            return index, f"the loss is {loss}"
+        return index, (
+            f"the curvature product is not finite (the loss, {loss:.6g}, is) — overflow in "
+            "second derivatives? Try float64"
+        )

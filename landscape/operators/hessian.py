@@ -1,0 +1,207 @@
+"""The Hessian of the mean loss over a dataset, as a matrix-free operator."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad, jvp, vmap
+
+from landscape.losses import BatchLoss, Criterion
+from landscape.operators.curvature import CurvatureOperator, Mode, _Bound
+from landscape.params import ParamSelector
+
+__all__ = ["HessianOperator", "hessian"]
+
+Backend = Literal["auto", "double_backward", "forward_over_reverse"]
+
+
+class HessianOperator(CurvatureOperator):
+    r"""Hessian :math:`H = \nabla^2_\theta L(\theta)` of the mean loss, times vectors.
+
+    .. math::
+        H V = \frac{1}{N}\sum_b n_b \, \nabla^2_\theta L_b(\theta)\, V ,
+
+    with :math:`L_b` the mean loss of batch :math:`b` (:math:`n_b` samples, :math:`N` in
+    all). Each batch's product is exact: Pearlmutter's :math:`Hv = \nabla_\theta \langle
+    \nabla_\theta L_b, v\rangle` by autograd double-backward, or forward-over-reverse
+    ``torch.func.jvp(torch.func.grad(L_b))`` vectorized over the k columns with
+    ``torch.func.vmap``. (``torch.func.hessian`` and ``jvp(jacrev(.))`` are *not* used: on
+    torch 2.13 they return wrong second derivatives through ``layer_norm``.)
+
+    Parameters
+    ----------
+    model, data, loss_fn, batch_loss, params, mode, max_batches, max_samples, cache, shard, chunk_size
+        See :class:`~landscape.operators.curvature.CurvatureOperator`.
+    backend : {"auto", "double_backward", "forward_over_reverse"}, optional
+        How each batch's product is computed. ``"double_backward"`` builds the gradient graph
+        once per batch and back-propagates all k directions through it in one batched call
+        (``autograd.grad(..., is_grads_batched=True)``); ``"forward_over_reverse"`` uses
+        ``vmap(jvp(grad))``. ``"auto"`` picks the faster on each device according to
+        ``benchmarks/hvp.py``.
+
+    References
+    ----------
+    B. A. Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation 6(1),
+    1994.
+
+    Examples
+    --------
+    A linear least-squares model has the constant Hessian :math:`\frac{2}{N C} X^\top X`
+    per output (``nn.MSELoss`` averages over all :math:`N C` entries):
+
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> X, Y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
+    >>> model = nn.Linear(3, 1, bias=False).double()
+    >>> H = hessian(model, [(X[:8], Y[:8]), (X[8:], Y[8:])], nn.MSELoss())
+    >>> torch.allclose(H.to_dense(), 2 * X.T @ X / 20)
+    True
+    >>> H.num_matvecs, H.num_passes
+    (3, 1)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        loss_fn: Criterion | None = None,
+        *,
+        backend: Backend = "auto",
+        **options: Any,
+    ) -> None:
+        if backend not in ("auto", "double_backward", "forward_over_reverse"):
+            raise ValueError(
+                "backend must be 'auto', 'double_backward' or 'forward_over_reverse'; "
+                f"got {backend!r}."
+            )
+        super().__init__(model, data, loss_fn, **options)
+        self.backend = backend
+
+    def _resolve_backend(self, k: int) -> str:
+        if self.backend != "auto":
+            return self.backend
+        # Measured in benchmarks/hvp.py (CPU, torch 2.13): batched double-backward is the
+        # fastest for a single vector and on par or better for blocks of vectors.
+        return "double_backward"
+
+    def _batch_matmat(
+        self,
+        bound: _Bound,
+        theta: dict[str, Tensor],
+        constants: dict[str, Tensor],
+        batch: Any,
+        V: dict[str, Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        call = self._caller(bound, constants)
+        k = next(iter(V.values())).shape[0]
+        if self._resolve_backend(k) == "forward_over_reverse":
+            return self._forward_over_reverse(call, theta, batch, V)
+        return self._double_backward(call, theta, batch, V, k)
+
+    def _forward_over_reverse(self, call, theta, batch, V):  # type: ignore[no-untyped-def]
+        def loss_and_value(t: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+            loss = call(t, batch)
+            return loss, loss.detach()
+
+        gradient = grad(loss_and_value, has_aux=True)
+
+        def column(v: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+            _, hv, loss = jvp(gradient, (theta,), (v,), has_aux=True)
+            return hv, loss
+
+        hv, loss = vmap(column, chunk_size=self.chunk_size, randomness="same")(V)
+        return self._flat(hv), loss[0]
+
+    def _double_backward(self, call, theta, batch, V, k):  # type: ignore[no-untyped-def]
+        names = list(theta)
+        leaves = {n: t.detach().requires_grad_(True) for n, t in theta.items()}
+        with torch.enable_grad():
+            loss = call(leaves, batch)
+            grads = torch.autograd.grad(
+                loss, [leaves[n] for n in names], create_graph=True, materialize_grads=True
+            )
+        used = [i for i, g in enumerate(grads) if g.requires_grad]
+        out = {n: leaves[n].new_zeros(k, *leaves[n].shape) for n in names}
+        if used:
+            step = self.chunk_size or k
+            for start in range(0, k, step):
+                stop = min(start + step, k)
+                cols = [V[names[i]][start:stop] for i in used]
+                last = stop == k
+                if stop - start == 1:
+                    parts = torch.autograd.grad(
+                        [grads[i] for i in used],
+                        [leaves[n] for n in names],
+                        grad_outputs=[c[0] for c in cols],
+                        retain_graph=not last,
+                        materialize_grads=True,
+                    )
+                    parts = tuple(p[None] for p in parts)
+                else:
+                    parts = torch.autograd.grad(
+                        [grads[i] for i in used],
+                        [leaves[n] for n in names],
+                        grad_outputs=cols,
+                        retain_graph=not last,
+                        is_grads_batched=True,
+                        materialize_grads=True,
+                    )
+                for n, p in zip(names, parts):
+                    out[n][start:stop] = p
+        return self._flat(out), loss.detach()
+
+
+def hessian(
+    model: nn.Module,
+    data: Any,
+    loss_fn: Criterion | None = None,
+    *,
+    batch_loss: BatchLoss | None = None,
+    params: ParamSelector = None,
+    mode: Mode = "eval",
+    **options: Any,
+) -> HessianOperator:
+    r"""Return the Hessian of the mean loss of ``model`` over ``data`` as a linear operator.
+
+    .. math::
+        H = \nabla^2_\theta \, \frac{1}{N} \sum_{i=1}^{N} \ell(f_\theta(x_i), y_i)
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; never modified.
+    data : iterable of batches, or one batch
+        A ``DataLoader``, a list of ``(inputs, targets)`` or dict batches, or one batch.
+    loss_fn : callable, optional
+        ``loss_fn(outputs, targets) -> scalar mean loss``; default cross-entropy for integer
+        targets, MSE for floating targets, ``model(**batch).loss`` for dict batches.
+    batch_loss : callable, optional
+        ``batch_loss(model, batch) -> scalar mean loss`` for other cases.
+    params : ParamSelector, optional
+        Restrict to a parameter subset (its diagonal Hessian block).
+    mode : {"eval", "train"}, optional
+        Eval-mode function (default) or BatchNorm batch statistics; see
+        :class:`~landscape.operators.curvature.CurvatureOperator`.
+    **options
+        ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size``, ``backend``.
+
+    Returns
+    -------
+    HessianOperator
+        ``H @ v``, ``H @ V``, ``H.to_scipy()``, ``H.num_matvecs``, ``H.num_passes``.
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    >>> X, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    >>> H = hessian(model, (X, y))
+    >>> H.shape
+    (67, 67)
+    >>> (H @ torch.randn(67, 5)).shape
+    torch.Size([67, 5])
+    """
+    return HessianOperator(
+        model, data, loss_fn, batch_loss=batch_loss, params=params, mode=mode, **options
+    )
