@@ -12,5 +12,12 @@ def _doctest_namespace(doctest_namespace):
     from landscape import gauss_newton, hessian
 
     doctest_namespace.update(
-        {"torch": torch, "nn": nn, "np": np, "ls": ls, "hessian": hessian, "gauss_newton": gauss_newton}
+        {
+            "torch": torch,
+            "nn": nn,
+            "np": np,
+            "ls": ls,
+            "hessian": hessian,
+            "gauss_newton": gauss_newton,
+        }
     )

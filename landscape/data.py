@@ -44,7 +44,13 @@ def _nbytes(batch: Any) -> int:
 
 
 def _truncate(batch: Any, n: int, full: int) -> Any:
-    """Keep the first ``n`` samples of every tensor whose first dimension is the batch size."""
+    """Keep the first ``n`` samples of every tensor whose first dimension is the batch size.
+
+    Returns
+    -------
+    Any
+        The truncated batch.
+    """
     return map_tensors(batch, lambda t: t[:n] if t.ndim > 0 and t.shape[0] == full else t)
 
 
@@ -81,7 +87,7 @@ class DataSource:
     TypeError
         If ``data`` is a one-shot iterator or not iterable.
     ValueError
-        If a limit is not a positive integer.
+        If ``data`` is empty or a limit is not a positive integer.
 
     Examples
     --------
@@ -116,6 +122,11 @@ class DataSource:
             raise TypeError(
                 f"data must be an iterable of batches (e.g. a DataLoader) or one batch; "
                 f"got {type(data).__name__}."
+            )
+        if hasattr(data, "__len__") and len(data) == 0:
+            raise ValueError(
+                "data is empty (a DataLoader or list with no batches); curvature needs at "
+                "least one batch."
             )
         for name, value in (("max_batches", max_batches), ("max_samples", max_samples)):
             if value is not None and (not isinstance(value, int) or value < 1):

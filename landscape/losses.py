@@ -64,7 +64,9 @@ def map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
 def _first_tensor(obj: Any) -> Tensor | None:
     if isinstance(obj, Tensor):
         return obj
-    values = obj.values() if isinstance(obj, Mapping) else obj if isinstance(obj, (list, tuple)) else ()
+    values = (
+        obj.values() if isinstance(obj, Mapping) else obj if isinstance(obj, (list, tuple)) else ()
+    )
     for v in values:
         t = _first_tensor(v)
         if t is not None:
@@ -107,7 +109,8 @@ def batch_size(batch: Any) -> int:
     if candidate is None or candidate.ndim == 0:
         raise TypeError(
             f"cannot find the batch dimension of a batch of type {type(batch).__name__}: "
-            "expected (inputs, targets), a dict of tensors, or tensors with a leading batch dimension."
+            "expected (inputs, targets), a dict of tensors, or tensors with a leading batch "
+            "dimension."
         )
     return int(candidate.shape[0])
 
@@ -116,9 +119,10 @@ def _check_reduction(loss_fn: Any) -> None:
     reduction = getattr(loss_fn, "reduction", None)
     if reduction in ("sum", "none"):
         raise ValueError(
-            f"loss_fn has reduction={reduction!r}; landscape measures the curvature of the MEAN loss "
-            f"and needs a criterion that returns the batch mean. Use "
-            f"{type(loss_fn).__name__}(reduction='mean'), or pass batch_loss=... that returns a mean. "
+            f"loss_fn has reduction={reduction!r}; landscape measures the curvature of the MEAN "
+            "loss and needs a criterion that returns the batch mean. Use "
+            f"{type(loss_fn).__name__}(reduction='mean'), or pass batch_loss=... that returns a "
+            "mean. "
             "(A sum-reduced loss would scale every eigenvalue by the batch size and make "
             "learning-rate thresholds wrong by that factor.)"
         )
@@ -163,6 +167,12 @@ def default_criterion(outputs: Any, targets: Tensor) -> Tensor:
     )
 
 
+def _has_logits(outputs: Any) -> bool:
+    if isinstance(outputs, Mapping):
+        return isinstance(outputs.get("logits"), Tensor)
+    return isinstance(getattr(outputs, "logits", None), Tensor)
+
+
 def _logits(outputs: Any) -> Tensor:
     if isinstance(outputs, Tensor):
         return outputs
@@ -183,7 +193,8 @@ class Objective:
     Parameters
     ----------
     loss_fn : callable, optional
-        Criterion ``loss_fn(outputs, targets) -> scalar mean``.
+        Criterion ``loss_fn(outputs, targets) -> scalar mean``. When the model returns an
+        object with ``.logits`` (Hugging Face style), the criterion receives the logits.
     batch_loss : callable, optional
         ``batch_loss(model, batch) -> scalar mean``; overrides everything else.
 
@@ -300,6 +311,8 @@ class Objective:
             The loss, checked to be a scalar.
         """
         if self.loss_fn is not None:
+            if not isinstance(outputs, Tensor) and _has_logits(outputs):
+                outputs = _logits(outputs)  # Hugging Face style output object
             return _check_scalar(self.loss_fn(outputs, targets))
         return _check_scalar(default_criterion(outputs, targets))
 
@@ -345,7 +358,8 @@ def _check_scalar(loss: Any) -> Tensor:
         raise TypeError(f"the loss must be a tensor; got {type(loss).__name__}.")
     if loss.ndim != 0:
         raise ValueError(
-            f"the loss must be a scalar (the batch mean); got a tensor of shape {tuple(loss.shape)}. "
+            "the loss must be a scalar (the batch mean); got a tensor of shape "
+            f"{tuple(loss.shape)}. "
             "Did you pass a criterion with reduction='none'?"
         )
     return loss

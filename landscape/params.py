@@ -18,13 +18,13 @@ from torch import Tensor, nn
 
 __all__ = ["ParamSelector", "ParamSpace", "select_parameters"]
 
-ParamSelector = Union[
+ParamSelector = Union[  # noqa: UP007 (a runtime alias: ``X | None`` with strings fails on 3.10)
     None,
     str,
     nn.Module,
     Tensor,
     Callable[[str, Tensor], bool],
-    Iterable[Union[str, nn.Module, Tensor]],
+    Iterable[Union[str, nn.Module, Tensor]],  # noqa: UP007
 ]
 """What ``params=`` accepts; see :func:`select_parameters`."""
 
@@ -107,8 +107,8 @@ def select_parameters(model: nn.Module, params: ParamSelector = None) -> list[st
             hits = {n for n, p in named if id(p) in ids}
             if not hits:
                 raise ValueError(
-                    f"params= module {type(entry).__name__} has no trainable parameter of the model "
-                    "(is it a submodule of this model?)."
+                    f"params= module {type(entry).__name__} has no trainable parameter of the "
+                    "model (is it a submodule of this model?)."
                 )
         elif isinstance(entry, Tensor):
             hits = {n for n, p in named if p is entry}

@@ -8,9 +8,10 @@ goes through landscape's loss resolution.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,8 +75,8 @@ class Encoder(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.enc = nn.TransformerEncoderLayer(6, 2, 12, dropout=0.0, batch_first=True)
-        self.out = nn.Linear(6, 3)
+        self.enc = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.0, batch_first=True)
+        self.out = nn.Linear(4, 3)
 
     def forward(self, x):
         return self.out(self.enc(x).mean(1))
@@ -182,7 +183,7 @@ CASES = [
         _ce,
         criterion=F.cross_entropy,
     ),
-    Case("transformer_layer", Encoder, _classification((4, 6), 3), _ce, criterion=F.cross_entropy),
+    Case("transformer_layer", Encoder, _classification((3, 4), 3), _ce, criterion=F.cross_entropy),
     Case(
         "dict_batch_own_loss",
         DictModel,
@@ -193,3 +194,19 @@ CASES = [
 ]
 CASE_IDS = [c.id for c in CASES]
 CRITERION_CASES = [c for c in CASES if c.criterion is not None]
+
+
+_HESSIAN_CACHE: dict = {}
+
+
+def cached_exact_hessian(case, names, *, train_bn=False):
+    """The float64 exact Hessian of a case (built once per test session: it costs P backwards)."""
+    from oracles import exact_hessian
+
+    key = (case.id, tuple(names), train_bn)
+    if key not in _HESSIAN_CACHE:
+        model, batches = case.build()
+        _HESSIAN_CACHE[key] = exact_hessian(
+            model, batches, case.oracle_loss, list(names), train_bn=train_bn
+        )
+    return _HESSIAN_CACHE[key]

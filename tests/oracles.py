@@ -62,7 +62,12 @@ def exact_hessian(model, batches, loss_of_batch, names, train_bn=False):
                 continue
             row = torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True)
             rows.append(
-                torch.cat([(r if r is not None else torch.zeros_like(p)).reshape(-1) for r, p in zip(row, params)])
+                torch.cat(
+                    [
+                        (r if r is not None else torch.zeros_like(p)).reshape(-1)
+                        for r, p in zip(row, params)
+                    ]
+                )
             )
     return torch.stack(rows)
 
@@ -72,7 +77,9 @@ def gradient(model, batches, loss_of_batch, names):
     with sdpa_kernel(SDPBackend.MATH):
         loss = full_loss(model, batches, loss_of_batch)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]
+    )
 
 
 def finite_difference_hvp(model, batches, loss_of_batch, names, v, h=1e-5):
@@ -94,7 +101,14 @@ def _jacobian_rows(output, params):
     rows = []
     for i in range(flat.numel()):
         row = torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(r if r is not None else torch.zeros_like(p)).reshape(-1) for r, p in zip(row, params)]))
+        rows.append(
+            torch.cat(
+                [
+                    (r if r is not None else torch.zeros_like(p)).reshape(-1)
+                    for r, p in zip(row, params)
+                ]
+            )
+        )
     return torch.stack(rows)
 
 
@@ -111,7 +125,10 @@ def exact_gauss_newton(model, batches, forward, criterion, names):
             out = outputs.detach().requires_grad_(True)
             g = torch.autograd.grad(criterion(out, targets), out, create_graph=True)[0].reshape(-1)
             H_out = torch.stack(
-                [torch.autograd.grad(g[i], out, retain_graph=True)[0].reshape(-1) for i in range(g.numel())]
+                [
+                    torch.autograd.grad(g[i], out, retain_graph=True)[0].reshape(-1)
+                    for i in range(g.numel())
+                ]
             )
             n = targets.shape[0]
             term = n * J.T @ H_out @ J
@@ -130,6 +147,13 @@ def exact_empirical_fisher(model, batches, sample_loss, names):
             for i in range(n):
                 sample = tuple(t[i : i + 1] for t in batch)
                 g = torch.autograd.grad(sample_loss(model, sample), params, allow_unused=True)
-                grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1) for x, p in zip(g, params)]))
+                grads.append(
+                    torch.cat(
+                        [
+                            (x if x is not None else torch.zeros_like(p)).reshape(-1)
+                            for x, p in zip(g, params)
+                        ]
+                    )
+                )
     G = torch.stack(grads)
     return G.T @ G / G.shape[0]

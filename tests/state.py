@@ -7,8 +7,12 @@ def snapshot(model):
     return {
         "params": {n: p.detach().clone() for n, p in model.named_parameters()},
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-        "grad_fn": {n: None if p.grad is None else p.grad.grad_fn for n, p in model.named_parameters()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
+        "grad_fn": {
+            n: None if p.grad is None else p.grad.grad_fn for n, p in model.named_parameters()
+        },
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
         "training": [m.training for m in model.modules()],
     }

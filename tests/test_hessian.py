@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from cases import CASE_IDS, CASES
-from oracles import exact_hessian, finite_difference_hvp
+from cases import CASE_IDS, CASES, cached_exact_hessian
+from oracles import finite_difference_hvp
 from state import assert_unchanged, snapshot
 
 import landscape as ls
@@ -24,7 +24,7 @@ def test_oracle_agrees_with_finite_differences(case):
     # The oracle is itself checked through an independent channel.
     model, batches = case.build()
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    H = exact_hessian(model, batches, case.oracle_loss, names)
+    H = cached_exact_hessian(case, names)
     assert torch.allclose(H, H.T, atol=1e-12)
     v = torch.randn(H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     fd = finite_difference_hvp(model, batches, case.oracle_loss, names, v)
@@ -38,7 +38,7 @@ def test_matmat_and_matvec_match_exact_hessian_float64(case, backend):
     before = snapshot(model)
     H = _operator(case, model, batches, backend=backend)
     names = list(H.param_names)
-    H_exact = exact_hessian(model, batches, case.oracle_loss, names)
+    H_exact = cached_exact_hessian(case, names)
     assert H.shape == H_exact.shape
     V = torch.randn(H.shape[0], 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     try:
@@ -55,11 +55,12 @@ def test_matmat_and_matvec_match_exact_hessian_float64(case, backend):
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_float32_matches_float64_exact(case):
-    model64, batches64 = case.build(torch.float64)
     model32, batches32 = case.build(torch.float32)
     H32 = _operator(case, model32, batches32)
-    H_exact = exact_hessian(model64, batches64, case.oracle_loss, list(H32.param_names))
-    V = torch.randn(H32.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    H_exact = cached_exact_hessian(case, H32.param_names)
+    V = torch.randn(
+        H32.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
     HV = H32 @ V.float()
     assert HV.dtype == torch.float32
     assert _rel(HV.double(), H_exact @ V) < 1e-5
@@ -88,7 +89,9 @@ def test_data_limits_select_a_prefix():
     assert torch.allclose(ls.hessian(model, batches, max_samples=20) @ V, first_two, rtol=1e-12)
     X = torch.cat([b[0] for b in batches])[:15]
     y = torch.cat([b[1] for b in batches])[:15]
-    assert torch.allclose(ls.hessian(model, batches, max_samples=15) @ V, ls.hessian(model, (X, y)) @ V)
+    assert torch.allclose(
+        ls.hessian(model, batches, max_samples=15) @ V, ls.hessian(model, (X, y)) @ V
+    )
 
 
 @pytest.mark.parametrize("cache", [True, False])
@@ -129,8 +132,8 @@ def test_train_mode_uses_batch_statistics():
     case = CASES[1]
     model, batches = case.build()
     names = [n for n, _ in model.named_parameters()]
-    exact = exact_hessian(model, batches, case.oracle_loss, names, train_bn=True)
-    exact_eval = exact_hessian(model, batches, case.oracle_loss, names)
+    exact = cached_exact_hessian(case, names, train_bn=True)
+    exact_eval = cached_exact_hessian(case, names)
     V = torch.randn(len(exact), 3, dtype=torch.float64)
     for backend in BACKENDS:
         HV = ls.hessian(model, batches, mode="train", backend=backend) @ V
@@ -144,7 +147,7 @@ def test_to_scipy_and_to_dense():
     case = CASES[0]
     model, batches = case.build()
     H = ls.hessian(model, batches)
-    H_exact = exact_hessian(model, batches, case.oracle_loss, list(H.param_names))
+    H_exact = cached_exact_hessian(case, H.param_names)
     assert torch.allclose(H.to_dense(), H_exact, rtol=1e-10, atol=1e-13)
     top = eigsh(H.to_scipy(), k=3, which="LA", return_eigenvectors=False)
     exact = torch.linalg.eigvalsh(H_exact)[-3:]
@@ -156,7 +159,9 @@ def test_single_batch_and_dataloader_with_float32_data_for_float64_model():
     model, batches = case.build()
     X = torch.cat([b[0] for b in batches]).float()
     y = torch.cat([b[1] for b in batches])
-    H = ls.hessian(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8))
+    H = ls.hessian(
+        model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8)
+    )
     v = torch.randn(H.shape[0], dtype=torch.float64)
     assert (H @ v).dtype == torch.float64
     assert torch.allclose(H @ v, ls.hessian(model, (X.double(), y)) @ v, rtol=1e-12)
@@ -164,7 +169,10 @@ def test_single_batch_and_dataloader_with_float32_data_for_float64_model():
 
 def test_linear_least_squares_closed_form():
     g = torch.Generator().manual_seed(0)
-    X, Y = torch.randn(30, 4, generator=g, dtype=torch.float64), torch.randn(30, 3, generator=g, dtype=torch.float64)
+    X, Y = (
+        torch.randn(30, 4, generator=g, dtype=torch.float64),
+        torch.randn(30, 3, generator=g, dtype=torch.float64),
+    )
     model = torch.nn.Linear(4, 3, bias=False).double()
     H = ls.hessian(model, [(X[:16], Y[:16]), (X[16:], Y[16:])], torch.nn.MSELoss())
     # L = 1/(N C) sum ||W x - y||^2: d2L/dW_ij dW_kl = 2/(N C) delta_ik (X^T X)_jl
@@ -179,5 +187,7 @@ def test_forward_over_reverse_limitation_is_documented():
     model, batches = case.build()
     with pytest.raises(RuntimeError, match="ZeroTensors"):
         ls.hessian(model, batches, case.loss_fn, backend="forward_over_reverse").matvec(
-            torch.randn(sum(p.numel() for p in model.parameters() if p.requires_grad), dtype=torch.float64)
+            torch.randn(
+                sum(p.numel() for p in model.parameters() if p.requires_grad), dtype=torch.float64
+            )
         )

@@ -1,4 +1,4 @@
-"""Matrix-free linear operators on flat torch vectors, following scipy's ``LinearOperator`` contract.
+"""Matrix-free linear operators on flat torch vectors, following scipy's ``LinearOperator``.
 
 Subclasses implement only ``_matmat(V)`` for ``V`` of shape ``(n, k)``; the public
 :meth:`LinearOperator.matmat` / :meth:`LinearOperator.matvec` / ``@`` validate shapes, dtypes
@@ -48,7 +48,7 @@ class LinearOperator:
     # -- counters (overridden by operators that touch data) --------------------------------------
     @property
     def num_matvecs(self) -> int:
-        """Number of matrix-vector products computed so far (a ``matmat`` with k columns counts k)."""
+        """Number of matrix-vector products so far (a ``matmat`` with k columns counts k)."""
         return 0
 
     @property
@@ -200,7 +200,9 @@ class LinearOperator:
         return self.matmat(eye)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+        return (
+            f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+        )
 
 
 class IdentityOperator(LinearOperator):

@@ -1,10 +1,10 @@
-"""The data loop shared by every curvature operator (Hessian, Gauss-Newton, Fisher).
+r"""The data loop shared by every curvature operator (Hessian, Gauss-Newton, Fisher).
 
-A curvature matrix of the mean loss :math:`L(\\theta) = \\frac1N \\sum_i \\ell_i(\\theta)` is a
+A curvature matrix of the mean loss :math:`L(\theta) = \frac1N \sum_i \ell_i(\theta)` is a
 sample-weighted sum over batches,
 
 .. math::
-    C\\,V = \\frac{1}{N} \\sum_b n_b \\, C_b V ,
+    C\,V = \frac{1}{N} \sum_b n_b \, C_b V ,
 
 where :math:`C_b` is the curvature of batch :math:`b`'s mean loss and :math:`n_b` its
 number of samples. A subclass writes only the per-batch product :math:`C_b V` (for all k
@@ -52,24 +52,37 @@ class _Bound(nn.Module):
 
 @contextlib.contextmanager
 def _math_attention() -> Iterator[None]:
-    """Use the math scaled-dot-product-attention kernel, the only one with second derivatives.
+    """Use the math attention kernel and no fused transformer fast path (the only ones with AD).
 
-    Fused CPU/CUDA attention kernels (used by ``nn.MultiheadAttention`` and
-    ``nn.TransformerEncoderLayer``) implement neither forward-mode AD nor double-backward, so
-    every Hessian-vector product through them fails without this (verified on torch 2.13).
+    Fused CPU/CUDA scaled-dot-product-attention kernels (used by ``nn.MultiheadAttention``
+    and ``nn.TransformerEncoderLayer``) implement neither forward-mode AD nor
+    double-backward, and the eval-mode "fast path" of those modules
+    (``aten::_transformer_encoder_layer_fwd``) has no forward-mode AD: every curvature
+    product through them fails without this (verified on torch 2.13). The global fast-path
+    flag is restored on exit.
 
     Yields
     ------
     None
         Inside the context.
     """
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None else None
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # pragma: no cover - torch < 2.3
-        yield
-        return
-    with sdpa_kernel(SDPBackend.MATH):
-        yield
+        sdpa_kernel = None
+    try:
+        if mha is not None:
+            mha.set_fastpath_enabled(False)
+        if sdpa_kernel is None:  # pragma: no cover
+            yield
+        else:
+            with sdpa_kernel(SDPBackend.MATH):
+                yield
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(fastpath)
 
 
 class CurvatureOperator(LinearOperator):
@@ -161,10 +174,12 @@ class CurvatureOperator(LinearOperator):
     # -- counters and conversions ------------------------------------------------------------------
     @property
     def num_matvecs(self) -> int:
+        """Number of matrix-vector products so far (a ``matmat`` with k columns counts k)."""
         return self._num_matvecs
 
     @property
     def num_passes(self) -> int:
+        """Number of passes over the data so far (one per ``matmat``, whatever its k)."""
         return self._num_passes
 
     @property
@@ -193,7 +208,7 @@ class CurvatureOperator(LinearOperator):
         return self.space.unflatten(vector)
 
     def params_to_vector(self, tensors: dict[str, Tensor]) -> Tensor:
-        """Concatenate parameter-shaped tensors into a flat vector (inverse of ``vector_to_params``).
+        """Concatenate parameter-shaped tensors into a flat vector (inverse of the above).
 
         Parameters
         ----------
@@ -207,7 +222,7 @@ class CurvatureOperator(LinearOperator):
         """
         return self.space.flatten(tensors)
 
-    # -- model state --------------------------------------------------------------------------------
+    # -- model state ------------------------------------------------------------------------
     def _module(self) -> nn.Module:
         if self.mode == "eval":
             return self.model
@@ -270,9 +285,11 @@ class CurvatureOperator(LinearOperator):
         batch: Any,
         V: dict[str, Tensor],
     ) -> tuple[Tensor, Tensor]:
-        """Return ``(C_b V, loss_b)``: the batch curvature times ``V`` as a flat ``(k, P)``
-        tensor, and the batch loss (to check it is finite). ``V`` maps each name in ``theta``
-        to a ``(k, *shape)`` block of directions."""
+        """Return ``(C_b V, loss_b)``, the batch's curvature product and its loss.
+
+        ``C_b V`` is a flat ``(k, P)`` tensor; the loss is used to check finiteness. ``V`` maps
+        each name in ``theta`` to a ``(k, *shape)`` block of directions.
+        """
         raise NotImplementedError
 
     def _flat(self, tensors: dict[str, Tensor]) -> Tensor:
@@ -301,7 +318,7 @@ class CurvatureOperator(LinearOperator):
         self._num_passes += 1
         if bad is not None:
             index, what = bad
-            raise FloatingPointError(f"{what} at batch {index} (0-based) of the data.")
+            raise FloatingPointError(f"at batch {index} (0-based) of the data, {what}.")
         if total[-1] > 0:
             raise FloatingPointError("non-finite loss or curvature on another data-parallel rank.")
         return (acc / self.source.num_samples).T.contiguous()

@@ -49,10 +49,12 @@ class DenseOperator(LinearOperator):
 
     @property
     def num_matvecs(self) -> int:
+        """Number of matrix-vector products so far."""
         return self._num_matvecs
 
     @property
     def num_passes(self) -> int:
+        """Number of ``matmat`` calls so far."""
         return self._num_passes
 
     def _matmat(self, V: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ _GRADIENT_ENTRIES_PER_CHUNK = 2**24  # bounds the (samples x P) per-sample gradi
 
 
 class EmpiricalFisherOperator(CurvatureOperator):
-    r"""Empirical Fisher :math:`F = \frac1N \sum_i g_i g_i^\top`, :math:`g_i = \nabla_\theta \ell_i`.
+    r"""Empirical Fisher :math:`F = \frac1N \sum_i g_i g_i^\top` of per-sample gradients.
 
     .. math::
         F V = \frac{1}{N} \sum_{i=1}^{N} g_i \,(g_i^\top V) .
@@ -50,7 +50,9 @@ class EmpiricalFisherOperator(CurvatureOperator):
     True
     """
 
-    def __init__(self, model: nn.Module, data: Any, loss_fn: Criterion | None = None, **options: Any):
+    def __init__(
+        self, model: nn.Module, data: Any, loss_fn: Criterion | None = None, **options: Any
+    ):
         if options.get("mode", "eval") != "eval":
             raise ValueError(
                 "the empirical Fisher needs per-sample losses, which BatchNorm batch statistics "
@@ -104,7 +106,7 @@ def fisher(
     kind: Literal["empirical"] = "empirical",
     **options: Any,
 ) -> EmpiricalFisherOperator:
-    r"""Return the empirical Fisher :math:`\frac1N\sum_i \nabla\ell_i \nabla\ell_i^\top` as an operator.
+    r"""Return the empirical Fisher :math:`\frac1N\sum_i \nabla\ell_i \nabla\ell_i^\top`.
 
     Parameters
     ----------

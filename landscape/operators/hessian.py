@@ -32,7 +32,9 @@ class HessianOperator(CurvatureOperator):
 
     Parameters
     ----------
-    model, data, loss_fn, batch_loss, params, mode, max_batches, max_samples, cache, shard, chunk_size
+    model, data, loss_fn, batch_loss, params, mode
+        See :class:`~landscape.operators.curvature.CurvatureOperator`.
+    max_batches, max_samples, cache, shard, chunk_size
         See :class:`~landscape.operators.curvature.CurvatureOperator`.
     backend : {"auto", "double_backward", "forward_over_reverse"}, optional
         How each batch's product is computed. ``"double_backward"`` builds the gradient graph
