@@ -69,8 +69,10 @@ def main() -> None:
     lr = 0.5
     train(model, loader, epochs=3 if args.quick else 30, lr=lr)
     loss, acc = accuracy(model, loader)
-    print(f"MLP 64-32-10 on sklearn digits ({len(loader.dataset)} samples): "
-          f"train loss {loss:.4f}, accuracy {acc:.1%}")
+    print(
+        f"MLP 64-32-10 on sklearn digits ({len(loader.dataset)} samples): "
+        f"train loss {loss:.4f}, accuracy {acc:.1%}"
+    )
 
     H = ls.hessian(model, loader)
     G = ls.gauss_newton(model, loader)
@@ -89,13 +91,19 @@ def main() -> None:
     trace, stderr = samples.mean().item(), (samples.std() / num_probes**0.5).item()
 
     print(f"parameters P = {P}")
-    print(f"top-{k} Hessian eigenvalues:      {np.array2string(top_h, precision=4)}"
-          f"  ({H.num_matvecs - num_probes} HVPs, {t_h:.2f} s)")
+    print(
+        f"top-{k} Hessian eigenvalues:      {np.array2string(top_h, precision=4)}"
+        f"  ({H.num_matvecs - num_probes} HVPs, {t_h:.2f} s)"
+    )
     print(f"top-{k} Gauss-Newton eigenvalues: {np.array2string(top_g, precision=4)}")
-    print(f"Hessian trace (Hutchinson, {num_probes} probes in {H.num_passes - passes_before} pass): "
-          f"{trace:.4f} +/- {stderr:.4f}")
-    print(f"gradient descent is stable here for lr < 2/lambda_max = {2 / top_h[0]:.3f} "
-          f"(trained with lr = {lr})")
+    print(
+        f"Hessian trace (Hutchinson, {num_probes} probes in {H.num_passes - passes_before} pass): "
+        f"{trace:.4f} +/- {stderr:.4f}"
+    )
+    print(
+        f"gradient descent is stable here for lr < 2/lambda_max = {2 / top_h[0]:.3f} "
+        f"(trained with lr = {lr})"
+    )
 
     if not args.no_figure:
         import matplotlib

@@ -191,3 +191,34 @@ def test_forward_over_reverse_limitation_is_documented():
                 sum(p.numel() for p in model.parameters() if p.requires_grad), dtype=torch.float64
             )
         )
+
+
+def test_auto_backend_falls_back_when_forward_mode_fails():
+    case = CASES[2]  # MSE: forward-over-reverse raises on torch 2.13
+    model, batches = case.build()
+    H = ls.hessian(model, batches, case.loss_fn)
+    names = list(H.param_names)
+    V = torch.randn(H.shape[0], 20, dtype=torch.float64)  # large enough to pick forward mode
+    HV = H @ V
+    assert torch.allclose(HV, cached_exact_hessian(case, names) @ V, rtol=1e-10, atol=1e-12)
+
+
+def test_auto_backend_block_uses_forward_mode_and_matches():
+    case = CASES[3]
+    model, batches = case.build()
+    H = ls.hessian(model, batches)
+    V = torch.randn(H.shape[0], 17, dtype=torch.float64)
+    assert H._resolve_backend(17) == "forward_over_reverse"
+    HV = H @ V
+    assert not H._forward_failed
+    assert _rel(HV, cached_exact_hessian(case, H.param_names) @ V) < 1e-10
+
+
+def test_chunked_columns_are_exact():
+    case = CASES[1]
+    model, batches = case.build()
+    V = torch.randn(sum(p.numel() for p in model.parameters()), 7, dtype=torch.float64)
+    full = ls.hessian(model, batches) @ V
+    for backend in BACKENDS:
+        chunked = ls.hessian(model, batches, chunk_size=3, backend=backend) @ V
+        assert torch.allclose(chunked, full, rtol=1e-12, atol=1e-14)

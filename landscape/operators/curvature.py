@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -239,104 +239,175 @@ class CurvatureOperator(LinearOperator):
         return self._train_copy
 
     @contextlib.contextmanager
-    def _evaluation(self) -> Iterator[tuple[_Bound, dict[str, Tensor], dict[str, Tensor]]]:
-        """Set up one pass: the module in the right mode, and detached parameter/buffer tensors.
+    def _evaluation(self) -> Iterator[_Pass]:
+        """Set up one pass over the data and undo every side effect afterwards.
+
+        The module runs in the requested mode (eval flags set on the user's model, restored
+        on exit; ``mode="train"`` runs a private copy whose parameters are refreshed from the
+        user's). Buffers the forward pass might write are restored bitwise if it did.
 
         Yields
         ------
-        tuple
-            ``(bound_module, theta, constants)``: ``theta`` holds the selected parameters
-            (detached; the variables to differentiate), ``constants`` the other parameters
-            (detached) and cloned buffers, all keyed by their names in ``bound_module``.
+        _Pass
+            What the per-batch products need.
         """
         module = self._module()
         flags = [(m, m.training) for m in module.modules()]
+        buffers = [(b, b._version, b.detach().clone()) for b in module.buffers()]
         try:
             if module is self.model:
                 module.eval()
-            params = dict(self.model.named_parameters())
-            selected = set(self.space.names)
-            theta = {f"model.{n}": params[n].detach() for n in self.space.names}
-            constants = {f"model.{n}": p.detach() for n, p in params.items() if n not in selected}
-            user_buffers = dict(self.model.named_buffers())
-            for n, _ in module.named_buffers():
-                constants[f"model.{n}"] = user_buffers[n].detach().clone()
+            else:
+                _refresh_copy(module, self.model)
+            table = dict(module.named_parameters())
             with _math_attention():
-                yield _Bound(module, self.objective), theta, constants
+                yield _Pass(self, module, [table[n] for n in self.space.names])
         finally:
             for m, training in flags:
                 m.training = training
-
-    @staticmethod
-    def _caller(
-        bound: _Bound, constants: dict[str, Tensor], part: str = "loss"
-    ) -> Callable[[dict[str, Tensor], Any], Tensor]:
-        def call(theta: dict[str, Tensor], batch: Any) -> Tensor:
-            return functional_call(bound, {**constants, **theta}, (batch,), {"part": part})
-
-        return call
+            with torch.no_grad():
+                for b, version, saved in buffers:
+                    if b._version != version:
+                        b.copy_(saved)
 
     # -- the per-batch hook ---------------------------------------------------------------------
-    def _batch_matmat(
-        self,
-        bound: _Bound,
-        theta: dict[str, Tensor],
-        constants: dict[str, Tensor],
-        batch: Any,
-        V: dict[str, Tensor],
-    ) -> tuple[Tensor, Tensor]:
-        """Return ``(C_b V, loss_b)``, the batch's curvature product and its loss.
+    def _batch_matmat(self, run: _Pass, batch: Any, V: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+        """Return the batch's curvature product and its loss.
 
-        ``C_b V`` is a flat ``(k, P)`` tensor; the loss is used to check finiteness. ``V`` maps
-        each name in ``theta`` to a ``(k, *shape)`` block of directions.
+        ``V`` holds one ``(k, *shape)`` block of directions per selected parameter; the
+        product is returned in the same layout (``C_b V``, curvature of the batch's mean
+        loss). The loss is used to check finiteness.
         """
         raise NotImplementedError
 
-    def _flat(self, tensors: dict[str, Tensor]) -> Tensor:
-        return torch.cat([tensors[f"model.{n}"].flatten(1) for n in self.space.names], dim=1)
-
     # -- the data loop --------------------------------------------------------------------------
     def _matmat(self, V: Tensor) -> Tensor:
-        V = V.detach()
         k = V.shape[1]
-        directions = {f"model.{n}": t for n, t in self.space.unflatten(V.T).items()}
+        directions = list(self.space.unflatten(V.detach().T).values())
         # One extra slot carries a "bad batch" flag through the all-reduce, so every rank
         # raises together instead of deadlocking when one rank meets a NaN.
         total = torch.zeros(k * self.shape[0] + 1, dtype=self.dtype, device=self.device)
         acc = total[:-1].view(k, self.shape[0])
-        checks: list[tuple[int, Tensor, Tensor]] = []
-        with self._evaluation() as (bound, theta, constants):
+        blocks = [acc[:, s] for s in self.space.slices().values()]
+        losses, indices = [], []
+        with self._evaluation() as run:
             for index, batch, n in self.source:
-                product, loss = self._batch_matmat(bound, theta, constants, batch, directions)
-                acc.add_(product, alpha=float(n))
-                checks.append((index, loss.detach(), torch.isfinite(product).all()))
-        bad = self._first_bad_batch(checks)
+                parts, loss = self._batch_matmat(run, batch, directions)
+                for block, part in zip(blocks, parts):
+                    block.add_(part.reshape(k, -1), alpha=float(n))
+                losses.append(loss.detach().reshape(()))
+                indices.append(index)
+        bad = _first_non_finite(losses, indices, acc)
+        if bad is not None and bad[1] == "curvature":
+            bad = self._find_non_finite_product(directions)  # rare: a second, diagnostic pass
         if bad is not None:
             total[-1] = 1.0
         distributed.all_reduce_sum_(total)
         self._num_matvecs += k
         self._num_passes += 1
         if bad is not None:
-            index, what = bad
-            raise FloatingPointError(f"at batch {index} (0-based) of the data, {what}.")
+            raise FloatingPointError(f"at batch {bad[0]} (0-based) of the data, {bad[1]}.")
         if total[-1] > 0:
             raise FloatingPointError("non-finite loss or curvature on another data-parallel rank.")
         return (acc / self.source.num_samples).T.contiguous()
 
-    @staticmethod
-    def _first_bad_batch(checks: list[tuple[int, Tensor, Tensor]]) -> tuple[int, str] | None:
-        if not checks:
-            return None
-        losses = torch.stack([c[1].reshape(-1)[0] for c in checks])
-        finite = torch.stack([c[2] for c in checks])
-        ok = torch.isfinite(losses) & finite  # one device sync per pass, not per batch
-        if bool(ok.all()):
-            return None
-        i = int((~ok).nonzero()[0, 0])
-        index, loss = checks[i][0], float(losses[i])
-        if not torch.isfinite(losses[i]):
-            return index, f"the loss is {loss}"
-        return index, (
-            f"the curvature product is not finite (the loss, {loss:.6g}, is) — overflow in "
-            "second derivatives? Try float64"
-        )
+    def _find_non_finite_product(self, V: list[Tensor]) -> tuple[int, str]:
+        with self._evaluation() as run:
+            for index, batch, _ in self.source:
+                parts, loss = self._batch_matmat(run, batch, V)
+                if not all(bool(torch.isfinite(p).all()) for p in parts):
+                    return index, (
+                        f"the curvature product is not finite (the loss, {float(loss):.6g}, is) "
+                        "— overflow in second derivatives? Try float64"
+                    )
+        return -1, "the curvature product is not finite"
+
+
+class _Pass:
+    """What one pass's per-batch products need: the module and two ways to evaluate the loss.
+
+    ``params`` are the module's own selected parameters, used as autograd leaves by
+    double-backward products (``autograd.grad`` never writes ``.grad``). ``call`` evaluates
+    with explicit parameter tensors through ``torch.func.functional_call``, for the
+    ``torch.func`` transforms; ``theta`` holds their current values (detached).
+    """
+
+    def __init__(self, op: CurvatureOperator, module: nn.Module, params: list[Tensor]) -> None:
+        self.objective = op.objective
+        self.module = module
+        self.params = params
+        self.names = [f"model.{n}" for n in op.space.names]
+        self.theta = dict(zip(self.names, (p.detach() for p in params)))
+        self._bound = _Bound(module, op.objective)
+        selected = set(op.space.names)
+        self._constants = {
+            f"model.{n}": p.detach() for n, p in module.named_parameters() if n not in selected
+        }
+        self._constants.update({f"model.{n}": b for n, b in module.named_buffers()})
+
+    def loss(self, batch: Any) -> Tensor:
+        """Return the mean loss of the module on ``batch`` with its own parameters.
+
+        Returns
+        -------
+        Tensor
+            The scalar loss.
+        """
+        return self.objective.loss(self.module, batch)
+
+    def call(self, theta: dict[str, Tensor], batch: Any, part: str = "loss") -> Tensor:
+        """Return the loss (or outputs) on ``batch`` with the selected parameters set to ``theta``.
+
+        Returns
+        -------
+        Tensor
+            The scalar loss, or the output tensor when ``part="outputs"``.
+        """
+        return functional_call(self._bound, {**self._constants, **theta}, (batch,), {"part": part})
+
+    def flat(self, tensors: dict[str, Tensor]) -> list[Tensor]:
+        """Order a ``{name: tensor}`` result like the selected parameters.
+
+        Returns
+        -------
+        list of Tensor
+            One tensor per selected parameter.
+        """
+        return [tensors[n] for n in self.names]
+
+    def named(self, V: list[Tensor]) -> dict[str, Tensor]:
+        """Key a list of per-parameter blocks by name (the layout ``call`` expects).
+
+        Returns
+        -------
+        dict of str to Tensor
+            ``{name: block}``.
+        """
+        return dict(zip(self.names, V))
+
+
+def _refresh_copy(clone: nn.Module, source: nn.Module) -> None:
+    """Copy the current parameter and buffer values of ``source`` into its private copy."""
+    with torch.no_grad():
+        own = dict(clone.named_parameters())
+        for n, p in source.named_parameters():
+            own[n].copy_(p)
+        own_buffers = dict(clone.named_buffers())
+        for n, b in source.named_buffers():
+            if n in own_buffers:
+                own_buffers[n].copy_(b)
+
+
+def _first_non_finite(
+    losses: list[Tensor], indices: list[int], product: Tensor
+) -> tuple[int, str] | None:
+    if not losses:
+        return None
+    stacked = torch.stack(losses)
+    finite = torch.isfinite(stacked)
+    if bool(finite.all()) and bool(torch.isfinite(product).all()):  # one sync per pass
+        return None
+    if not bool(finite.all()):
+        i = int((~finite).nonzero()[0, 0])
+        return indices[i], f"the loss is {float(stacked[i])}"
+    return -1, "curvature"

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from landscape.losses import BatchLoss, Criterion, map_tensors
-from landscape.operators.curvature import CurvatureOperator, _Bound
+from landscape.losses import BatchLoss, Criterion, batch_size, map_tensors
+from landscape.operators.curvature import CurvatureOperator, _Pass
 from landscape.params import ParamSelector
 
 __all__ = ["EmpiricalFisherOperator", "fisher"]
@@ -60,40 +60,28 @@ class EmpiricalFisherOperator(CurvatureOperator):
             )
         super().__init__(model, data, loss_fn, **options)
 
-    def _batch_matmat(
-        self,
-        bound: _Bound,
-        theta: dict[str, Tensor],
-        constants: dict[str, Tensor],
-        batch: Any,
-        V: dict[str, Tensor],
-    ) -> tuple[Tensor, Tensor]:
-        call = self._caller(bound, constants)
-
-        def sample_loss(t: dict[str, Tensor], sample: Any) -> tuple[Tensor, Tensor]:
-            loss = call(t, map_tensors(sample, lambda x: x.unsqueeze(0)))
+    def _batch_matmat(self, run: _Pass, batch: Any, V: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+        def sample_loss(theta: dict[str, Tensor], sample: Any) -> tuple[Tensor, Tensor]:
+            loss = run.call(theta, map_tensors(sample, lambda x: x.unsqueeze(0)))
             return loss, loss.detach()
 
         per_sample = vmap(grad(sample_loss, has_aux=True), in_dims=(None, 0))
-        flat_v = self._flat(V)  # (k, P)
-        n = self._batch_size(batch)
+        k = V[0].shape[0]
+        flat_v = torch.cat([v.reshape(k, -1) for v in V], dim=1)  # (k, P)
+        n = batch_size(batch)
         step = self.chunk_size or max(1, _GRADIENT_ENTRIES_PER_CHUNK // self.shape[0])
         out = torch.zeros_like(flat_v)
         losses = []
         for start in range(0, n, step):
             stop = min(start + step, n)
             chunk = map_tensors(batch, lambda x, a=start, b=stop: x[a:b] if x.ndim else x)
-            grads, loss = per_sample(theta, chunk)
-            G = self._flat(grads)  # (samples, P)
+            grads, loss = per_sample(run.theta, chunk)
+            G = torch.cat([g.flatten(1) for g in run.flat(grads)], dim=1)  # (samples, P)
             out.add_((flat_v @ G.T) @ G)
             losses.append(loss)
-        return out / n, torch.cat(losses).mean()
-
-    @staticmethod
-    def _batch_size(batch: Any) -> int:
-        from landscape.losses import batch_size
-
-        return batch_size(batch)
+        out /= n
+        parts = torch.split(out, [v[0].numel() for v in V], dim=1)
+        return [p.reshape(v.shape) for p, v in zip(parts, V)], torch.cat(losses).mean()
 
 
 def fisher(

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vjp, vmap
 
 from landscape.losses import Criterion
-from landscape.operators.curvature import CurvatureOperator, Mode, _Bound
+from landscape.operators.curvature import CurvatureOperator, Mode, _Pass
 from landscape.params import ParamSelector
 
 __all__ = ["GaussNewtonOperator", "gauss_newton"]
@@ -50,34 +50,26 @@ class GaussNewtonOperator(CurvatureOperator):
     True
     """
 
-    def _batch_matmat(
-        self,
-        bound: _Bound,
-        theta: dict[str, Tensor],
-        constants: dict[str, Tensor],
-        batch: Any,
-        V: dict[str, Tensor],
-    ) -> tuple[Tensor, Tensor]:
-        outputs_of = self._caller(bound, constants, part="outputs")
+    def _batch_matmat(self, run: _Pass, batch: Any, V: list[Tensor]) -> tuple[list[Tensor], Tensor]:
         _, _, targets = self.objective.split(batch)
 
-        def f(t: dict[str, Tensor]) -> Tensor:
-            return outputs_of(t, batch)
+        def f(theta: dict[str, Tensor]) -> Tensor:
+            return run.call(theta, batch, part="outputs")
 
         def criterion(outputs: Tensor) -> Tensor:
             return self.objective.criterion(outputs, targets)
 
-        outputs, pullback = vjp(f, theta)
+        outputs, pullback = vjp(f, run.theta)
         # Output-space Hessian products by reverse-over-reverse: forward-over-reverse through
         # mse_loss raises "ZeroTensors are immutable" on torch 2.13.
         _, output_hessian = vjp(grad(criterion), outputs)
 
         def column(v: dict[str, Tensor]) -> dict[str, Tensor]:
-            _, jv = jvp(f, (theta,), (v,))
+            _, jv = jvp(f, (run.theta,), (v,))
             return pullback(output_hessian(jv)[0])[0]
 
-        gv = vmap(column, chunk_size=self.chunk_size, randomness="same")(V)
-        return self._flat(gv), criterion(outputs.detach())
+        gv = vmap(column, chunk_size=self.chunk_size, randomness="same")(run.named(V))
+        return run.flat(gv), criterion(outputs.detach())
 
 
 def gauss_newton(

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
 from landscape.losses import BatchLoss, Criterion
-from landscape.operators.curvature import CurvatureOperator, Mode, _Bound
+from landscape.operators.curvature import CurvatureOperator, Mode, _Pass
 from landscape.params import ParamSelector
 
 __all__ = ["HessianOperator", "hessian"]
@@ -40,8 +40,10 @@ class HessianOperator(CurvatureOperator):
         How each batch's product is computed. ``"double_backward"`` builds the gradient graph
         once per batch and back-propagates all k directions through it in one batched call
         (``autograd.grad(..., is_grads_batched=True)``); ``"forward_over_reverse"`` uses
-        ``vmap(jvp(grad))``. ``"auto"`` picks the faster on each device according to
-        ``benchmarks/hvp.py``.
+        ``vmap(jvp(grad))``. ``"auto"`` (default) uses double-backward for fewer than 16
+        vectors on CPU and forward-over-reverse for larger blocks (and from 2 vectors on
+        CUDA), as measured by ``benchmarks/hvp.py``; if forward-mode AD fails on the model
+        (an op without a forward-mode rule), it falls back to double-backward for good.
 
     References
     ----------
@@ -80,79 +82,91 @@ class HessianOperator(CurvatureOperator):
             )
         super().__init__(model, data, loss_fn, **options)
         self.backend = backend
+        self._forward_failed = False
 
     def _resolve_backend(self, k: int) -> str:
         if self.backend != "auto":
             return self.backend
-        # Measured in benchmarks/hvp.py (CPU, torch 2.13): batched double-backward is the
-        # fastest for a single vector and on par or better for blocks of vectors.
-        return "double_backward"
+        # Measured with benchmarks/hvp.py on CPU (torch 2.13, 2 threads): double-backward is
+        # the fastest single HVP (forward-over-reverse costs ~2.7x more at k=1) and wins or
+        # ties for small blocks on an MLP; for blocks of 16+ vectors vmap(jvp(grad)) is
+        # faster, by ~1.4x on a CNN. On CUDA, vectorized forward-mode pays off sooner.
+        if self._forward_failed:
+            return "double_backward"
+        threshold = 2 if self.device.type == "cuda" else 16
+        return "forward_over_reverse" if k >= threshold else "double_backward"
 
-    def _batch_matmat(
-        self,
-        bound: _Bound,
-        theta: dict[str, Tensor],
-        constants: dict[str, Tensor],
-        batch: Any,
-        V: dict[str, Tensor],
-    ) -> tuple[Tensor, Tensor]:
-        call = self._caller(bound, constants)
-        k = next(iter(V.values())).shape[0]
-        if self._resolve_backend(k) == "forward_over_reverse":
-            return self._forward_over_reverse(call, theta, batch, V)
-        return self._double_backward(call, theta, batch, V, k)
+    def _batch_matmat(self, run: _Pass, batch: Any, V: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+        if self._resolve_backend(V[0].shape[0]) == "forward_over_reverse":
+            if self.backend == "forward_over_reverse":
+                return self._forward_over_reverse(run, batch, V)
+            try:
+                return self._forward_over_reverse(run, batch, V)
+            except (RuntimeError, NotImplementedError):
+                # Forward-mode AD does not cover every op (custom autograd Functions without a
+                # jvp; "ZeroTensors are immutable" through mse_loss on torch 2.13): fall back
+                # for good. A genuine error in the model is raised again by double-backward.
+                self._forward_failed = True
+        return self._double_backward(run, batch, V)
 
-    def _forward_over_reverse(self, call, theta, batch, V):  # type: ignore[no-untyped-def]
-        def loss_and_value(t: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            loss = call(t, batch)
+    def _forward_over_reverse(
+        self, run: _Pass, batch: Any, V: list[Tensor]
+    ) -> tuple[list[Tensor], Tensor]:
+        def loss_and_value(theta: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+            loss = run.call(theta, batch)
             return loss, loss.detach()
 
         gradient = grad(loss_and_value, has_aux=True)
 
         def column(v: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-            _, hv, loss = jvp(gradient, (theta,), (v,), has_aux=True)
+            _, hv, loss = jvp(gradient, (run.theta,), (v,), has_aux=True)
             return hv, loss
 
-        hv, loss = vmap(column, chunk_size=self.chunk_size, randomness="same")(V)
-        return self._flat(hv), loss[0]
+        hv, loss = vmap(column, chunk_size=self.chunk_size, randomness="same")(run.named(V))
+        return run.flat(hv), loss[0]
 
-    def _double_backward(self, call, theta, batch, V, k):  # type: ignore[no-untyped-def]
-        names = list(theta)
-        leaves = {n: t.detach().requires_grad_(True) for n, t in theta.items()}
+    def _double_backward(
+        self, run: _Pass, batch: Any, V: list[Tensor]
+    ) -> tuple[list[Tensor], Tensor]:
+        # The module's own parameters are the autograd leaves: autograd.grad returns the
+        # derivatives without writing .grad, and no functional_call overhead is paid.
+        params = run.params
         with torch.enable_grad():
-            loss = call(leaves, batch)
-            grads = torch.autograd.grad(
-                loss, [leaves[n] for n in names], create_graph=True, materialize_grads=True
-            )
+            loss = run.loss(batch)
+            grads = torch.autograd.grad(loss, params, create_graph=True, materialize_grads=True)
         used = [i for i, g in enumerate(grads) if g.requires_grad]
-        out = {n: leaves[n].new_zeros(k, *leaves[n].shape) for n in names}
-        if used:
-            step = self.chunk_size or k
-            for start in range(0, k, step):
-                stop = min(start + step, k)
-                cols = [V[names[i]][start:stop] for i in used]
-                last = stop == k
-                if stop - start == 1:
-                    parts = torch.autograd.grad(
-                        [grads[i] for i in used],
-                        [leaves[n] for n in names],
-                        grad_outputs=[c[0] for c in cols],
-                        retain_graph=not last,
-                        materialize_grads=True,
-                    )
-                    parts = tuple(p[None] for p in parts)
-                else:
-                    parts = torch.autograd.grad(
-                        [grads[i] for i in used],
-                        [leaves[n] for n in names],
-                        grad_outputs=cols,
-                        retain_graph=not last,
+        k = V[0].shape[0]
+        if not used:  # the loss is linear in the selected parameters
+            return [torch.zeros_like(v) for v in V], loss.detach()
+        outputs = [grads[i] for i in used]
+        step = self.chunk_size or k
+        chunks = []
+        for start in range(0, k, step):
+            stop = min(start + step, k)
+            retain = stop < k
+            if stop - start == 1:
+                part = torch.autograd.grad(
+                    outputs,
+                    params,
+                    grad_outputs=[V[i][start] for i in used],
+                    retain_graph=retain,
+                    materialize_grads=True,
+                )
+                chunks.append([p[None] for p in part])
+            else:
+                chunks.append(
+                    torch.autograd.grad(
+                        outputs,
+                        params,
+                        grad_outputs=[V[i][start:stop] for i in used],
+                        retain_graph=retain,
                         is_grads_batched=True,
                         materialize_grads=True,
                     )
-                for n, p in zip(names, parts):
-                    out[n][start:stop] = p
-        return self._flat(out), loss.detach()
+                )
+        if len(chunks) == 1:
+            return list(chunks[0]), loss.detach()
+        return [torch.cat(c) for c in zip(*chunks)], loss.detach()
 
 
 def hessian(
