@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 import landscape as ls
 
-BACKENDS = ("double_backward", "forward_over_reverse")
+BACKENDS = ("auto", "double_backward", "forward_over_reverse")
 BLOCK_SIZES = (8, 32)
 BATCH_SIZE = 250
 QUICK_SAMPLES = 500
