@@ -6,6 +6,7 @@ from landscape.operators.dense import DenseOperator
 from landscape.operators.fisher import EmpiricalFisherOperator, fisher
 from landscape.operators.gauss_newton import GaussNewtonOperator, gauss_newton
 from landscape.operators.hessian import HessianOperator, hessian
+from landscape.operators.scipy_wrapper import ScipyOperator, as_operator
 
 __all__ = [
     "CurvatureOperator",
@@ -15,6 +16,8 @@ __all__ = [
     "HessianOperator",
     "IdentityOperator",
     "LinearOperator",
+    "ScipyOperator",
+    "as_operator",
     "fisher",
     "gauss_newton",
     "hessian",

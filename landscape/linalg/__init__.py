@@ -1,0 +1,1 @@
+"""Spectral algorithms on any symmetric LinearOperator: eigenvalues, traces, densities."""
