@@ -1,0 +1,387 @@
+r"""Lanczos processes on symmetric operators: thick-restart block Lanczos, and batched Lanczos.
+
+Two engines, both written here (rather than calling ARPACK through ``scipy``) because they
+must keep vectors on the operator's device, push a whole block of vectors through one
+``matmat`` (one pass over the data for curvature operators), and report their cost:
+
+* :func:`restarted_lanczos` — block Lanczos with full orthogonalization and thick restarts
+  (Wu & Simon 2000), for extreme eigenpairs. Full orthogonalization (classical Gram-Schmidt,
+  applied twice) keeps the basis orthonormal to rounding, so converged eigenvalues never
+  reappear as "ghost" copies (Paige 1976) and the Lanczos relation
+
+  .. math::
+      A Q_m = Q_m T_m + \hat Q_{m+1} B_m E_m^\top
+
+  holds to rounding: the residual of a Ritz pair :math:`(\theta, Q_m s)` is exactly
+  :math:`\lVert B_m E_m^\top s \rVert`, available without another product.
+* :func:`batched_lanczos` — independent single-vector Lanczos runs from several starting
+  vectors at once (one ``matmat`` per step serves all of them), returning the tridiagonal
+  matrices that stochastic Lanczos quadrature needs.
+
+References
+----------
+K. Wu, H. Simon, "Thick-restart Lanczos method for large symmetric eigenvalue problems",
+SIAM J. Matrix Anal. Appl. 22(2), 2000. C. C. Paige, "Error analysis of the Lanczos
+algorithm for tridiagonalizing a symmetric matrix", IMA J. Appl. Math. 18, 1976.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from landscape.linalg._random import gaussian
+from landscape.operators.base import LinearOperator
+
+__all__ = ["LanczosResult", "Tridiagonal", "batched_lanczos", "restarted_lanczos"]
+
+Which = Literal["largest", "smallest", "both", "magnitude"]
+
+
+def _orthogonalize(W: Tensor, Q: Tensor) -> Tensor:
+    """Orthogonalize the columns of ``W`` against the columns of ``Q`` (CGS, twice).
+
+    Returns
+    -------
+    Tensor
+        The coefficients ``Q^T W`` that were removed (sum of both sweeps).
+    """
+    if Q.shape[1] == 0:
+        return W.new_zeros(0, W.shape[1])
+    coefficients = Q.T @ W
+    W -= Q @ coefficients
+    correction = Q.T @ W
+    W -= Q @ correction
+    return coefficients + correction
+
+
+def _orthonormal_block(W: Tensor, Q: Tensor, generator: torch.Generator, scale: float) -> Tensor:
+    """Orthonormalize ``W`` (already orthogonal to ``Q``); replace rank-deficient directions.
+
+    Columns that vanished (the Krylov space became invariant) are replaced by random
+    vectors orthogonal to ``Q`` and to the kept columns, so the iteration can continue.
+
+    Returns
+    -------
+    Tensor
+        ``R`` with ``W_in = W_out R`` restricted to the kept directions (zero rows where a
+        direction was replaced); ``W`` is overwritten with the orthonormal block.
+    """
+    Qw, R = torch.linalg.qr(W)
+    tiny = R.diagonal().abs() <= 1e-12 * max(scale, 1e-300) * max(1, W.shape[0]) ** 0.5
+    if bool(tiny.any()):
+        R[tiny, :] = 0
+        fresh = gaussian(W.shape[0], int(tiny.sum()), generator, dtype=W.dtype, device=W.device)
+        basis = torch.cat([Q, Qw[:, ~tiny]], dim=1)
+        for _ in range(2):
+            fresh -= basis @ (basis.T @ fresh)
+        fresh, _ = torch.linalg.qr(fresh)
+        Qw[:, tiny] = fresh
+    W.copy_(Qw)
+    return R
+
+
+def _select(theta: Tensor, count: int, which: Which) -> Tensor:
+    """Indices of the wanted Ritz values, best first."""
+    m = theta.numel()
+    count = min(count, m)
+    if which == "largest":
+        return torch.argsort(theta, descending=True)[:count]
+    if which == "smallest":
+        return torch.argsort(theta)[:count]
+    if which == "magnitude":
+        return torch.argsort(theta.abs(), descending=True)[:count]
+    top = torch.argsort(theta, descending=True)
+    half = (count + 1) // 2
+    bottom = torch.argsort(theta)
+    chosen = list(top[:half].tolist())
+    for i in bottom.tolist():
+        if len(chosen) >= count:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    """Ritz pairs from :func:`restarted_lanczos`.
+
+    Attributes
+    ----------
+    values : Tensor
+        Wanted Ritz values (float64, CPU), best first.
+    vectors : Tensor
+        Ritz vectors in columns, on the operator's device and dtype.
+    residuals : Tensor
+        Residual norms from the Lanczos relation (float64, CPU).
+    converged : Tensor
+        Residual within tolerance.
+    scale : float
+        Largest Ritz value magnitude seen (the norm estimate the tolerance refers to).
+    num_matvecs : int
+        Products used.
+    num_passes : int
+        ``matmat`` calls used.
+    num_restarts : int
+        Thick restarts performed.
+    """
+
+    values: Tensor
+    vectors: Tensor
+    residuals: Tensor
+    converged: Tensor
+    scale: float
+    num_matvecs: int
+    num_passes: int
+    num_restarts: int
+
+
+def restarted_lanczos(
+    A: LinearOperator,
+    count: int,
+    which: Which,
+    *,
+    tol: float,
+    max_matvecs: int,
+    ncv: int,
+    block_size: int,
+    generator: torch.Generator,
+    v0: Tensor | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> LanczosResult:
+    r"""Compute ``count`` extreme eigenpairs of a symmetric operator by thick-restart block Lanczos.
+
+    A Ritz pair :math:`(\theta_i, y_i)` is converged when
+    :math:`\lVert A y_i - \theta_i y_i \rVert \le \mathrm{tol} \cdot \max_j |\theta_j|`
+    (a backward-error criterion: the eigenvalue error is at most the residual, and at most
+    residual² / gap).
+
+    Parameters
+    ----------
+    A : LinearOperator
+        Symmetric operator of size ``n``.
+    count : int
+        Number of wanted eigenpairs (for ``which="both"``, split between the two ends).
+    which : {"largest", "smallest", "both", "magnitude"}
+        Which end of the spectrum.
+    tol : float
+        Relative residual tolerance.
+    max_matvecs : int
+        Budget of products; the result reports what converged within it.
+    ncv : int
+        Maximum basis size (memory ``n * ncv``); restarts keep the wanted Ritz vectors.
+    block_size : int
+        Vectors per ``matmat`` (per pass over the data).
+    generator : torch.Generator
+        Source of the random starting block.
+    v0 : Tensor, optional
+        Starting vector(s), shape ``(n,)`` or ``(n, block_size)``.
+    callback : callable, optional
+        Called as ``callback(num_matvecs, num_converged)`` after every step (progress bars).
+
+    Returns
+    -------
+    LanczosResult
+        The wanted Ritz pairs and their certificates.
+    """
+    n = A.shape[0]
+    b = block_size
+    Q = torch.zeros(n, ncv + b, dtype=A.dtype, device=A.device)
+    T = torch.zeros(ncv + b, ncv + b, dtype=torch.float64)
+    if v0 is not None:
+        start = v0.reshape(n, -1).to(dtype=A.dtype, device=A.device)
+        if start.shape[1] < b:
+            extra = gaussian(n, b - start.shape[1], generator, dtype=A.dtype, device=A.device)
+            start = torch.cat([start, extra], dim=1)
+        start = start[:, :b].clone()
+    else:
+        start = gaussian(n, b, generator, dtype=A.dtype, device=A.device)
+    _orthonormal_block(start, Q[:, :0], generator, 1.0)
+    Q[:, :b] = start
+    j = 0  # columns [0, j) hold processed vectors; [j, j+b) the current block
+    matvecs = passes = restarts = 0
+    scale = 0.0
+    keep_extra = max(b, (ncv - count) // 2)
+    while True:
+        W = A.matmat(Q[:, j : j + b])
+        matvecs += b
+        passes += 1
+        m = j + b
+        coefficients = _orthogonalize(W, Q[:, :m])
+        block = coefficients.double().cpu()
+        T[:m, j:m] = block
+        T[j:m, :m] = block.T
+        T[j:m, j:m] = 0.5 * (block[j:m] + block[j:m].T)
+        theta, S = torch.linalg.eigh(T[:m, :m])
+        scale = max(scale, float(theta.abs().max()))
+        R = _orthonormal_block(W, Q[:, :m], generator, scale)
+        coupling = R.double().cpu() @ S[m - b : m]  # (b, m): residual directions of Ritz pairs
+        residuals = coupling.norm(dim=0)
+        wanted = _select(theta, count, which)
+        done = residuals[wanted] <= tol * max(scale, 1e-300)
+        exhausted = m + b > n  # the Krylov space is (nearly) the whole space: exact
+        if callback is not None:
+            callback(matvecs, int(done.sum()))
+        if bool(done.all()) or exhausted or matvecs + b > max_matvecs:
+            vectors = Q[:, :m] @ S[:, wanted].to(dtype=A.dtype, device=A.device)
+            if exhausted and m >= n:
+                residuals = torch.zeros_like(residuals)
+            return LanczosResult(
+                values=theta[wanted],
+                vectors=vectors,
+                residuals=residuals[wanted],
+                converged=residuals[wanted] <= tol * max(scale, 1e-300),
+                scale=scale,
+                num_matvecs=matvecs,
+                num_passes=passes,
+                num_restarts=restarts,
+            )
+        if m + b <= ncv:
+            Q[:, m : m + b] = W
+            j = m
+            continue
+        # Thick restart: keep the wanted Ritz vectors plus neighbours from the same end(s);
+        # the residual block W becomes the next block, coupled through ``coupling``.
+        keep = _select(theta, min(count + keep_extra, ncv - b), which)
+        kept = keep.numel()
+        Q[:, :kept] = Q[:, :m] @ S[:, keep].to(dtype=A.dtype, device=A.device)
+        Q[:, kept : kept + b] = W
+        T.zero_()
+        T[:kept, :kept] = torch.diag(theta[keep])
+        T[kept : kept + b, :kept] = coupling[:, keep]
+        T[:kept, kept : kept + b] = coupling[:, keep].T
+        j = kept
+        restarts += 1
+
+
+@dataclass(frozen=True)
+class Tridiagonal:
+    r"""Lanczos tridiagonal matrices of several independent runs.
+
+    Attributes
+    ----------
+    alphas : Tensor
+        Diagonals, shape ``(num_runs, num_steps)`` (float64, CPU).
+    betas : Tensor
+        Off-diagonals, shape ``(num_runs, num_steps - 1)``.
+    residual_norms : Tensor
+        :math:`\beta_m`, the norm of each run's next Lanczos vector before normalization,
+        shape ``(num_runs,)``: the residual of Ritz pair :math:`(\theta_j, Q s_j)` is
+        :math:`\beta_m |e_m^\top s_j|`.
+    num_matvecs : int
+        Products used.
+    num_passes : int
+        ``matmat`` calls used.
+    """
+
+    alphas: Tensor
+    betas: Tensor
+    residual_norms: Tensor
+    num_matvecs: int
+    num_passes: int
+
+    def matrices(self) -> Tensor:
+        """Return the dense tridiagonal matrices, shape ``(num_runs, m, m)``.
+
+        Returns
+        -------
+        Tensor
+            Symmetric tridiagonal matrices.
+        """
+        T = torch.diag_embed(self.alphas)
+        T += torch.diag_embed(self.betas, offset=1) + torch.diag_embed(self.betas, offset=-1)
+        return T
+
+
+def batched_lanczos(
+    A: LinearOperator,
+    starts: Tensor,
+    num_steps: int,
+    *,
+    reorthogonalize: bool = True,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> Tridiagonal:
+    r"""Run independent Lanczos processes from the columns of ``starts``, batched.
+
+    Step ``j`` multiplies all current Lanczos vectors with one ``matmat`` (one pass over the
+    data), so ``num_steps`` steps cost ``num_steps`` passes for any number of runs.
+
+    Parameters
+    ----------
+    A : LinearOperator
+        Symmetric operator.
+    starts : Tensor
+        Starting vectors in columns, shape ``(n, r)`` (normalized here).
+    num_steps : int
+        Lanczos steps :math:`m` per run (stops early, for all runs, if every run hits an
+        invariant subspace).
+    reorthogonalize : bool, optional
+        Full reorthogonalization of each run against its own basis (memory ``n * r * m``).
+        Without it, quadrature moments stay accurate (Greenbaum 1989) but Ritz values may
+        repeat.
+    generator : torch.Generator, optional
+        Source of fresh directions for runs that hit an invariant subspace.
+    callback : callable, optional
+        Called with the step number after each step.
+
+    Returns
+    -------
+    Tridiagonal
+        The :math:`\alpha_j` and :math:`\beta_j` of every run.
+    """
+    n, r = starts.shape
+    steps = min(num_steps, n)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    q = starts / starts.norm(dim=0, keepdim=True)
+    basis = [q] if reorthogonalize else None
+    previous = torch.zeros_like(q)
+    beta = torch.zeros(r, dtype=q.dtype, device=q.device)
+    alphas, betas = [], []
+    matvecs = passes = 0
+    for step in range(steps):
+        w = A.matmat(q)
+        matvecs += r
+        passes += 1
+        alpha = (q * w).sum(0)
+        w -= alpha * q + beta * previous
+        if basis is not None:
+            stacked = torch.stack(basis)  # (j, n, r)
+            for _ in range(2):
+                w -= (stacked * (stacked * w).sum(1, keepdim=True)).sum(0)
+        alphas.append(alpha)
+        if callback is not None:
+            callback(step + 1)
+        beta = w.norm(dim=0)
+        if step == steps - 1:
+            break
+        invariant = beta <= 1e-10 * (alpha.abs() + beta).clamp_min(1e-300)
+        if bool(invariant.all()):
+            beta = torch.zeros_like(beta)
+            break  # every run found an invariant subspace: its quadrature is exact
+        if bool(invariant.any()):
+            # A run whose Krylov space became invariant continues from a fresh direction
+            # with a zero coupling: its later Ritz values get zero quadrature weight.
+            beta = torch.where(invariant, torch.zeros_like(beta), beta)
+            fresh = gaussian(n, r, generator, dtype=w.dtype, device=w.device)
+            if basis is not None:
+                stacked = torch.stack(basis)
+                for _ in range(2):
+                    fresh -= (stacked * (stacked * fresh).sum(1, keepdim=True)).sum(0)
+            w = torch.where(invariant, fresh / fresh.norm(dim=0), w)
+        betas.append(beta)
+        previous, q = q, w / torch.where(invariant, torch.ones_like(beta), beta)
+        if basis is not None:
+            basis.append(q)
+    alpha_t = torch.stack(alphas, 1).double().cpu()
+    beta_t = (
+        torch.stack(betas, 1).double().cpu()[:, : alpha_t.shape[1] - 1]
+        if betas
+        else torch.zeros(r, 0, dtype=torch.float64)
+    )
+    return Tridiagonal(alpha_t, beta_t, beta.double().cpu(), matvecs, passes)
