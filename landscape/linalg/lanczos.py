@@ -86,7 +86,13 @@ def _orthonormal_block(W: Tensor, Q: Tensor, generator: torch.Generator, scale: 
 
 
 def _select(theta: Tensor, count: int, which: Which) -> Tensor:
-    """Indices of the wanted Ritz values, best first."""
+    """Return the indices of the wanted Ritz values, best first.
+
+    Returns
+    -------
+    Tensor
+        Indices into ``theta``.
+    """
     m = theta.numel()
     count = min(count, m)
     if which == "largest":
