@@ -60,7 +60,8 @@ def spectral_density(
     below :math:`10^{-3}\max|\theta|`; at most ``max_outliers + 1``), the outlier count is
     the :math:`c` maximizing :math:`\lambda_c/\lambda_{c+1}`, accepted only if that ratio
     exceeds ``gap``; then the bulk edge is :math:`\sqrt{\lambda_c\lambda_{c+1}}`. Otherwise
-    the result reports no outliers and ``bulk_edge=None`` ("no clear gap") rather than forcing a split.
+    the result reports no outliers and ``bulk_edge=None`` ("no clear gap") rather than
+    forcing a split.
 
     Parameters
     ----------
