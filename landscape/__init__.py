@@ -6,6 +6,15 @@
 """
 
 from landscape.data import DataSource
+from landscape.linalg import (
+    Eigenpairs,
+    Estimate,
+    SpectralDensity,
+    eigenvalues,
+    find_outliers,
+    power_iteration,
+    spectral_density,
+)
 from landscape.operators import (
     CurvatureOperator,
     DenseOperator,
@@ -26,14 +35,21 @@ __all__ = [
     "CurvatureOperator",
     "DataSource",
     "DenseOperator",
+    "Eigenpairs",
     "EmpiricalFisherOperator",
+    "Estimate",
     "GaussNewtonOperator",
     "HessianOperator",
     "IdentityOperator",
     "LinearOperator",
     "ParamSpace",
+    "SpectralDensity",
+    "eigenvalues",
+    "find_outliers",
     "fisher",
     "gauss_newton",
     "hessian",
+    "power_iteration",
     "select_parameters",
+    "spectral_density",
 ]

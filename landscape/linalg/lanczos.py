@@ -230,6 +230,8 @@ def restarted_lanczos(
         residuals = coupling.norm(dim=0)
         wanted = _select(theta, count, which)
         done = residuals[wanted] <= tol * max(scale, 1e-300)
+        if wanted.numel() < count:  # fewer Ritz values than wanted so far
+            done = torch.zeros(1, dtype=torch.bool)
         exhausted = m + b > n  # the Krylov space is (nearly) the whole space: exact
         if callback is not None:
             callback(matvecs, int(done.sum()))
