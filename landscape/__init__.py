@@ -15,6 +15,7 @@ from landscape.linalg import (
     power_iteration,
     spectral_density,
 )
+from landscape.metrics import LayerCurvature, LayerwiseResult, layerwise
 from landscape.operators import (
     CurvatureOperator,
     DenseOperator,
@@ -28,6 +29,7 @@ from landscape.operators import (
     hessian,
 )
 from landscape.params import ParamSpace, select_parameters
+from landscape.report import plot_eigenvalues, plot_layerwise, plot_spectral_density
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,8 @@ __all__ = [
     "GaussNewtonOperator",
     "HessianOperator",
     "IdentityOperator",
+    "LayerCurvature",
+    "LayerwiseResult",
     "LinearOperator",
     "ParamSpace",
     "SpectralDensity",
@@ -49,6 +53,10 @@ __all__ = [
     "fisher",
     "gauss_newton",
     "hessian",
+    "layerwise",
+    "plot_eigenvalues",
+    "plot_layerwise",
+    "plot_spectral_density",
     "power_iteration",
     "select_parameters",
     "spectral_density",

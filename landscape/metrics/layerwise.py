@@ -1,0 +1,231 @@
+r"""Per-layer curvature (HAWQ-V2 style): trace and top eigenvalue of each layer's Hessian block."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape.linalg._random import as_generator, rademacher
+from landscape.linalg.eigen import eigenvalues
+from landscape.losses import Criterion
+from landscape.operators.hessian import hessian
+
+__all__ = ["LayerCurvature", "LayerwiseResult", "layerwise"]
+
+_METRICS = ("trace", "top_eigenvalue")
+
+
+@dataclass(frozen=True)
+class LayerCurvature:
+    """Curvature of one layer's diagonal Hessian block.
+
+    Attributes
+    ----------
+    name : str
+        Module name (``"(root)"`` for parameters owned by the model itself).
+    parameters : tuple of str
+        Parameter names in the block.
+    num_params : int
+        Block size.
+    trace : float or None
+        Hutchinson estimate of the block trace.
+    trace_stderr : float or None
+        Its standard error.
+    top_eigenvalue : float or None
+        Largest eigenvalue of the block.
+    top_residual : float or None
+        Residual norm of the top eigenpair.
+    """
+
+    name: str
+    parameters: tuple[str, ...]
+    num_params: int
+    trace: float | None = None
+    trace_stderr: float | None = None
+    top_eigenvalue: float | None = None
+    top_residual: float | None = None
+
+    @property
+    def mean_curvature(self) -> float | None:
+        """Average eigenvalue of the block, ``trace / num_params`` (HAWQ-V2's sensitivity)."""
+        return None if self.trace is None else self.trace / self.num_params
+
+
+@dataclass(frozen=True)
+class LayerwiseResult:
+    """A table of per-layer curvature.
+
+    Attributes
+    ----------
+    layers : list of LayerCurvature
+        One row per module owning trainable parameters, in model order.
+    num_matvecs : int
+        Hessian-vector products used in all.
+    num_passes : int
+        Passes over the data used in all.
+    num_probes : int
+        Hutchinson probes behind each trace.
+    """
+
+    layers: list[LayerCurvature]
+    num_matvecs: int
+    num_passes: int
+    num_probes: int
+    notes: tuple[str, ...] = field(default=())
+
+    def table(self) -> str:
+        """Return the result as a plain-text table.
+
+        Returns
+        -------
+        str
+            One line per layer.
+        """
+        lines = [f"{'layer':<28}{'params':>9}{'trace':>24}{'trace/P':>12}{'top eigenvalue':>16}"]
+        for r in self.layers:
+            trace = "" if r.trace is None else f"{r.trace:.4g} ± {r.trace_stderr:.2g}"
+            mean = "" if r.mean_curvature is None else f"{r.mean_curvature:.4g}"
+            top = "" if r.top_eigenvalue is None else f"{r.top_eigenvalue:.4g}"
+            lines.append(f"{r.name:<28}{r.num_params:>9}{trace:>24}{mean:>12}{top:>16}")
+        return "\n".join(lines)
+
+
+def _groups(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """Group trainable parameter names by the module that owns them, in model order.
+
+    Returns
+    -------
+    list of tuple
+        ``(module_name, parameter_names)`` pairs.
+    """
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    groups = []
+    for module_name, module in model.named_modules():
+        names = [
+            f"{module_name}.{n}" if module_name else n
+            for n, p in module.named_parameters(recurse=False)
+            if p.requires_grad
+        ]
+        names = [n for n in names if n in trainable]  # shared parameters appear once
+        if names:
+            groups.append((module_name or "(root)", names))
+    return groups
+
+
+def layerwise(
+    model: nn.Module,
+    data: Any,
+    loss_fn: Criterion | None = None,
+    *,
+    metrics: Sequence[str] = _METRICS,
+    num_probes: int = 100,
+    tol: float = 1e-4,
+    seed: int | torch.Generator | None = 0,
+    modules: Iterable[str] | None = None,
+    **options: Any,
+) -> LayerwiseResult:
+    r"""Measure the curvature of each layer's diagonal Hessian block :math:`H_{ll}`.
+
+    **Trace.** One Hutchinson estimate serves every layer: with Rademacher probes
+    :math:`z` on all parameters, :math:`z_l^\top (Hz)_l` is an unbiased estimate of
+    :math:`\operatorname{tr}(H_{ll})` (the cross-block terms have zero mean), so all layers'
+    traces cost ``num_probes`` products in a single pass over the data. The mean curvature
+    :math:`\operatorname{tr}(H_{ll})/P_l` is HAWQ-V2's sensitivity for mixed-precision
+    quantization.
+
+    **Top eigenvalue.** Lanczos (:func:`landscape.eigenvalues`) on each block's operator
+    ``ls.hessian(model, data, params=layer)``; each costs about 10-30 products.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; never modified.
+    data : iterable of batches, or one batch
+        As for :func:`landscape.hessian`.
+    loss_fn : callable, optional
+        As for :func:`landscape.hessian`.
+    metrics : sequence of {"trace", "top_eigenvalue"}, optional
+        What to compute.
+    num_probes : int, optional
+        Hutchinson probes for the traces.
+    tol : float, optional
+        Residual tolerance of the top eigenvalues (relative to each block's norm).
+    seed : int or torch.Generator, optional
+        Randomness of probes and starting vectors.
+    modules : iterable of str, optional
+        Restrict the table to these module names.
+    **options
+        Passed to :func:`landscape.hessian` (``mode``, ``batch_loss``, ``max_batches``, ...).
+
+    Returns
+    -------
+    LayerwiseResult
+        One :class:`LayerCurvature` per module owning trainable parameters.
+
+    Raises
+    ------
+    ValueError
+        For unknown metrics, ``num_probes < 2`` or module names that own no parameter.
+
+    References
+    ----------
+    Z. Dong, Z. Yao, D. Arfeen, A. Gholami, M. W. Mahoney, K. Keutzer, "HAWQ-V2: Hessian
+    aware trace-weighted quantization of neural networks", NeurIPS 2020, arXiv:1911.03852.
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    >>> X, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    >>> result = layerwise(model, (X, y), num_probes=8)
+    >>> [row.name for row in result.layers], result.layers[0].num_params
+    (['0', '2'], 30)
+    """
+    unknown = set(metrics) - set(_METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {_METRICS}.")
+    if num_probes < 2:
+        raise ValueError(f"num_probes must be at least 2 (for a standard error); got {num_probes}.")
+    groups = _groups(model)
+    if modules is not None:
+        wanted = list(modules)
+        missing = [m for m in wanted if m not in {g for g, _ in groups}]
+        if missing:
+            raise ValueError(f"modules {missing} own no trainable parameter of the model.")
+        groups = [g for g in groups if g[0] in wanted]
+    generator = as_generator(seed)
+    names = [n for _, group in groups for n in group]
+    rows: dict[str, dict[str, Any]] = {g: {} for g, _ in groups}
+    matvecs = passes = 0
+    if "trace" in metrics:
+        H = hessian(model, data, loss_fn, params=names, **options)
+        Z = rademacher(H.shape[0], num_probes, generator, dtype=H.dtype, device=H.device)
+        HZ = H @ Z
+        products = H.vector_to_params((Z * HZ).T)  # per parameter: (num_probes, *shape)
+        for group, members in groups:
+            samples = sum(products[n].reshape(num_probes, -1).sum(1) for n in members)
+            rows[group]["trace"] = float(samples.mean())
+            rows[group]["trace_stderr"] = float(samples.std() / num_probes**0.5)
+        matvecs, passes = H.num_matvecs, H.num_passes
+    if "top_eigenvalue" in metrics:
+        for group, members in groups:
+            block = hessian(model, data, loss_fn, params=members, **options)
+            ev = eigenvalues(block, k=1, tol=tol, seed=generator)
+            rows[group]["top_eigenvalue"] = float(ev.values[0])
+            rows[group]["top_residual"] = float(ev.residuals[0])
+            matvecs += ev.num_matvecs
+            passes += ev.num_passes
+    table = dict(model.named_parameters())
+    layers = [
+        LayerCurvature(
+            name=group,
+            parameters=tuple(members),
+            num_params=sum(table[n].numel() for n in members),
+            **rows[group],
+        )
+        for group, members in groups
+    ]
+    return LayerwiseResult(layers, matvecs, passes, num_probes)
