@@ -108,3 +108,11 @@ def test_errors():
         ls.spectral_density(A, sigma=-1.0)
     with pytest.raises(ValueError, match="gap"):
         ls.spectral_density(A, gap=1.0)
+
+
+def test_negative_eigenvalue_fraction_and_mass():
+    eigs = torch.cat([torch.full((20,), -0.5), torch.full((80,), 1.0)]).double()
+    d = ls.spectral_density(_matrix(eigs, seed=4), num_probes=50, num_steps=10)
+    # exact: 20% of eigenvalues negative, mass 10 / (10 + 80) = 0.111
+    assert d.negative_fraction == pytest.approx(0.2, abs=0.05)
+    assert d.negative_mass_ratio == pytest.approx(10 / 90, abs=0.03)

@@ -121,6 +121,18 @@ class SpectralDensity:
         """Number of outliers found (0 when there is no clear gap)."""
         return int(self.outliers.numel())
 
+    @property
+    def negative_fraction(self) -> float:
+        """Estimated fraction of eigenvalues below zero (quadrature mass of negative nodes)."""
+        return float((self.weights * (self.nodes < 0)).sum(1).mean())
+
+    @property
+    def negative_mass_ratio(self) -> float:
+        r"""Estimated :math:`\sum_{\lambda<0}|\lambda| / \sum|\lambda|` (negative share)."""
+        absolute = (self.weights * self.nodes.abs()).sum(1).mean()
+        negative = (self.weights * self.nodes.clamp(max=0).abs()).sum(1).mean()
+        return float(negative / absolute) if float(absolute) > 0 else 0.0
+
     def moment(self, order: int) -> float:
         r"""Return the quadrature estimate of :math:`\frac1P \operatorname{tr}(H^{order})`.
 
