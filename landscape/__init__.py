@@ -7,13 +7,20 @@
 
 from landscape.data import DataSource
 from landscape.linalg import (
+    DiagonalEstimate,
     Eigenpairs,
     Estimate,
     SpectralDensity,
+    diagonal,
     eigenvalues,
     find_outliers,
+    frobenius_norm,
+    hutchinson_trace,
+    hutchpp_trace,
     power_iteration,
     spectral_density,
+    trace,
+    xtrace,
 )
 from landscape.metrics import LayerCurvature, LayerwiseResult, layerwise
 from landscape.operators import (
@@ -30,6 +37,15 @@ from landscape.operators import (
 )
 from landscape.params import ParamSpace, select_parameters
 from landscape.report import plot_eigenvalues, plot_layerwise, plot_spectral_density
+from landscape.surfaces import (
+    Surface,
+    direction_between,
+    orthogonalize,
+    project_trajectory,
+    random_directions,
+    surface,
+    trajectory_directions,
+)
 
 __version__ = "0.1.0"
 
@@ -37,6 +53,7 @@ __all__ = [
     "CurvatureOperator",
     "DataSource",
     "DenseOperator",
+    "DiagonalEstimate",
     "Eigenpairs",
     "EmpiricalFisherOperator",
     "Estimate",
@@ -48,16 +65,29 @@ __all__ = [
     "LinearOperator",
     "ParamSpace",
     "SpectralDensity",
+    "Surface",
+    "diagonal",
+    "direction_between",
     "eigenvalues",
     "find_outliers",
     "fisher",
+    "frobenius_norm",
     "gauss_newton",
     "hessian",
+    "hutchinson_trace",
+    "hutchpp_trace",
     "layerwise",
+    "orthogonalize",
     "plot_eigenvalues",
     "plot_layerwise",
     "plot_spectral_density",
     "power_iteration",
+    "project_trajectory",
+    "random_directions",
     "select_parameters",
     "spectral_density",
+    "surface",
+    "trace",
+    "trajectory_directions",
+    "xtrace",
 ]

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape import distributed
+from landscape._attention import math_attention
 from landscape.data import DataSource
 from landscape.losses import BatchLoss, Criterion, Objective
 from landscape.operators.base import LinearOperator
@@ -48,41 +49,6 @@ class _Bound(nn.Module):
         if part == "outputs":
             return self.objective.outputs(self.model, batch)
         return self.objective.loss(self.model, batch)
-
-
-@contextlib.contextmanager
-def _math_attention() -> Iterator[None]:
-    """Use the math attention kernel and no fused transformer fast path (the only ones with AD).
-
-    Fused CPU/CUDA scaled-dot-product-attention kernels (used by ``nn.MultiheadAttention``
-    and ``nn.TransformerEncoderLayer``) implement neither forward-mode AD nor
-    double-backward, and the eval-mode "fast path" of those modules
-    (``aten::_transformer_encoder_layer_fwd``) has no forward-mode AD: every curvature
-    product through them fails without this (verified on torch 2.13). The global fast-path
-    flag is restored on exit.
-
-    Yields
-    ------
-    None
-        Inside the context.
-    """
-    mha = getattr(torch.backends, "mha", None)
-    fastpath = mha.get_fastpath_enabled() if mha is not None else None
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # pragma: no cover - torch < 2.3
-        sdpa_kernel = None
-    try:
-        if mha is not None:
-            mha.set_fastpath_enabled(False)
-        if sdpa_kernel is None:  # pragma: no cover
-            yield
-        else:
-            with sdpa_kernel(SDPBackend.MATH):
-                yield
-    finally:
-        if mha is not None:
-            mha.set_fastpath_enabled(fastpath)
 
 
 class CurvatureOperator(LinearOperator):
@@ -260,7 +226,7 @@ class CurvatureOperator(LinearOperator):
             else:
                 _refresh_copy(module, self.model)
             table = dict(module.named_parameters())
-            with _math_attention():
+            with math_attention():
                 yield _Pass(self, module, [table[n] for n in self.space.names])
         finally:
             for m, training in flags:
