@@ -5,6 +5,7 @@
 >>> H @ v                                   # doctest: +SKIP
 """
 
+from landscape.api import hessian_directions
 from landscape.data import DataSource
 from landscape.linalg import (
     DiagonalEstimate,
@@ -40,7 +41,9 @@ from landscape.report import plot_eigenvalues, plot_layerwise, plot_spectral_den
 from landscape.surfaces import (
     Surface,
     direction_between,
+    interpolate,
     orthogonalize,
+    plane,
     project_trajectory,
     random_directions,
     surface,
@@ -74,10 +77,13 @@ __all__ = [
     "frobenius_norm",
     "gauss_newton",
     "hessian",
+    "hessian_directions",
     "hutchinson_trace",
     "hutchpp_trace",
+    "interpolate",
     "layerwise",
     "orthogonalize",
+    "plane",
     "plot_eigenvalues",
     "plot_layerwise",
     "plot_spectral_density",

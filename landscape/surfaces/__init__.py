@@ -8,11 +8,14 @@ from landscape.surfaces.directions import (
     trajectory_directions,
 )
 from landscape.surfaces.grid import Surface, surface
+from landscape.surfaces.paths import interpolate, plane
 
 __all__ = [
     "Surface",
     "direction_between",
+    "interpolate",
     "orthogonalize",
+    "plane",
     "project_trajectory",
     "random_directions",
     "surface",
