@@ -178,6 +178,16 @@ class Surface:
         return self.loss[:, zero[0]] if axis == 0 else self.loss[zero[0], :]
 
 
+def _describe(fn: Any) -> str:
+    # A stable description (no memory addresses): resuming compares it across processes.
+    if fn is None:
+        return "default"
+    if isinstance(fn, nn.Module):
+        return repr(fn)
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', '')}.{name}"
+
+
 def _snap(coords: Any) -> np.ndarray:
     c = np.asarray(coords, dtype=np.float64).reshape(-1)
     if c.size == 0:
@@ -675,9 +685,7 @@ def surface(
         "metrics": list(metrics),
         "coords": [a.tolist() for a in axes],
         "points_per_chunk": chunk,
-        "loss": repr(loss_fn)
-        if loss_fn is not None
-        else ("batch_loss" if batch_loss else "default"),
+        "loss": _describe(loss_fn if loss_fn is not None else batch_loss),
         "description": description,
         "max_batches": max_batches,
         "max_samples": max_samples,
