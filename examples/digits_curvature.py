@@ -1,12 +1,12 @@
 """Curvature of a small MLP trained on sklearn's digits (offline data): the `make demo` job.
 
-Trains a 64-32-10 MLP with SGD for a few epochs, then measures, through landscape's
-curvature operators:
-- the top Hessian and Gauss-Newton eigenvalues (scipy's eigsh on ``H.to_scipy()``),
-- the Hessian trace by Hutchinson's estimator, with all probes in ONE pass over the data
-  (``H @ Z`` for a block of Rademacher vectors),
+Trains a 64-32-10 MLP with SGD for a few epochs, then measures:
+- the top and bottom Hessian eigenvalues and the top Gauss-Newton eigenvalues (Lanczos
+  with residual certificates),
+- the Hessian trace (Hutch++), the spectral density (stochastic Lanczos quadrature) with
+  its outliers, and per-layer curvature (HAWQ-V2 style),
 - the learning-rate stability threshold 2 / lambda_max of gradient descent,
-and saves a bar chart of the top eigenvalues to figures/digits_top_eigenvalues.png.
+and saves figures/digits_curvature.png.
 
 Run: ``make demo`` (or ``.venv/bin/python examples/digits_curvature.py [--quick]``).
 """
@@ -14,12 +14,10 @@ Run: ``make demo`` (or ``.venv/bin/python examples/digits_curvature.py [--quick]
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import eigsh
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -77,33 +75,42 @@ def main() -> None:
     H = ls.hessian(model, loader)
     G = ls.gauss_newton(model, loader)
     P = H.shape[0]
-    k = 5
-    start = time.perf_counter()
-    top_h = np.sort(eigsh(H.to_scipy(), k=k, which="LA", return_eigenvectors=False))[::-1]
-    t_h = time.perf_counter() - start
-    top_g = np.sort(eigsh(G.to_scipy(), k=k, which="LA", return_eigenvectors=False))[::-1]
-
-    num_probes = 16 if args.quick else 200
-    gen = torch.Generator().manual_seed(0)
-    Z = torch.randint(0, 2, (P, num_probes), generator=gen).float() * 2 - 1
-    passes_before = H.num_passes
-    samples = (Z * (H @ Z)).sum(0)  # z_i^T H z_i, all probes in one pass
-    trace, stderr = samples.mean().item(), (samples.std() / num_probes**0.5).item()
-
     print(f"parameters P = {P}")
+
+    top = ls.eigenvalues(H, k=5)
+    bottom = ls.eigenvalues(H, k=1, which="smallest", tol=1e-3)
+    top_g = ls.eigenvalues(G, k=5)
     print(
-        f"top-{k} Hessian eigenvalues:      {np.array2string(top_h, precision=4)}"
-        f"  ({H.num_matvecs - num_probes} HVPs, {t_h:.2f} s)"
+        f"top-5 Hessian eigenvalues:      {np.array2string(top.values.numpy(), precision=4)}"
+        f"  ({top.num_matvecs} HVPs, max residual {float(top.residuals.max()):.1e})"
     )
-    print(f"top-{k} Gauss-Newton eigenvalues: {np.array2string(top_g, precision=4)}")
+    print(f"top-5 Gauss-Newton eigenvalues: {np.array2string(top_g.values.numpy(), precision=4)}")
+    smallest = float(bottom.values[0])
+    print(f"smallest Hessian eigenvalue:     {smallest:.4f} ({bottom.num_matvecs} HVPs)")
+
+    trace = ls.trace(H, num_matvecs=30 if args.quick else 99)
     print(
-        f"Hessian trace (Hutchinson, {num_probes} probes in {H.num_passes - passes_before} pass): "
-        f"{trace:.4f} +/- {stderr:.4f}"
+        f"Hessian trace (Hutch++, {trace.num_matvecs} HVPs in {trace.num_passes} passes): "
+        f"{trace.value:.4f} +/- {trace.stderr:.4f}"
+    )
+    density = ls.spectral_density(
+        H, num_probes=4 if args.quick else 10, num_steps=20 if args.quick else 60
+    )
+    gap = (
+        f"{density.num_outliers} outliers above a bulk edge at {density.bulk_edge:.3g}"
+        if density.bulk_edge is not None
+        else "no clear gap between outliers and bulk"
     )
     print(
-        f"gradient descent is stable here for lr < 2/lambda_max = {2 / top_h[0]:.3f} "
+        f"spectral density (SLQ, {density.num_passes} passes): {gap}; "
+        f"{density.negative_fraction:.1%} of eigenvalues negative"
+    )
+    print(
+        f"gradient descent is stable here for lr < 2/lambda_max = {2 / float(top.values[0]):.3f} "
         f"(trained with lr = {lr})"
     )
+    layers = ls.layerwise(model, loader, num_probes=16 if args.quick else 100)
+    print(layers.table())
 
     if not args.no_figure:
         import matplotlib
@@ -112,17 +119,12 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         FIGURES.mkdir(exist_ok=True)
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        idx = np.arange(1, k + 1)
-        ax.bar(idx - 0.2, top_h, width=0.4, label="Hessian")
-        ax.bar(idx + 0.2, top_g, width=0.4, label="Gauss-Newton")
-        ax.set_xlabel("eigenvalue index")
-        ax.set_ylabel("eigenvalue")
-        ax.set_title("Top curvature of an MLP on sklearn digits")
-        ax.legend()
-        fig.tight_layout()
-        path = FIGURES / "digits_top_eigenvalues.png"
-        fig.savefig(path, dpi=120)
+        fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), layout="constrained")
+        ls.plot_spectral_density(density, ax=axes[0])
+        ls.plot_eigenvalues(ls.eigenvalues(H, k=5, which="both"), ax=axes[1])
+        ls.plot_layerwise(layers, ax=axes[2], metric="mean_curvature")
+        path = FIGURES / "digits_curvature.png"
+        fig.savefig(path, dpi=110)
         print(f"figure written to {path}")
 
 
