@@ -37,7 +37,16 @@ from landscape.operators import (
     hessian,
 )
 from landscape.params import ParamSpace, select_parameters
-from landscape.report import plot_eigenvalues, plot_layerwise, plot_spectral_density
+from landscape.report import (
+    plot_eigenvalues,
+    plot_layerwise,
+    plot_spectral_density,
+    plot_surface_1d,
+    plot_surface_2d,
+    plot_surface_3d,
+    plot_surfaces,
+    surface_to_vtk,
+)
 from landscape.surfaces import (
     Surface,
     direction_between,
@@ -87,12 +96,17 @@ __all__ = [
     "plot_eigenvalues",
     "plot_layerwise",
     "plot_spectral_density",
+    "plot_surface_1d",
+    "plot_surface_2d",
+    "plot_surface_3d",
+    "plot_surfaces",
     "power_iteration",
     "project_trajectory",
     "random_directions",
     "select_parameters",
     "spectral_density",
     "surface",
+    "surface_to_vtk",
     "trace",
     "trajectory_directions",
     "xtrace",

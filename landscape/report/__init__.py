@@ -1,5 +1,21 @@
-"""Figures for spectra and per-layer curvature (matplotlib, imported lazily)."""
+"""Figures for spectra, per-layer curvature and loss surfaces (matplotlib, imported lazily)."""
 
 from landscape.report.plots import plot_eigenvalues, plot_layerwise, plot_spectral_density
+from landscape.report.surface_plots import (
+    plot_surface_1d,
+    plot_surface_2d,
+    plot_surface_3d,
+    plot_surfaces,
+    surface_to_vtk,
+)
 
-__all__ = ["plot_eigenvalues", "plot_layerwise", "plot_spectral_density"]
+__all__ = [
+    "plot_eigenvalues",
+    "plot_layerwise",
+    "plot_spectral_density",
+    "plot_surface_1d",
+    "plot_surface_2d",
+    "plot_surface_3d",
+    "plot_surfaces",
+    "surface_to_vtk",
+]
