@@ -16,7 +16,7 @@ import scipy.sparse.linalg
 import torch
 from torch import Tensor
 
-__all__ = ["IdentityOperator", "LinearOperator"]
+__all__ = ["CountingOperator", "IdentityOperator", "LinearOperator"]
 
 
 class LinearOperator:
@@ -203,6 +203,29 @@ class LinearOperator:
         return (
             f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device})"
         )
+
+
+class CountingOperator(LinearOperator):
+    """A leaf operator that counts its own products; subclasses call :meth:`_count`."""
+
+    def __init__(self, shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__(shape, dtype, device)
+        self._num_matvecs = 0
+        self._num_passes = 0
+
+    def _count(self, k: int) -> None:
+        self._num_matvecs += k
+        self._num_passes += 1
+
+    @property
+    def num_matvecs(self) -> int:
+        """Number of matrix-vector products so far (a ``matmat`` with k columns counts k)."""
+        return self._num_matvecs
+
+    @property
+    def num_passes(self) -> int:
+        """Number of ``matmat`` calls so far (passes over the data for curvature operators)."""
+        return self._num_passes
 
 
 class IdentityOperator(LinearOperator):

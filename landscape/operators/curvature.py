@@ -29,7 +29,7 @@ from landscape import distributed
 from landscape._attention import math_attention
 from landscape.data import DataSource
 from landscape.losses import BatchLoss, Criterion, Objective
-from landscape.operators.base import LinearOperator
+from landscape.operators.base import CountingOperator
 from landscape.params import ParamSelector, ParamSpace
 
 __all__ = ["CurvatureOperator"]
@@ -51,7 +51,7 @@ class _Bound(nn.Module):
         return self.objective.loss(self.model, batch)
 
 
-class CurvatureOperator(LinearOperator):
+class CurvatureOperator(CountingOperator):
     r"""Base class: a symmetric curvature matrix of the mean loss over a dataset.
 
     Parameters
@@ -134,19 +134,8 @@ class CurvatureOperator(LinearOperator):
             shard=shard,
         )
         self._train_copy: nn.Module | None = None
-        self._num_matvecs = 0
-        self._num_passes = 0
 
     # -- counters and conversions ------------------------------------------------------------------
-    @property
-    def num_matvecs(self) -> int:
-        """Number of matrix-vector products so far (a ``matmat`` with k columns counts k)."""
-        return self._num_matvecs
-
-    @property
-    def num_passes(self) -> int:
-        """Number of passes over the data so far (one per ``matmat``, whatever its k)."""
-        return self._num_passes
 
     @property
     def num_samples(self) -> int:
@@ -269,8 +258,7 @@ class CurvatureOperator(LinearOperator):
         if bad is not None:
             total[-1] = 1.0
         distributed.all_reduce_sum_(total)
-        self._num_matvecs += k
-        self._num_passes += 1
+        self._count(k)
         if bad is not None:
             raise FloatingPointError(f"at batch {bad[0]} (0-based) of the data, {bad[1]}.")
         if total[-1] > 0:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from landscape.operators.base import LinearOperator
+from landscape.operators.base import CountingOperator
 
 __all__ = ["DenseOperator"]
 
 
-class DenseOperator(LinearOperator):
+class DenseOperator(CountingOperator):
     """Wrap a dense matrix as a :class:`LinearOperator`.
 
     Parameters
@@ -44,20 +44,7 @@ class DenseOperator(LinearOperator):
         super().__init__(tuple(matrix.shape), matrix.dtype, matrix.device)  # type: ignore[arg-type]
         self.matrix = matrix
         self.is_symmetric = symmetric
-        self._num_matvecs = 0
-        self._num_passes = 0
-
-    @property
-    def num_matvecs(self) -> int:
-        """Number of matrix-vector products so far."""
-        return self._num_matvecs
-
-    @property
-    def num_passes(self) -> int:
-        """Number of ``matmat`` calls so far."""
-        return self._num_passes
 
     def _matmat(self, V: Tensor) -> Tensor:
-        self._num_matvecs += V.shape[1]
-        self._num_passes += 1
+        self._count(V.shape[1])
         return self.matrix @ V

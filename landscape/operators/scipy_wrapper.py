@@ -9,13 +9,13 @@ import scipy.sparse.linalg
 import torch
 from torch import Tensor
 
-from landscape.operators.base import LinearOperator
+from landscape.operators.base import CountingOperator, LinearOperator
 from landscape.operators.dense import DenseOperator
 
 __all__ = ["ScipyOperator", "as_operator"]
 
 
-class ScipyOperator(LinearOperator):
+class ScipyOperator(CountingOperator):
     """Wrap a :class:`scipy.sparse.linalg.LinearOperator` (float64, CPU).
 
     Parameters
@@ -39,22 +39,9 @@ class ScipyOperator(LinearOperator):
         super().__init__(operator.shape, torch.float64, torch.device("cpu"))
         self.operator = operator
         self.is_symmetric = symmetric
-        self._num_matvecs = 0
-        self._num_passes = 0
-
-    @property
-    def num_matvecs(self) -> int:
-        """Number of matrix-vector products so far."""
-        return self._num_matvecs
-
-    @property
-    def num_passes(self) -> int:
-        """Number of ``matmat`` calls so far."""
-        return self._num_passes
 
     def _matmat(self, V: Tensor) -> Tensor:
-        self._num_matvecs += V.shape[1]
-        self._num_passes += 1
+        self._count(V.shape[1])
         out = self.operator.matmat(V.detach().cpu().numpy())
         return torch.as_tensor(np.asarray(out), dtype=torch.float64)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from landscape.report.plots import _axes
 from landscape.surfaces.grid import Surface
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,15 +93,6 @@ def _axis_labels(surface: Surface) -> tuple[str, str]:
     if _model_coords(surface) is not None:
         return "e₁ (along θ_B − θ_A)", "e₂ (toward θ_C, ⊥ e₁)"
     return "direction 1", "direction 2"
-
-
-def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 3.6)) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, new = plt.subplots(figsize=figsize, layout="constrained")
-    return new
 
 
 # -- 1-D ----------------------------------------------------------------------------------------
