@@ -38,6 +38,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/hvp.py
+	$(PY) benchmarks/spectra.py
+	$(PY) benchmarks/surfaces.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
