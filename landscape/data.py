@@ -80,7 +80,8 @@ class DataSource:
         With :mod:`torch.distributed` initialized, ``"auto"`` (default) gives batch ``i`` to
         rank ``i % world_size``, unless the loader already uses a
         :class:`~torch.utils.data.distributed.DistributedSampler` (then each rank keeps what
-        its sampler yields). ``False`` makes every rank use all of ``data``.
+        its sampler yields). ``False`` makes every rank use all of ``data`` (and count only
+        its own samples).
 
     Raises
     ------
@@ -230,7 +231,7 @@ class DataSource:
                     kept = None
             yield item
         total = local
-        if distributed.is_distributed():
+        if distributed.is_distributed() and self.shard is not False:  # ranks hold parts
             count = torch.tensor([float(local)], device=self.device, dtype=torch.float64)
             total = int(distributed.all_reduce_sum_(count).item())
         if total == 0:

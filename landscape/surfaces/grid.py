@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -180,10 +181,20 @@ class Surface:
 
 def _describe(fn: Any) -> str:
     # A stable description (no memory addresses): resuming compares it across processes.
+    # Modules contribute their simple attributes (``label_smoothing``, ``reduction``...),
+    # which their repr omits; partials their function and arguments. Two different lambdas
+    # of one module cannot be told apart: give such losses a name.
     if fn is None:
         return "default"
+    if isinstance(fn, functools.partial):
+        return f"partial({_describe(fn.func)}, {fn.args!r}, {sorted(fn.keywords.items())!r})"
     if isinstance(fn, nn.Module):
-        return repr(fn)
+        simple = {
+            k: v
+            for k, v in vars(fn).items()
+            if not k.startswith("_") and isinstance(v, (int, float, str, bool, tuple, type(None)))
+        }
+        return f"{type(fn).__module__}.{type(fn).__qualname__}{sorted(simple.items())!r}"
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{getattr(fn, '__module__', '')}.{name}"
 
@@ -196,27 +207,33 @@ def _snap(coords: Any) -> np.ndarray:
     return c
 
 
+def _bytes(t: Tensor) -> bytes:
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
 def _fingerprint(tensors: Mapping[str, Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        h.update(_bytes(t))
     return h.hexdigest()
 
 
 def _data_fingerprint(source: DataSource) -> str:
-    h = hashlib.sha256()
-    first = True
-    for _, batch, _n in source:
-        if first:
-            from landscape.losses import map_tensors
+    # Every batch's bytes (one pass; surfaces need many more) and the sample count.
+    from landscape.losses import map_tensors
 
-            map_tensors(
-                batch, lambda t: h.update(t.detach().cpu().contiguous().numpy().tobytes()) or t
-            )
-            first = False
+    h = hashlib.sha256()
+
+    def update(t: Tensor) -> Tensor:
+        h.update(_bytes(t))
+        return t
+
+    for _, batch, _n in source:
+        map_tensors(batch, update)
     h.update(str(source.num_samples).encode())
     return h.hexdigest()
 
@@ -407,11 +424,28 @@ class _Grid:
                     if name in d:
                         step = coefficients[:, a].to(base.dtype).reshape(-1, *([1] * base.ndim))
                         value = value + step * d[name]  # + 0.0 * d is exact: the origin is exact
+                if name.endswith("running_var"):
+                    value = value.clamp_min(0.0)  # extrapolated variances stay valid
                 out[name] = value
         return out
 
 
 # -- results file ---------------------------------------------------------------------------------
+def _row_segments(flat_index: np.ndarray, shape: tuple[int, ...]) -> list[tuple[Any, slice]]:
+    # Split sorted contiguous flat indices into (dataset selection, slice of values) pairs.
+    first, count = int(flat_index[0]), len(flat_index)
+    if len(shape) == 1:
+        return [(np.s_[first : first + count], slice(0, count))]
+    width = shape[1]
+    out, offset = [], 0
+    while offset < count:
+        row, column = divmod(first + offset, width)
+        length = min(width - column, count - offset)
+        out.append((np.s_[row, column : column + length], slice(offset, offset + length)))
+        offset += length
+    return out
+
+
 class _Store:
     """HDF5 results file: created atomically, then filled chunk by chunk with flushes.
 
@@ -473,16 +507,17 @@ class _Store:
             return f["loss"][...], f["accuracy"][...], f["computed"][...].astype(bool)
 
     def write(self, flat_index: np.ndarray, loss: np.ndarray, accuracy: np.ndarray) -> None:
+        # A chunk is a contiguous run of flat indices: write it row segment by row segment,
+        # values first, then the mask.
         with self.h5py.File(self.path, "r+") as f:
             shape = f["loss"].shape
+            segments = _row_segments(flat_index, shape)
             for name, values in (("loss", loss), ("accuracy", accuracy)):
-                data = f[name][...].reshape(-1)
-                data[flat_index] = values
-                f[name][...] = data.reshape(shape)
+                for where, part in segments:
+                    f[name][where] = values[part]
             f.flush()
-            mask = f["computed"][...].reshape(-1)
-            mask[flat_index] = 1
-            f["computed"][...] = mask.reshape(shape)
+            for where, part in segments:
+                f["computed"][where] = np.ones(part.stop - part.start, dtype=np.uint8)
             f.flush()
 
     def set_origin(self, loss: float, accuracy: float) -> None:
@@ -630,6 +665,10 @@ def surface(
     if not base:
         raise ValueError(f"{type(model).__name__} has no trainable parameters to move along.")
     for i, d in enumerate(dirs):
+        # Entries for names that do not move (frozen parameters in a PCA of state dicts)
+        # are dropped when they are zero; anything else is an error.
+        for k in [k for k in d if k not in base and not bool(torch.count_nonzero(d[k]))]:
+            del d[k]
         extra = [k for k in d if k not in base]
         if extra:
             raise ValueError(
@@ -677,9 +716,11 @@ def surface(
     points = grid.points()
     P = sum(t.numel() for t in base.values())
     itemsize = torch.empty(0, dtype=dtype).element_size()
+    if points_per_chunk is not None and (
+        not isinstance(points_per_chunk, int) or points_per_chunk < 1
+    ):
+        raise ValueError(f"points_per_chunk must be a positive integer; got {points_per_chunk!r}.")
     chunk = points_per_chunk or int(max(1, min(32, 2**28 // max(1, P * itemsize))))
-    if chunk < 1:
-        raise ValueError(f"points_per_chunk must be positive; got {points_per_chunk!r}.")
     settings = {
         "bn": bn,
         "metrics": list(metrics),
@@ -704,24 +745,30 @@ def surface(
     }
     rank, world = distributed.rank(), distributed.world_size()
     store = None
-    if path is not None and rank == 0:
-        store = _Store(os.fspath(path), grid, identity, resume)
     loss_flat = np.full(len(points), np.nan)
     acc_flat = np.full(len(points), np.nan)
     done = np.zeros(len(points), dtype=bool)
-    if store is not None:
-        stored_loss, stored_acc, stored_done = store.read()
-        loss_flat, acc_flat, done = (
-            stored_loss.reshape(-1),
-            stored_acc.reshape(-1),
-            stored_done.reshape(-1),
-        )
+    failure: str | None = None
+    if path is not None and rank == 0:
+        try:
+            store = _Store(os.fspath(path), grid, identity, resume)
+            stored_loss, stored_acc, stored_done = store.read()
+            loss_flat, acc_flat = stored_loss.reshape(-1), stored_acc.reshape(-1)
+            done = stored_done.reshape(-1)
+        except ValueError as error:
+            if not distributed.is_distributed():
+                raise
+            failure = str(error)
     if distributed.is_distributed():
         import torch.distributed as dist
 
-        shared = [loss_flat, acc_flat, done]
+        # Every rank learns rank 0's outcome, so a refused file raises everywhere instead
+        # of leaving the other ranks waiting in a collective.
+        shared = [loss_flat, acc_flat, done, failure]
         dist.broadcast_object_list(shared, src=0)
-        loss_flat, acc_flat, done = shared
+        loss_flat, acc_flat, done, failure = shared
+        if failure is not None:
+            raise ValueError(failure)
     chunks = [np.arange(i, min(i + chunk, len(points))) for i in range(0, len(points), chunk)]
     todo = [c for c in chunks if not done[c].all()]
     evaluator = _Evaluator(model, objective, source, bn)
