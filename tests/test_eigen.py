@@ -160,3 +160,9 @@ def test_errors():
         eigenvalues(torch.randn(5, 5), k=1)
     with pytest.raises(TypeError, match="scipy LinearOperator"):
         eigenvalues([[1.0]], k=1)
+
+
+def test_smallest_near_zero_at_loose_tolerance_warns():
+    eigs = torch.cat([torch.tensor([50.0]), torch.linspace(-1e-3, 1e-3, 199)]).double()
+    with pytest.warns(UserWarning, match="resolution of the stopping rule"):
+        eigenvalues(_matrix(eigs), k=1, which="smallest", tol=1e-2)

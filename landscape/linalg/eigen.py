@@ -69,6 +69,10 @@ def eigenvalues(
     The smallest eigenvalues of a Hessian (negative curvature at saddles) sit next to a
     dense bulk near zero and converge more slowly than the top ones; give ``which="both"``
     or ``"smallest"`` a larger ``max_matvecs`` if the result reports ``converged=False``.
+    The residual test only proves that a Ritz value is near *some* eigenvalue: with a loose
+    ``tol``, a vector from the bulk near zero passes it before the true smallest eigenvalue
+    is found, so a warning is issued when a smallest eigenvalue is within
+    ``10 * tol * ||A||`` of zero.
 
     Parameters
     ----------
@@ -189,6 +193,16 @@ def eigenvalues(
         lam = values.to(dtype=vectors.dtype, device=vectors.device)
         residuals = (AV - vectors * lam).norm(dim=0).double().cpu()
     converged = residuals <= tol * max(result.scale, 1e-300)
+    resolution = tol * result.scale
+    if which in ("smallest", "both") and bool((values.abs() < 10 * resolution).any()):
+        # A converged Ritz value is within its residual of *some* eigenvalue; next to a dense
+        # bulk near zero that can be a bulk eigenvalue rather than the smallest one.
+        warnings.warn(
+            f"some of the smallest eigenvalues are within 10 x tol x ||A|| = {10 * resolution:.2e} "
+            "of zero, the resolution of the stopping rule; they may be bulk eigenvalues rather "
+            "than the smallest. Lower tol (e.g. 1e-6) to resolve negative curvature near zero.",
+            stacklevel=2,
+        )
     if not bool(converged.all()):
         warnings.warn(
             f"{int((~converged).sum())} of {wanted} eigenpairs did not reach tol={tol:g} "
