@@ -10,9 +10,9 @@ around the model along two filter-normalized random directions:
   normalization="filter", deepcopy_model=True)`` — the peer evaluates one point at a time by
   writing the perturbed weights into the (copied) model; it gets the whole data as one batch,
   its fastest setting;
-* ``landscape.surface(model, batches, directions, coords)`` — points vectorized with
-  ``vmap(functional_call)`` over device-cached batches (defaults), and the same with one
-  point per chunk (no vectorization) to show where the speed comes from.
+* ``landscape.surface(model, batches, directions, coords)`` — on CPU by default one point
+  after another on a private copy of the model over device-cached batches, and with
+  ``vectorize=True`` (``vmap(functional_call)`` over chunks of points, the GPU default).
 
 Correctness: our value at a few grid points is compared with the loss of a copy of the
 model whose weights were set by hand to the perturbed values (a plain loop), and the

@@ -698,3 +698,17 @@ def test_extrapolated_running_variances_stay_valid():
     b.bn.running_var.fill_(1.0)
     path = ls.interpolate(a, b, batches, num=5, extend=0.5, progress=False)
     assert np.isfinite(path.loss).all()
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[4], CASES[5]], ids=lambda c: c.id)
+def test_vectorized_and_point_loop_agree(case):
+    model, batches = case.build()
+    before = snapshot(model)
+    dirs = ls.random_directions(model, n=2, seed=2)
+    coords = np.linspace(-0.5, 0.5, 3)
+    kw = {"loss_fn": case.loss_fn, "progress": False, "points_per_chunk": 4}
+    looped = ls.surface(model, batches, dirs, coords, vectorize=False, **kw)
+    batched = ls.surface(model, batches, dirs, coords, vectorize=True, **kw)
+    np.testing.assert_allclose(looped.loss, batched.loss, rtol=1e-12)
+    assert looped.settings["vectorize"] is False and batched.settings["vectorize"] is True
+    assert_unchanged(model, before)

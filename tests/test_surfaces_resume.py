@@ -115,10 +115,10 @@ def test_rerun_resumes_without_computing(tmp_path):
 def test_partial_file_is_completed_bitwise(tmp_path):
     model, batches, directions = _problem()
     path, fresh = tmp_path / "s.h5", tmp_path / "fresh.h5"
-    kw = {"points_per_chunk": 4, "loss_fn": _interrupting_cross_entropy}
+    kw = {"points_per_chunk": 4, "loss_fn": _interrupting_cross_entropy, "vectorize": True}
     expected = _surface(fresh, model, batches, directions, **kw)
     with pytest.raises(_Interrupted):
-        # one loss call per batch and chunk: 3 chunks of 4 points, then the 4th fails
+        # vectorized: one loss call per batch and chunk; 3 chunks of 4 points, then the 4th fails
         _surface(path, model, batches, directions, interrupt_after=9, **kw)
     partial = _read(path)
     computed = partial["computed"].astype(bool)

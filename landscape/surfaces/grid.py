@@ -279,13 +279,23 @@ def _loss_and_accuracy(objective: Objective, run: Any, batch: Any) -> tuple[Tens
 class _Evaluator:
     """Mean loss and accuracy of many parameter vectors over the data."""
 
-    def __init__(self, model: nn.Module, objective: Objective, source: DataSource, bn: BNPolicy):
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        source: DataSource,
+        bn: BNPolicy,
+        vectorize: bool,
+    ):
         self.model = model
         self.objective = objective
         self.source = source
         self.bn = bn
+        self.vectorize = vectorize
         self.module = model
-        if bn != "eval":  # a private copy: batch statistics / recomputed running statistics
+        if bn != "eval" or not vectorize:
+            # A private copy: batch statistics, recomputed running statistics, or weights
+            # written in place point by point.
             self.module = copy.deepcopy(model)
             if bn == "batch":
                 torch.func.replace_all_batch_norm_modules_(self.module)
@@ -322,8 +332,8 @@ class _Evaluator:
     ) -> tuple[Tensor, Tensor]:
         # Return mean loss and accuracy (float64, CPU) for stacked states (dim 0 = points).
         with torch.no_grad(), self._modes():
-            if self.bn == "recompute":
-                return self._recompute(states, constants)
+            if self.bn == "recompute" or not self.vectorize:
+                return self._loop(states, constants)
             count = next(iter(states.values())).shape[0]
             loss_sum = torch.zeros(count, dtype=torch.float64)
             correct_sum = torch.zeros(count, dtype=torch.float64)
@@ -338,43 +348,47 @@ class _Evaluator:
                 correct_sum += n * correct.double().cpu()
             return loss_sum / self.source.num_samples, correct_sum / self.source.num_samples
 
-    def _recompute(
+    def _loop(
         self, states: dict[str, Tensor], constants: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
-        # Per point: load the parameters into the private copy, recompute BatchNorm running
-        # statistics as a cumulative average over the whole data (momentum=None, train
-        # mode), then evaluate in eval mode, as mode-connectivity work does.
+        # Point by point on the private copy: write the point's parameters (and moving
+        # buffers) in place, then a plain forward pass per batch. On CPU this beats vmap,
+        # whose batched small matmuls are slower than one large one. With bn="recompute",
+        # first re-estimate the BatchNorm running statistics as a cumulative average over
+        # the whole data (momentum=None, train mode), as mode-connectivity work does.
         count = next(iter(states.values())).shape[0]
         own = dict(self.module.named_parameters())
         own_buffers = dict(self.module.named_buffers())
         losses, accuracies = [], []
+
+        def run(args: Any, kwargs: Any) -> Any:
+            if args is None:
+                return self.objective.batch_loss(self.module, kwargs)
+            return self.module(*args, **kwargs)
+
         for i in range(count):
             for name, value in {**constants, **{k: v[i] for k, v in states.items()}}.items():
-                (own.get(name) if name in own else own_buffers[name]).copy_(value)
-            for m in self.batchnorms:
-                m.reset_running_stats()
-                m.momentum = None
-                m.train()
-            for _, batch, _n in self.source:
-                self.objective.loss(self.module, batch)
-            for m in self.batchnorms:
-                m.eval()
-            loss_sum = correct_sum = 0.0
-
-            def run(args: Any, kwargs: Any) -> Any:
-                if args is None:
-                    return self.objective.batch_loss(self.module, kwargs)
-                return self.module(*args, **kwargs)
-
+                target = own.get(name) if name in own else own_buffers.get(name)
+                if target is not None:
+                    target.copy_(value)
+            if self.bn == "recompute":
+                for m in self.batchnorms:
+                    m.reset_running_stats()
+                    m.momentum = None
+                    m.train()
+                for _, batch, _n in self.source:
+                    self.objective.loss(self.module, batch)
+                for m in self.batchnorms:
+                    m.eval()
+            loss_sum = torch.zeros((), dtype=torch.float64)
+            correct_sum = torch.zeros((), dtype=torch.float64)
             for _, batch, n in self.source:
                 loss, correct = _loss_and_accuracy(self.objective, run, batch)
-                loss_sum += n * float(loss)
-                correct_sum += n * float(correct)
+                loss_sum += n * loss.double().cpu()
+                correct_sum += n * correct.double().cpu()
             losses.append(loss_sum / self.source.num_samples)
             accuracies.append(correct_sum / self.source.num_samples)
-        return torch.tensor(losses, dtype=torch.float64), torch.tensor(
-            accuracies, dtype=torch.float64
-        )
+        return torch.stack(losses), torch.stack(accuracies)
 
 
 class _BatchLossModule(nn.Module):
@@ -556,6 +570,7 @@ def surface(
     max_batches: int | None = None,
     max_samples: int | None = None,
     cache: bool | Literal["auto"] = "auto",
+    vectorize: bool | None = None,
     progress: bool = True,
 ) -> Surface:
     r"""Evaluate the loss (and accuracy) on a 1-D or 2-D grid of perturbed parameters.
@@ -563,10 +578,11 @@ def surface(
     .. math::
         L(c_1, c_2) = \frac1N\sum_{i=1}^N \ell\big(f_{\theta_0 + c_1 d_1 + c_2 d_2}(x_i), y_i\big)
 
-    The model itself is never modified: points are evaluated with
+    The model itself is never modified: points are evaluated on a private copy, or with
     ``torch.func.functional_call`` on stacked parameters, ``points_per_chunk`` points at a
-    time under ``vmap`` in one pass over the (device-cached) data. Coordinates within
-    ``1e-12`` of zero are snapped to 0 and those points use :math:`\theta_0` exactly.
+    time under ``vmap`` in one pass over the (device-cached) data (see ``vectorize``).
+    Coordinates within ``1e-12`` of zero are snapped to 0 and those points use
+    :math:`\theta_0` exactly.
 
     **BatchNorm** (``bn``): ``"eval"`` (default) keeps the model's running statistics
     fixed at every point — the model as deployed, so the origin equals its plain eval loss,
@@ -620,6 +636,11 @@ def surface(
         Free text stored in the settings (e.g. how the directions were made).
     max_batches, max_samples, cache : optional
         As for :func:`landscape.hessian`.
+    vectorize : bool, optional
+        Evaluate the points of a chunk together with ``vmap(functional_call)`` (default on
+        CUDA, where one kernel serves many points), or one after another by writing their
+        weights into a private copy of the model (default on CPU, where one large matrix
+        product beats many small batched ones). Results agree to rounding.
     progress : bool, optional
         Show a tqdm progress bar with points per second.
 
@@ -726,6 +747,7 @@ def surface(
         "metrics": list(metrics),
         "coords": [a.tolist() for a in axes],
         "points_per_chunk": chunk,
+        "vectorize": bool(vectorize if vectorize is not None else device.type != "cpu"),
         "loss": _describe(loss_fn if loss_fn is not None else batch_loss),
         "description": description,
         "max_batches": max_batches,
@@ -771,7 +793,9 @@ def surface(
             raise ValueError(failure)
     chunks = [np.arange(i, min(i + chunk, len(points))) for i in range(0, len(points), chunk)]
     todo = [c for c in chunks if not done[c].all()]
-    evaluator = _Evaluator(model, objective, source, bn)
+    if vectorize is None:
+        vectorize = device.type != "cpu"
+    evaluator = _Evaluator(model, objective, source, bn, vectorize)
 
     bar = None
     if progress and rank == 0 and todo:
