@@ -276,6 +276,44 @@ def _loss_and_accuracy(objective: Objective, run: Any, batch: Any) -> tuple[Tens
     return loss, correct
 
 
+_SEPARABLE = (
+    nn.CrossEntropyLoss,
+    nn.NLLLoss,
+    nn.MSELoss,
+    nn.L1Loss,
+    nn.SmoothL1Loss,
+    nn.HuberLoss,
+    nn.BCEWithLogitsLoss,
+    nn.BCELoss,
+)
+
+
+def _separable(objective: Objective) -> bool:
+    # Losses whose batch value is the plain mean of per-sample terms.
+    fn = objective.loss_fn
+    if objective.batch_loss is not None:
+        return False
+    if fn is None:
+        return True
+    return (
+        type(fn) in _SEPARABLE
+        and getattr(fn, "reduction", "mean") == "mean"
+        and getattr(fn, "weight", None) is None
+        and getattr(fn, "pos_weight", None) is None
+    )
+
+
+def _concatenate(batches: list[Any]) -> Any:
+    first = batches[0]
+    if isinstance(first, Tensor):
+        return torch.cat(batches)
+    if isinstance(first, Mapping):
+        return type(first)({k: _concatenate([b[k] for b in batches]) for k in first})  # type: ignore[call-arg]
+    if isinstance(first, (list, tuple)):
+        return type(first)(_concatenate([b[i] for b in batches]) for i in range(len(first)))
+    raise TypeError(f"cannot concatenate {type(first).__name__}")
+
+
 class _Evaluator:
     """Mean loss and accuracy of many parameter vectors over the data."""
 
@@ -302,6 +340,22 @@ class _Evaluator:
         self.batchnorms = [
             m for m in self.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
         ]
+        self._merged: list[tuple[int, Any, int]] | None = None
+
+    def _batches(self) -> Any:
+        # For a per-sample mean criterion in eval mode, the sample-weighted mean over batches
+        # equals the mean over their concatenation: evaluate one merged batch (far fewer
+        # small kernel calls per point). Other losses keep the user's batches.
+        if self._merged is None:
+            self._merged = list(self.source)
+            if _separable(self.objective) and self.bn != "batch" and len(self._merged) > 1:
+                try:
+                    parts = [b for _, b, _ in self._merged]
+                    merged = _concatenate(parts)
+                    self._merged = [(0, merged, sum(n for _, _, n in self._merged))]
+                except (TypeError, RuntimeError):
+                    pass  # batches of different layouts: keep them
+        return self._merged
 
     @contextlib.contextmanager
     def _modes(self) -> Iterator[None]:
@@ -366,11 +420,14 @@ class _Evaluator:
                 return self.objective.batch_loss(self.module, kwargs)
             return self.module(*args, **kwargs)
 
+        targets = {**own, **own_buffers}
+        for name, value in constants.items():  # the same for every point
+            if name in targets:
+                targets[name].copy_(value)
+        moving = [(targets[k], v) for k, v in states.items() if k in targets]
         for i in range(count):
-            for name, value in {**constants, **{k: v[i] for k, v in states.items()}}.items():
-                target = own.get(name) if name in own else own_buffers.get(name)
-                if target is not None:
-                    target.copy_(value)
+            for target, values in moving:
+                target.copy_(values[i])
             if self.bn == "recompute":
                 for m in self.batchnorms:
                     m.reset_running_stats()
@@ -380,15 +437,18 @@ class _Evaluator:
                     self.objective.loss(self.module, batch)
                 for m in self.batchnorms:
                     m.eval()
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            correct_sum = torch.zeros((), dtype=torch.float64)
-            for _, batch, n in self.source:
+            loss_sum = correct_sum = None
+            for _, batch, n in self._batches():  # sums stay on the device: no sync per batch
                 loss, correct = _loss_and_accuracy(self.objective, run, batch)
-                loss_sum += n * loss.double().cpu()
-                correct_sum += n * correct.double().cpu()
+                loss_sum = n * loss.double() if loss_sum is None else loss_sum + n * loss.double()
+                correct_sum = (
+                    n * correct.double()
+                    if correct_sum is None
+                    else correct_sum + n * correct.double()
+                )
             losses.append(loss_sum / self.source.num_samples)
             accuracies.append(correct_sum / self.source.num_samples)
-        return torch.stack(losses), torch.stack(accuracies)
+        return torch.stack(losses).cpu(), torch.stack(accuracies).cpu()
 
 
 class _BatchLossModule(nn.Module):
