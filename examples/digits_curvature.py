@@ -103,7 +103,8 @@ def main() -> None:
     )
     print(
         f"spectral density (SLQ, {density.num_passes} passes): {gap}; "
-        f"{density.negative_fraction:.1%} of eigenvalues negative"
+        f"negative eigenvalues carry {density.negative_mass_ratio:.1%} of the spectral mass "
+        f"sum|lambda|"
     )
     print(
         f"gradient descent is stable here for lr < 2/lambda_max = {2 / float(top.values[0]):.3f} "
