@@ -6,9 +6,8 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
 
-__all__ = ["evaluation_mode", "math_attention"]
+__all__ = ["math_attention"]
 
 
 @contextlib.contextmanager
@@ -44,32 +43,3 @@ def math_attention() -> Iterator[None]:
     finally:
         if mha is not None:
             mha.set_fastpath_enabled(fastpath)
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: nn.Module, *, restore_buffers: bool = True) -> Iterator[None]:
-    """Run ``model`` in eval mode under :func:`math_attention`, undoing every side effect.
-
-    Train/eval flags are restored on exit; with ``restore_buffers``, any buffer the forward
-    passes wrote (e.g. a custom module updating statistics in eval mode) is restored bitwise.
-
-    Yields
-    ------
-    None
-        Inside the context.
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    buffers = (
-        [(b, b._version, b.detach().clone()) for b in model.buffers()] if restore_buffers else []
-    )
-    try:
-        model.eval()
-        with math_attention():
-            yield
-    finally:
-        for m, training in flags:
-            m.training = training
-        with torch.no_grad():
-            for b, version, saved in buffers:
-                if b._version != version:
-                    b.copy_(saved)

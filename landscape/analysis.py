@@ -41,12 +41,13 @@ from landscape.data import DataSource
 from landscape.linalg.density import spectral_density
 from landscape.linalg.eigen import eigenvalues
 from landscape.linalg.trace import frobenius_norm, trace
-from landscape.losses import BatchLoss, Criterion, Objective
+from landscape.losses import BatchLoss, Count, Criterion
 from landscape.metrics.coherence import coherence
 from landscape.metrics.layerwise import layerwise
 from landscape.metrics.learning_rate import max_learning_rate
 from landscape.metrics.thresholds import optimizer_settings
 from landscape.operators.hessian import hessian
+from landscape.problem import Problem
 from landscape.report.document import Comparison, Report
 from landscape.surfaces.directions import random_directions
 from landscape.surfaces.grid import surface
@@ -163,9 +164,14 @@ def evaluate(
     loss_fn: Criterion | None = None,
     *,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     max_samples: int | None = None,
 ) -> dict[str, float | None]:
-    """Return the mean loss and (for classification) accuracy of ``model`` on ``data``.
+    r"""Return the mean loss and (for classification) accuracy of ``model`` on ``data``.
+
+    The loss is :math:`\sum_b w_b L_b / \sum_b w_b` (see :mod:`landscape.losses`): for a
+    Hugging Face model, its own loss averaged over scored tokens; the accuracy counts the
+    same units (next-token accuracy over scored tokens for a causal language model).
 
     Parameters
     ----------
@@ -173,7 +179,7 @@ def evaluate(
         The model, evaluated in eval mode (its flags are restored).
     data : iterable of batches, or one batch
         As for :func:`landscape.hessian`.
-    loss_fn, batch_loss : callable, optional
+    loss_fn, batch_loss, count : callable, optional
         As for :func:`landscape.hessian`.
     max_samples : int, optional
         Use only the first samples.
@@ -191,40 +197,29 @@ def evaluate(
     ['accuracy', 'value']
     """
     _check_model(model)
-    objective = Objective(loss_fn, batch_loss)
-    first = next(iter(model.parameters()))
-    source = DataSource(
-        data, device=first.device, dtype=first.dtype, max_samples=max_samples, shard=False
+    problem = Problem(
+        model,
+        data,
+        loss_fn,
+        batch_loss=batch_loss,
+        count=count,
+        max_samples=max_samples,
+        shard=False,
     )
-    flags = [(m, m.training) for m in model.modules()]
-    total = correct = 0.0
-    classified = objective.has_criterion
-    try:
-        model.eval()
-        with torch.no_grad():
-            for _, batch, n in source:
-                total += float(objective.loss(model, batch)) * n
-                if classified:
-                    try:
-                        _, _, targets = objective.split(batch)
-                        logits = objective.outputs(model, batch)
-                    except TypeError:
-                        classified = False
-                        continue
-                    if (
-                        targets is None
-                        or targets.is_floating_point()
-                        or logits.ndim != 2
-                        or targets.shape != logits.shape[:1]
-                    ):
-                        classified = False
-                        continue
-                    correct += float((logits.argmax(1) == targets).sum())
-    finally:
-        for m, training in flags:
-            m.training = training
-    n = source.num_samples
-    return {"value": total / n, "accuracy": correct / n if classified else None}
+    total, correct, units = 0.0, 0.0, 0.0
+    classified = True
+    with problem.evaluation() as run, torch.no_grad():
+        for batch in problem.batches():
+            loss, outputs = run.forward(batch.data, batch.weight)
+            total += float(loss) * batch.weight
+            hits = run.correct(outputs, batch.data) if classified else None
+            if hits is None:
+                classified = False
+                continue
+            correct += float(hits[0])
+            units += float(hits[1])
+    accuracy = correct / units if classified and units > 0 else None
+    return {"value": total / problem.total_weight, "accuracy": accuracy}
 
 
 def _default_batch_sizes(b: int, n: int, count: int) -> list[int]:
@@ -247,6 +242,7 @@ def analyze(
     budget: Budget = "fast",
     optimizer: torch.optim.Optimizer | None = None,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     seed: int = 0,
     progress: bool = True,
     surfaces: bool = True,
@@ -278,6 +274,9 @@ def analyze(
         Its kind, hyperparameters and (Adam) state set the learning-rate analysis.
     batch_loss : callable, optional
         ``batch_loss(model, batch) -> mean loss`` for other loss formats.
+    count : callable, optional
+        ``count(batch) -> units`` a batch's mean loss is over (its weight); default: scored
+        tokens for language models, samples otherwise (see :mod:`landscape.losses`).
     seed : int, optional
         Seed of every random choice; same seed, same numbers.
     progress : bool, optional
@@ -327,10 +326,11 @@ def analyze(
     names += ["learning_rate"] if learning_rates else []
     stages = _Stages(names, progress, f"landscape.analyze ({budget})")
     data: dict[str, Any] = {}
-    options = {"batch_loss": batch_loss, "max_samples": settings["curvature_samples"]}
+    losses = {"batch_loss": batch_loss, "count": count}
+    options = {**losses, "max_samples": settings["curvature_samples"]}
     try:
         with stages.stage("loss"):
-            data["loss"] = evaluate(model, loader, loss_fn, batch_loss=batch_loss)
+            data["loss"] = evaluate(model, loader, loss_fn, **losses)
         H = hessian(model, loader, loss_fn, **options)
         P = H.shape[0]
 
@@ -419,12 +419,12 @@ def analyze(
         if surfaces:
             with stages.stage("surfaces") as cost:
                 data.update(
-                    _surfaces(model, loader, loss_fn, batch_loss, settings, generator_seed, cost)
+                    _surfaces(model, loader, loss_fn, losses, settings, generator_seed, cost)
                 )
 
         with stages.stage("sharpness") as cost:
             data["sharpness"] = _sharpness(
-                model, loader, loss_fn, batch_loss, settings, top, generator_seed, cost
+                model, loader, loss_fn, losses, settings, top, generator_seed, cost
             )
 
         with stages.stage("coherence") as cost:
@@ -432,7 +432,7 @@ def analyze(
                 model,
                 loader,
                 loss_fn,
-                batch_loss=batch_loss,
+                **losses,
                 max_samples=settings["coherence_samples"],
                 seed=generator_seed + 7,
             )
@@ -442,13 +442,13 @@ def analyze(
         if learning_rates:
             with stages.stage("learning_rate") as cost:
                 data["learning_rate"] = _learning_rates(
-                    model, loader, loss_fn, batch_loss, settings, optimizer, generator_seed, cost
+                    model, loader, loss_fn, losses, settings, optimizer, generator_seed, cost
                 )
     finally:
         stages.close()
 
     data["costs"] = stages.costs
-    data["metadata"] = _metadata(model, loader, budget, seed, start, loss_fn, batch_loss)
+    data["metadata"] = _metadata(model, loader, budget, seed, start, loss_fn, losses)
     report = Report(data)
     if path is not None:
         report.save(path)
@@ -479,7 +479,7 @@ def _surfaces(
     model: nn.Module,
     loader: Any,
     loss_fn: Criterion | None,
-    batch_loss: BatchLoss | None,
+    losses: dict[str, Any],
     settings: dict[str, Any],
     seed: int,
     cost: dict[str, float],
@@ -487,7 +487,7 @@ def _surfaces(
     dirs = random_directions(model, n=2, norm="filter", ignore="biasbn", seed=seed + 6)
     common = {
         "loss_fn": loss_fn,
-        "batch_loss": batch_loss,
+        **losses,
         "max_samples": settings["surface_samples"],
         "progress": False,
     }
@@ -522,7 +522,7 @@ def _sharpness(
     model: nn.Module,
     loader: Any,
     loss_fn: Criterion | None,
-    batch_loss: BatchLoss | None,
+    losses: dict[str, Any],
     settings: dict[str, Any],
     top: Any,
     seed: int,
@@ -534,7 +534,7 @@ def _sharpness(
         model,
         loader,
         loss_fn,
-        batch_loss=batch_loss,
+        **losses,
         measures=settings["sharpness"],
         seed=seed + 8,
         max_samples=settings["curvature_samples"],
@@ -555,7 +555,7 @@ def _learning_rates(
     model: nn.Module,
     loader: Any,
     loss_fn: Criterion | None,
-    batch_loss: BatchLoss | None,
+    losses: dict[str, Any],
     settings: dict[str, Any],
     optimizer: torch.optim.Optimizer | None,
     seed: int,
@@ -569,7 +569,7 @@ def _learning_rates(
         max_samples=settings["curvature_samples"],
         shard=False,
     )
-    sizes_seen = [count for _, _, count in source]  # one pass: the sample count
+    sizes_seen = [batch.num_samples for batch in source]  # one pass: the sample count
     n = source.num_samples
     b = _loader_batch_size(loader) or sizes_seen[0]
     sizes = _default_batch_sizes(b, n, settings["lr_sizes"])
@@ -585,7 +585,7 @@ def _learning_rates(
             model,
             loader,
             loss_fn,
-            batch_loss=batch_loss,
+            **losses,
             batch_sizes=sizes,
             optimizer=opt,
             num_batches=settings["lr_batches"],
@@ -606,20 +606,17 @@ def _metadata(
     seed: int,
     start: float,
     loss_fn: Any,
-    batch_loss: Any,
+    losses: dict[str, Any],
 ) -> dict[str, Any]:
     import landscape
 
-    first = next(iter(model.parameters()))
-    source = DataSource(loader, device=first.device, dtype=first.dtype, shard=False)
-    for _ in source:  # the sample count is known after one pass
+    problem = Problem(model, loader, loss_fn, **losses, shard=False)
+    for _ in problem.batches():  # the sample count is known after one pass
         pass
+    first = next(iter(model.parameters()))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    loss_name = "default (cross-entropy / MSE / .loss)"
-    if loss_fn is not None:
-        loss_name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
-    elif batch_loss is not None:
-        loss_name = "batch_loss=" + getattr(batch_loss, "__name__", type(batch_loss).__name__)
+    loss_name = problem.objective.criterion_name
+    unit = "samples" if problem.objective.weighs_samples else "units (scored tokens)"
     return {
         "landscape_version": landscape.__version__,
         "torch_version": torch.__version__,
@@ -628,7 +625,8 @@ def _metadata(
         "budget": budget,
         "model": type(model).__name__,
         "num_params": trainable,
-        "num_samples": source.num_samples,
+        "num_samples": problem.num_samples,
+        "weights": f"batches weighted by {unit}; total weight {problem.total_weight:g}",
         "device": str(first.device),
         "dtype": str(first.dtype).replace("torch.", ""),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -679,6 +677,7 @@ def compare(
     budget: Budget = "fast",
     optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     seed: int = 0,
     progress: bool = True,
     interpolation_points: int = 25,
@@ -705,7 +704,7 @@ def compare(
         As for :func:`analyze`.
     optimizers : mapping of str to torch.optim.Optimizer, optional
         Each model's optimizer (for its learning-rate analysis).
-    batch_loss : callable, optional
+    batch_loss, count : callable, optional
         As for :func:`analyze`.
     seed : int, optional
         Seed of every random choice.
@@ -764,6 +763,7 @@ def compare(
             budget=budget,
             optimizer=optimizers.get(name),
             batch_loss=batch_loss,
+            count=count,
             seed=seed,
             progress=progress,
         )
@@ -778,6 +778,7 @@ def compare(
         extend=0.0,
         loss_fn=loss_fn,
         batch_loss=batch_loss,
+        count=count,
         progress=False,
     )
     data: dict[str, Any] = {

@@ -402,24 +402,21 @@ def _check_forward(model: Any, data: Any, spec: str) -> None:
     """
     import torch
 
-    from landscape.data import DataSource
-    from landscape.losses import Objective
+    from landscape.problem import Problem
 
     first = next(iter(model.parameters()), None)
     if first is None:
         raise CLIError("the model from --model has no parameters to analyze.")
     try:
-        source = DataSource(
-            data, device=first.device, dtype=first.dtype, max_batches=1, shard=False
-        )
-        _, batch, _ = next(iter(source))
+        problem = Problem(model, data, max_batches=1, shard=False)
+        batch = next(problem.batches()).data
     except Exception as error:
         raise CLIError(
             f"--data {spec!r}: cannot read a batch: {type(error).__name__}: {error}"
         ) from error
     try:
-        with torch.no_grad():
-            Objective().loss(model, batch)
+        with torch.no_grad(), problem.evaluation() as run:
+            run.loss(batch)
     except Exception as error:
         tensors = batch if isinstance(batch, (tuple, list)) else [batch]
         shapes = [tuple(t.shape) for t in tensors if isinstance(t, torch.Tensor)]

@@ -1,24 +1,47 @@
 """Batches for curvature computations: normalisation of the input, limits, device moves, caching.
 
 :class:`DataSource` turns what users pass as ``data`` (a ``DataLoader``, a list of batches,
-or a single batch) into a re-iterable stream of ``(index, batch, num_samples)`` on the
-model's device. It is the one place that knows about sample counts, ``max_batches`` /
+or a single batch) into a re-iterable stream of :class:`Batch` records ``(index, data,
+num_samples, weight)`` on the model's device. It is the one place that knows about sample
+counts and weights (the units a batch's mean loss is over), ``max_batches`` /
 ``max_samples``, the on-device cache, and data-parallel sharding.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from landscape import distributed
-from landscape.losses import batch_size, map_tensors
+from landscape.batches import batch_size, map_tensors
 
-__all__ = ["DataSource"]
+__all__ = ["Batch", "DataSource"]
+
+
+class Batch(NamedTuple):
+    """One batch of the data on the device, with its place, size and weight.
+
+    Attributes
+    ----------
+    index : int
+        0-based position of the batch in the user's data (before sharding).
+    data : Any
+        The batch itself, on the device.
+    num_samples : int
+        Its number of samples.
+    weight : float
+        The number of units its mean loss is over (samples, or scored tokens).
+    """
+
+    index: int
+    data: Any
+    num_samples: int
+    weight: float
+
 
 _DEFAULT_CACHE_BYTES = 2 * 1024**3
 
@@ -55,7 +78,7 @@ def _truncate(batch: Any, n: int, full: int) -> Any:
 
 
 class DataSource:
-    """A re-iterable stream of batches on one device, with sample counts.
+    """A re-iterable stream of batches on one device, with sample counts and weights.
 
     Parameters
     ----------
@@ -82,6 +105,10 @@ class DataSource:
         :class:`~torch.utils.data.distributed.DistributedSampler` (then each rank keeps what
         its sampler yields). ``False`` makes every rank use all of ``data`` (and count only
         its own samples).
+    weigh : callable, optional
+        ``weigh(batch) -> weight`` of a device batch, the units its mean loss is over
+        (:meth:`landscape.losses.Objective.weight`); default: its number of samples. Batches
+        of weight 0 (every label ignored) add nothing to any mean and are skipped.
 
     Raises
     ------
@@ -95,10 +122,10 @@ class DataSource:
     >>> X, y = torch.randn(10, 3), torch.arange(10) % 2
     >>> source = DataSource([(X[:6], y[:6]), (X[6:], y[6:])], device=torch.device("cpu"),
     ...                     dtype=torch.float32, max_samples=8)
-    >>> [n for _, _, n in source]
+    >>> [batch.num_samples for batch in source]
     [6, 2]
-    >>> source.num_samples
-    8
+    >>> source.num_samples, source.total_weight
+    (8, 8.0)
     """
 
     def __init__(
@@ -111,6 +138,7 @@ class DataSource:
         max_samples: int | None = None,
         cache: bool | Literal["auto"] = "auto",
         shard: bool | Literal["auto"] = "auto",
+        weigh: Callable[[Any], float] | None = None,
     ) -> None:
         if _is_single_batch(data):
             data = [data]
@@ -141,13 +169,14 @@ class DataSource:
         self.max_samples = max_samples
         self.cache = cache
         self.shard = shard
-        self._cached: list[tuple[int, Any, int]] | None = None
+        self.weigh = weigh
+        self._cached: list[Batch] | None = None
         self._num_samples: int | None = None
-        self._num_batches: int | None = None
+        self._total_weight: float | None = None
 
     @property
     def num_samples(self) -> int:
-        """Total number of samples over all ranks (known after the first pass).
+        """Number of samples over all ranks, in batches of positive weight (after the first pass).
 
         Raises
         ------
@@ -157,6 +186,19 @@ class DataSource:
         if self._num_samples is None:
             raise RuntimeError("num_samples is known after the first pass over the data.")
         return self._num_samples
+
+    @property
+    def total_weight(self) -> float:
+        r"""Total weight :math:`\sum_b w_b` over all ranks (known after the first pass).
+
+        Raises
+        ------
+        RuntimeError
+            Before the first pass.
+        """
+        if self._total_weight is None:
+            raise RuntimeError("total_weight is known after the first pass over the data.")
+        return self._total_weight
 
     def _sharded(self) -> bool:
         if not distributed.is_distributed() or self.shard is False:
@@ -183,7 +225,7 @@ class DataSource:
             return free // 4
         return _DEFAULT_CACHE_BYTES
 
-    def _stream(self) -> Iterator[tuple[int, Any, int]]:
+    def _stream(self) -> Iterator[Batch]:
         sharded = self._sharded()
         world, me = distributed.world_size(), distributed.rank()
         seen = 0
@@ -199,32 +241,40 @@ class DataSource:
             seen += n
             if sharded and index % world != me:
                 continue
-            yield index, self._to_device(batch), n
+            batch = self._to_device(batch)
+            weight = float(n) if self.weigh is None else float(self.weigh(batch))
+            yield Batch(index, batch, n, weight)
 
-    def __iter__(self) -> Iterator[tuple[int, Any, int]]:
-        """Yield ``(batch_index, batch_on_device, num_samples)`` for this rank's batches.
+    def __iter__(self) -> Iterator[Batch]:
+        """Yield this rank's batches of positive weight.
 
         Yields
         ------
-        tuple
-            The global batch index, the batch on the device, and its number of samples.
+        Batch
+            The global batch index, the batch on the device, its number of samples and its
+            weight.
 
         Raises
         ------
         ValueError
-            If the data yields no samples.
+            If the data yields no samples, or only batches of weight 0.
         """
         if self._cached is not None:
             yield from self._cached
             return
         limit = self._cache_limit()
-        kept: list[tuple[int, Any, int]] | None = [] if limit >= 0 else None
+        kept: list[Batch] | None = [] if limit >= 0 else None
         used = 0
-        local = 0
+        # Samples of batches of positive weight, their weight, and all samples read.
+        local = torch.zeros(3, dtype=torch.float64)
         for item in self._stream():
-            local += item[2]
+            local[2] += item.num_samples
+            if item.weight == 0:
+                continue
+            local[0] += item.num_samples
+            local[1] += item.weight
             if kept is not None:
-                used += _nbytes(item[1])
+                used += _nbytes(item.data)
                 if used <= limit:
                     kept.append(item)
                 else:
@@ -232,20 +282,28 @@ class DataSource:
             yield item
         total = local
         if distributed.is_distributed() and self.shard is not False:  # ranks hold parts
-            count = torch.tensor([float(local)], device=self.device, dtype=torch.float64)
-            total = int(distributed.all_reduce_sum_(count).item())
-        if total == 0:
+            total = distributed.all_reduce_sum_(local.to(self.device)).cpu()
+        samples, weight, read = int(total[0]), float(total[1]), int(total[2])
+        if read == 0:
             raise ValueError(
                 "data yielded no samples (empty DataLoader or list, or limits that exclude "
                 "everything); curvature needs at least one batch."
             )
-        if self._num_samples is not None and total != self._num_samples:
+        if weight == 0:
+            raise ValueError(
+                f"every batch of the data has weight 0 ({read} samples, nothing to average "
+                "over): all labels are ignored (-100), or count= returned 0 for every batch. "
+                "Check the labels (a language model needs labels that are not -100), or the "
+                "count function."
+            )
+        if self._num_samples is not None and samples != self._num_samples:
             warnings.warn(
-                f"data yielded {total} samples this pass but {self._num_samples} before; a "
+                f"data yielded {samples} samples this pass but {self._num_samples} before; a "
                 "loader with drop_last=True and shuffling, or a changing dataset, makes every "
                 "product refer to different data. Use cache=True to freeze the data.",
                 stacklevel=3,
             )
-        self._num_samples = total
+        self._num_samples = samples
+        self._total_weight = weight
         if kept is not None:
             self._cached = kept

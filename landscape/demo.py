@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from landscape.analysis import evaluate
+
 __all__ = [
     "DATASETS",
     "DemoResult",
@@ -476,20 +478,8 @@ def accuracy(model: nn.Module, loader: Any) -> tuple[float, float]:
     (float, float)
         Mean loss and fraction correct.
     """
-    flags = [(m, m.training) for m in model.modules()]
-    loss, correct, n = 0.0, 0, 0
-    try:
-        model.eval()
-        with torch.no_grad():
-            for inputs, targets in loader:
-                out = model(inputs)
-                loss += float(nn.functional.cross_entropy(out, targets, reduction="sum"))
-                correct += int((out.argmax(1) == targets).sum())
-                n += len(targets)
-    finally:
-        for m, training in flags:
-            m.training = training
-    return loss / max(n, 1), correct / max(n, 1)
+    result = evaluate(model, loader, nn.CrossEntropyLoss())
+    return float(result["value"]), float(result["accuracy"] or 0.0)
 
 
 # -- the demo -------------------------------------------------------------------------------------

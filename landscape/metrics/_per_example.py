@@ -1,51 +1,65 @@
-r"""Per-example quantities over one concatenated dataset, vectorized with ``torch.func.vmap``.
+r"""Per-example quantities over one gathered dataset, for the learning-rate module.
 
-Private helpers of the learning-rate module: the data as one batch structure (so random
-mini-batches are index selections), streaming per-coordinate gradient moments (for Adam's
-steady-state preconditioner) and the per-example Gauss-Newton factors
-:math:`F_i = \\Lambda_i^{1/2} J_i` (for the exact mean-square threshold).
+Private helpers of :mod:`landscape.metrics.learning_rate`: the data gathered into one batch
+structure (so random mini-batches are index selections), weighted per-coordinate gradient
+moments (for Adam's steady-state preconditioner) and the per-example Gauss-Newton factors
+:math:`F_i = \sqrt{w_i/\bar w}\,\Lambda_i^{1/2} J_i` (for the exact mean-square threshold).
+Every per-sample function goes through the :class:`~landscape.problem.Problem`'s
+vectorization, with its exact loop where ``vmap`` cannot trace the user's code.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call, grad, jacrev, vmap
+from torch import Tensor
+from torch.func import jacrev
 
-from landscape._attention import evaluation_mode
-from landscape.losses import Objective, map_tensors
-from landscape.params import ParamSpace
+from landscape.batches import concatenate, map_tensors, select_rows
+from landscape.operators.per_example import SampleChunk, per_example_pass
+from landscape.problem import Evaluation, Problem
 
 
-def concatenate(batches: list[Any]) -> Any:
-    """Concatenate batches with the same structure along their first dimension.
+def gather(problem: Problem) -> tuple[Any, int]:
+    """Return all batches of the data as one batch structure, and its number of samples.
+
+    Dictionary batches of different sequence lengths are right-padded where that is exact
+    (:meth:`landscape.losses.Objective.can_pad`).
 
     Returns
     -------
-    Any
-        One batch with the structure of the inputs.
+    tuple
+        ``(dataset, n)``.
 
     Raises
     ------
     TypeError
-        If a leaf is neither a tensor nor a container of tensors.
+        If the batches cannot be concatenated (different layouts, or sequence lengths that
+        cannot be padded exactly).
     """
-    first = batches[0]
-    if isinstance(first, Tensor):
-        return torch.cat(batches)
-    if isinstance(first, Mapping):
-        return {key: concatenate([b[key] for b in batches]) for key in first}
-    if isinstance(first, (list, tuple)):
-        parts = [concatenate([b[i] for b in batches]) for i in range(len(first))]
-        return type(first)(parts) if isinstance(first, list) else tuple(parts)
-    raise TypeError(
-        f"cannot concatenate batch entries of type {type(first).__name__}; random mini-batches "
-        "need tensor batches (tuples, lists or dicts of tensors)."
-    )
+    batches = [batch.data for batch in problem.batches()]
+    pad = problem.objective.can_pad(batches[0])
+    try:
+        dataset = concatenate(batches, pad=pad)
+    except TypeError as error:
+        raise TypeError(
+            f"the learning-rate analysis draws random mini-batches from all samples and "
+            f"needs batches it can concatenate: {error} Pad the batches to one length (with "
+            "an attention_mask, and labels -100 on padding), or pass batches of one shape."
+        ) from error
+    return dataset, problem.num_samples
+
+
+def split(batch: Any, n: int, size: int) -> list[Any]:
+    """Cut a batch of ``n`` samples into consecutive chunks of at most ``size``.
+
+    Returns
+    -------
+    list
+        The chunks.
+    """
+    return [select_rows(batch, slice(s, s + size), n) for s in range(0, n, size)]
 
 
 def select(batch: Any, index: Tensor) -> Any:
@@ -59,137 +73,92 @@ def select(batch: Any, index: Tensor) -> Any:
     return map_tensors(batch, lambda t: t.index_select(0, index.to(t.device)))
 
 
-def split(batch: Any, n: int, size: int) -> list[Any]:
-    """Cut a batch of ``n`` samples into consecutive chunks of at most ``size``.
+def gradient_moments(problem: Problem, chunk: int = 64) -> tuple[Tensor, Tensor]:
+    r"""Return the weighted mean and variance per coordinate of the per-example gradients.
+
+    :math:`G = \sum_i w_i g_i / W` and :math:`\sigma^2 = \sum_i w_i (g_i - G)^2 / W`.
 
     Returns
     -------
-    list
-        The chunks.
+    tuple of Tensor
+        ``(mean, variance)``, flat like the problem's parameters.
     """
-    return [map_tensors(batch, lambda t, s=s: t[s : s + size]) for s in range(0, n, size)]
+    space = problem.space
+    total = torch.zeros(space.dim, dtype=space.dtype, device=space.device)
+    squares = torch.zeros_like(total)
+    weight = 0.0
+
+    def add(c: SampleChunk) -> None:
+        nonlocal weight
+        w = c.weights.to(c.gradients)[:, None]
+        total.add_((w * c.gradients).sum(0))
+        squares.add_((w * c.gradients.square()).sum(0))
+        weight += float(c.weights.sum())
+
+    per_example_pass(problem, chunk, add)
+    mean = total / weight
+    return mean, (squares / weight - mean * mean).clamp_min(0.0)
 
 
-def evaluation(model: nn.Module) -> contextlib.AbstractContextManager[None]:
-    """Eval flags and buffers restored afterwards, and the math attention kernel.
+def outputs_per_sample(run: Evaluation, dataset: Any, n: int) -> int:
+    """Return the number of outputs (logits) of one sample.
 
     Returns
     -------
-    contextlib.AbstractContextManager
-        :func:`landscape._attention.evaluation_mode` for ``model``.
+    int
+        ``k``.
     """
-    return evaluation_mode(model)
+    with torch.no_grad():
+        return run.call_outputs(run.theta, select_rows(dataset, 0, n)).numel()
 
 
-class PerExample:
-    """Functional per-example loss and outputs of ``model`` for the parameters of ``space``."""
+def gauss_newton_factors(
+    run: Evaluation, subset: Any, chunk: int = 16
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Return the factors :math:`F_i = \sqrt{w_i/\bar w}\,\Lambda_i^{1/2} J_i`, and more.
 
-    def __init__(self, model: nn.Module, objective: Objective, space: ParamSpace) -> None:
-        self.model = model
-        self.objective = objective
-        self.space = space
-        named = dict(model.named_parameters())
-        self.theta = {n: named[n].detach() for n in space.names}
-        self.constants = {n: p.detach() for n, p in named.items() if n not in self.theta}
-        self.constants.update(dict(model.named_buffers()))
+    Also the per-example gradient norms and the weights.
 
-    def _call(self, theta: dict[str, Tensor]) -> Any:
-        state = {**self.constants, **theta}
-        return lambda *args, **kwargs: functional_call(self.model, state, args, kwargs)
+    :math:`J_i` is the Jacobian of sample ``i``'s flattened outputs, :math:`\Lambda_i` the
+    Hessian of its loss in the outputs (its PSD square root by eigendecomposition), so
+    that :math:`F_i^\top F_i` is sample ``i``'s Gauss-Newton matrix scaled by its share of
+    the units: their mean is the Gauss-Newton matrix of the weighted mean loss. The
+    factors are stacked as ``(m * k, P)``.
 
-    def loss(self, theta: dict[str, Tensor], sample: Any) -> Tensor:
-        """Return the loss of one sample (given without its batch dimension).
+    Returns
+    -------
+    tuple of Tensor
+        ``(F, gradient_norms, weights)``.
+    """
+    samples = run.samples(subset, criterion=True)
+    with torch.no_grad():  # one sample's output shape, batch dimension 1 included
+        shape = samples.outputs(run.theta, tuple(t[0] for t in samples.rows)).shape
+    space = run.problem.space
 
-        Returns
-        -------
-        Tensor
-            The scalar loss.
-        """
-        batch = map_tensors(sample, lambda t: t.unsqueeze(0))
-        return self.objective.loss(self._call(theta), batch)  # type: ignore[arg-type]
+    def flat_outputs(theta: dict[str, Tensor], row: Any) -> Tensor:
+        return samples.outputs(theta, row).reshape(-1)
 
-    def outputs(self, theta: dict[str, Tensor], sample: Any) -> Tensor:
-        """Return the flattened outputs of one sample.
+    def one(theta: dict[str, Tensor], row: Any) -> tuple[Tensor, Tensor]:
+        f = flat_outputs(theta, row)
+        J = jacrev(flat_outputs)(theta, row)
 
-        Returns
-        -------
-        Tensor
-            Shape ``(k,)``.
-        """
-        batch = map_tensors(sample, lambda t: t.unsqueeze(0))
-        return self.objective.outputs(self._call(theta), batch).reshape(-1)  # type: ignore[arg-type]
+        def crit(out: Tensor) -> Tensor:
+            return samples.criterion(out.reshape(shape), row)
 
-    def criterion(self, flat_outputs: Tensor, sample: Any, shape: torch.Size) -> Tensor:
-        """Return the loss of one sample as a function of its flattened outputs.
+        # Reverse-over-reverse: correct through any criterion (unlike jvp(jacrev)).
+        Lam = jacrev(jacrev(crit))(f)
+        d = jacrev(crit)(f)
+        return space.flatten(J, batch_dims=1), torch.cat([Lam, d[None]])
 
-        Returns
-        -------
-        Tensor
-            The scalar loss.
-        """
-        batch = map_tensors(sample, lambda t: t.unsqueeze(0))
-        _, _, targets = self.objective.split(batch)
-        return self.objective.criterion(flat_outputs.reshape(shape), targets)
-
-    def gradient_moments(
-        self, batch: Any, n: int, chunk: int = 64
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Return the mean gradient, mean squared gradient (per coordinate) and per-sample losses.
-
-        Returns
-        -------
-        tuple of Tensor
-            ``(mean, mean_of_squares, losses)``, flat like ``space``.
-        """
-
-        def one(theta: dict[str, Tensor], sample: Any) -> tuple[dict[str, Tensor], Tensor]:
-            return grad(self.loss, has_aux=False)(theta, sample), self.loss(theta, sample)
-
-        total = torch.zeros(self.space.dim, dtype=self.space.dtype, device=self.space.device)
-        squares = torch.zeros_like(total)
-        losses = []
-        for part in split(batch, n, chunk):
-            g, loss = vmap(one, in_dims=(None, 0))(self.theta, part)
-            flat = self.space.flatten(g, batch_dims=1)
-            total += flat.sum(0)
-            squares += (flat * flat).sum(0)
-            losses.append(loss.detach())
-        return total / n, squares / n, torch.cat(losses)
-
-    def gauss_newton_factors(self, batch: Any, n: int, chunk: int = 16) -> tuple[Tensor, Tensor]:
-        r"""Return the factors :math:`F_i = \Lambda_i^{1/2} J_i` and per-example gradient norms.
-
-        The factors are stacked as ``(n * k, P)``.
-
-        :math:`J_i` is the Jacobian of sample ``i``'s flattened outputs, :math:`\Lambda_i` the
-        Hessian of its loss in the outputs (its PSD square root by eigendecomposition), so
-        that :math:`F_i^\top F_i` is sample ``i``'s Gauss-Newton matrix.
-
-        Returns
-        -------
-        tuple of Tensor
-            ``(F, gradient_norms)``.
-        """
-        first = map_tensors(batch, lambda t: t[0])
-        probe = self.objective.outputs(  # the per-sample output shape, batch dimension included
-            self._call(self.theta), map_tensors(first, lambda t: t.unsqueeze(0))
-        ).shape
-
-        def one(theta: dict[str, Tensor], sample: Any) -> tuple[Tensor, Tensor]:
-            f = self.outputs(theta, sample)
-            J = jacrev(self.outputs)(theta, sample)
-            crit = lambda out: self.criterion(out, sample, probe)  # noqa: E731
-            # Reverse-over-reverse: correct through any criterion (unlike jvp(jacrev)).
-            Lam = jacrev(jacrev(crit))(f)
-            d = jacrev(crit)(f)
-            return self.space.flatten(J, batch_dims=1), torch.cat([Lam, d[None]])
-
-        rows, grads = [], []
-        for part in split(batch, n, chunk):
-            J, extra = vmap(one, in_dims=(None, 0))(self.theta, part)
-            Lam, d = extra[:, :-1], extra[:, -1]
-            w, V = torch.linalg.eigh((Lam + Lam.transpose(1, 2)) / 2)
-            root = V @ torch.diag_embed(w.clamp_min(0).sqrt()) @ V.transpose(1, 2)
-            rows.append((root @ J).reshape(-1, self.space.dim))
-            grads.append(torch.einsum("ik,ikp->ip", d, J).norm(dim=1))
-        return torch.cat(rows), torch.cat(grads)
+    factors = run.problem.vectorize(one, "per-sample Gauss-Newton factors", (None, 0))
+    mean_weight = float(samples.weights.mean())
+    rows, grads = [], []
+    for _, part, w in samples.chunks(chunk):
+        J, extra = factors(run.theta, part)
+        Lam, d = extra[:, :-1], extra[:, -1]
+        eigvals, V = torch.linalg.eigh((Lam + Lam.transpose(1, 2)) / 2)
+        root = V @ torch.diag_embed(eigvals.clamp_min(0).sqrt()) @ V.transpose(1, 2)
+        scale = (w / mean_weight).sqrt().to(J.dtype)[:, None, None]
+        rows.append((scale * (root @ J)).reshape(-1, space.dim))
+        grads.append(torch.einsum("ik,ikp->ip", d, J).norm(dim=1))
+    return torch.cat(rows), torch.cat(grads), samples.weights

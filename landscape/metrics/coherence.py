@@ -9,6 +9,12 @@ training loss :math:`L(\theta) = \frac1m \sum_i \ell_i(\theta)` over the samples
     \Sigma = \frac1m \sum_i (g_i - G)(g_i - G)^\top, \qquad
     \frac1m \sum_i \lVert g_i\rVert^2 = \lVert G\rVert^2 + \operatorname{tr}\Sigma .
 
+When samples weigh differently (a language model's sequences weigh their scored tokens,
+:math:`L = \sum_i w_i \ell_i / W`), every mean above is the :math:`w`-weighted mean
+(:math:`\frac1m\sum_i \to \frac1W\sum_i w_i`), so :math:`G` is still the gradient of
+:math:`L`; the unbiased estimates become weighted U-statistics (pairs :math:`i \ne j`
+weighted by :math:`w_i w_j`), which reduce to the unweighted ones for equal weights.
+
 Two functions:
 
 * :func:`coherence` computes per-example gradients (:mod:`landscape.operators.per_example`)
@@ -32,19 +38,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from landscape.data import DataSource
+from landscape.batches import select_rows
 from landscape.linalg._random import as_generator, gaussian
 from landscape.linalg.eigen import eigenvalues
-from landscape.losses import BatchLoss, Criterion, Objective
+from landscape.losses import BatchLoss, Count, Criterion
 from landscape.operators.hessian import HessianOperator
-from landscape.operators.per_example import (
-    _check_chunk_size,
-    _eval_mode,
-    _Functional,
-    _per_example_pass,
-    _select_rows,
-)
-from landscape.params import ParamSelector, ParamSpace
+from landscape.operators.per_example import SampleChunk, check_chunk_size, per_example_pass
+from landscape.params import ParamSelector
+from landscape.problem import Evaluation, Problem
 
 __all__ = ["CoherenceResult", "NoiseScale", "ParamGSNR", "coherence", "noise_scale"]
 
@@ -435,10 +436,13 @@ class NoiseScale:
 
 
 class _Moments:
-    """Mean and centered second moment per coordinate, merged chunk by chunk (Chan et al.).
+    r"""Weighted mean and centered second moment per coordinate, merged chunk by chunk.
 
-    Merging the chunks' own centered sums avoids the cancellation of
-    :math:`E[g^2] - E[g]^2` when the gradients are nearly identical.
+    Merging the chunks' own centered sums (Chan et al.; West 1979 for weights) avoids the
+    cancellation of :math:`E[g^2] - E[g]^2` when the gradients are nearly identical. Also
+    kept: the number of samples, :math:`W = \sum w_i`, :math:`\sum w_i^2`,
+    :math:`\sum w_i^2 \lVert g_i\rVert^2` (for the unbiased estimates) and
+    :math:`\sum w_i \ell_i`.
     """
 
     # Columns are merged in blocks of at most this many (chunk x columns) entries, so the
@@ -449,25 +453,37 @@ class _Moments:
 
     def __init__(self, dim: int, device: torch.device, dtype: torch.dtype) -> None:
         self.count = 0
+        self.weight = 0.0
+        self.weight_sq = 0.0
+        self.weighted_sq_norms = 0.0
         self.mean = torch.zeros(dim, device=device, dtype=dtype)
         self.m2 = torch.zeros(dim, device=device, dtype=dtype)
         self.loss_sum = 0.0
 
-    def add(self, _: int, G: Tensor, losses: Tensor) -> None:
+    def add(self, chunk: SampleChunk) -> None:
+        G, w = chunk.gradients, chunk.weights.to(self.mean.device)
         c, dim = G.shape
-        total = self.count + c
+        chunk_weight = float(w.sum())
+        total = self.weight + chunk_weight
+        ww = w.to(self.mean.dtype)[:, None]
         step = max(1, self._BLOCK_ENTRIES // max(1, c))
+        norms = torch.zeros(c, dtype=torch.float64, device=G.device)
         for lo in range(0, dim, step):
             hi = min(lo + step, dim)
             block = G[:, lo:hi].to(self.mean.dtype)
-            chunk_mean = block.mean(0)
-            chunk_m2 = (block - chunk_mean).square_().sum(0)
+            norms += block.double().square().sum(1)
+            chunk_mean = (ww * block).sum(0) / chunk_weight
+            chunk_m2 = (ww * (block - chunk_mean).square_()).sum(0)
             mean, m2 = self.mean[lo:hi], self.m2[lo:hi]
             delta = chunk_mean - mean
-            mean.add_(delta, alpha=c / total)
-            m2.add_(chunk_m2).add_(delta.square_(), alpha=self.count * c / total)
-        self.count = total
-        self.loss_sum += float(losses.double().sum())
+            mean.add_(delta, alpha=chunk_weight / total)
+            m2.add_(chunk_m2).add_(delta.square_(), alpha=self.weight * chunk_weight / total)
+        self.count += c
+        self.weight = total
+        w64 = w.double()
+        self.weight_sq += float(w64.square().sum())
+        self.weighted_sq_norms += float((w64.square() * norms).sum())
+        self.loss_sum += float((chunk.losses.double() * w64).sum())
 
 
 def _median(values: Tensor) -> float:
@@ -530,8 +546,8 @@ class _Batches:
         return len(self.batches)
 
 
-def _first_samples(source: DataSource, count: int) -> list[Any]:
-    """Return the first ``count`` samples of the data, each as a one-sample batch.
+def _first_samples(problem: Problem, count: int) -> list[Any]:
+    """Return the first ``count`` samples of positive weight, each as a one-sample batch.
 
     Returns
     -------
@@ -539,11 +555,13 @@ def _first_samples(source: DataSource, count: int) -> list[Any]:
         One-sample batches in data order.
     """
     out: list[Any] = []
-    for _, batch, n in source:
-        for i in range(n):
+    for batch in problem.batches():
+        weights = problem.objective.sample_weights(batch.data)
+        for i in range(batch.num_samples):
             if len(out) == count:
                 return out
-            out.append(_select_rows(batch, slice(i, i + 1), n))
+            if weights[i] > 0:
+                out.append(select_rows(batch.data, i, batch.num_samples))
     return out
 
 
@@ -633,6 +651,7 @@ def coherence(
     loss_fn: Criterion | None = None,
     *,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     params: ParamSelector = None,
     max_samples: int | None = 512,
     noise_hessian: bool = False,
@@ -771,7 +790,7 @@ def coherence(
     start = time.perf_counter()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
-    _check_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     if not isinstance(hessian_samples, int) or hessian_samples < 0:
         raise ValueError(
             f"hessian_samples must be a non-negative integer; got {hessian_samples!r}."
@@ -780,47 +799,48 @@ def coherence(
         raise ValueError(f"hessian_method must be 'probes' or 'exact'; got {hessian_method!r}.")
     if hessian_method == "probes" and (not isinstance(hessian_probes, int) or hessian_probes < 2):
         raise ValueError(f"hessian_probes must be an integer >= 2; got {hessian_probes!r}.")
-    objective = Objective(loss_fn, batch_loss)
-    space = ParamSpace.from_module(model, params)
-    source = DataSource(
+    problem = Problem(
+        model,
         data,
-        device=space.device,
-        dtype=space.dtype,
+        loss_fn,
+        batch_loss=batch_loss,
+        count=count,
+        params=params,
         max_samples=max_samples,
         cache=True,
         shard=False,
     )
+    space = problem.space
     acc_dtype = torch.float64 if space.device.type != "mps" else space.dtype
     moments = _Moments(space.dim, space.device, acc_dtype)
-    consume: Callable[[int, Tensor, Tensor], None] = moments.add
+    consume: Callable[[SampleChunk], None] = moments.add
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="per-example gradients", unit="sample", leave=False)
 
-        def consume(first: int, G: Tensor, losses: Tensor) -> None:
-            moments.add(first, G, losses)
-            bar.update(G.shape[0])
+        def consume(chunk: SampleChunk) -> None:
+            moments.add(chunk)
+            bar.update(len(chunk.positions))
 
     try:
-        with _eval_mode(model):
-            fn = _Functional(model, space, objective)
-            _per_example_pass(fn, source, chunk_size, consume)
+        per_example_pass(problem, chunk_size, consume)
     finally:
         if bar is not None:
             bar.close()
     num_passes, num_hvps = 1, 0
-    m = moments.count
+    m, W = moments.count, moments.weight
     mean, m2 = moments.mean, moments.m2
     G2 = float(mean.double().square().sum())
-    trS = float(m2.double().sum()) / m
+    trS = float(m2.double().sum()) / W
     Eg2 = G2 + trS
     alpha = _ratio(G2, Eg2)
-    if m >= 2:
-        alpha_unb = _ratio((m - 1) * G2 - trS, (m - 1) * Eg2)
-        G2_unb = G2 - trS / (m - 1)
-        trS_unb = trS * m / (m - 1)
+    pairs = W * W - moments.weight_sq  # sum of w_i w_j over i != j
+    if m >= 2 and pairs > 0:
+        G2_unb = (W * W * G2 - moments.weighted_sq_norms) / pairs
+        alpha_unb = _ratio(G2_unb, Eg2)
+        trS_unb = Eg2 - G2_unb
         b_unb = _ratio(trS_unb, G2_unb)
     else:
         alpha_unb = G2_unb = trS_unb = b_unb = math.nan
@@ -832,24 +852,22 @@ def coherence(
         )
     if m < 2:
         notes.append("one sample: covariance, GSNR and unbiased estimates are undefined")
+    if not problem.objective.weighs_samples:
+        notes.append(
+            "samples weigh their units (scored tokens): moments are weighted means, the "
+            "unbiased estimates weighted U-statistics"
+        )
 
-    r = _gsnr(mean, m2 / m)
+    r = _gsnr(mean, m2 / W)
     layers = tuple(_summarize_gsnr(name, r[sl]) for name, sl in space.slices().items())
     overall = _summarize_gsnr("(all)", r)
 
     extra: dict[str, Any] = {}
-    batches = [batch for _, batch, _ in source]
+    batches = [batch.data for batch in problem.batches()]
 
     def make_hessian(data_: Any) -> HessianOperator:
         return HessianOperator(
-            model,
-            data_,
-            loss_fn,
-            batch_loss=batch_loss,
-            params=params,
-            mode="eval",
-            cache=True,
-            shard=False,
+            None, None, problem=problem.with_data(data_, cache=True, shard=False)
         )
 
     if noise_hessian:
@@ -858,14 +876,14 @@ def coherence(
         gHg = float(Gbar.double() @ (H @ Gbar).double())
         total = torch.zeros((), dtype=torch.float64, device=space.device)
 
-        def quadratic(_: int, G: Tensor, __: Tensor) -> None:
+        def quadratic(chunk: SampleChunk) -> None:
             nonlocal total
-            D = (G - Gbar).T.contiguous()  # (P, c)
-            total = total + (D.double() * (H @ D).double()).sum()
+            D = (chunk.gradients - Gbar).T.contiguous()  # (P, c)
+            w = chunk.weights.to(space.device)
+            total = total + ((D.double() * (H @ D).double()).sum(0) * w).sum()
 
-        with _eval_mode(model):
-            _per_example_pass(_Functional(model, space, objective), source, chunk_size, quadratic)
-        trHS = float(total) / m
+        per_example_pass(problem, chunk_size, quadratic)
+        trHS = float(total) / W
         extra.update(b_noise=_ratio(trHS, gHg), trace_hessian_cov=trHS, gHg=gHg)
         num_passes += 1 + H.num_passes
         num_hvps += H.num_matvecs
@@ -885,7 +903,7 @@ def coherence(
             )
         hess = _hessian_coherence(
             lambda sample: make_hessian(_Batches([sample])),
-            _first_samples(source, hessian_samples),
+            _first_samples(problem, hessian_samples),
             method=hessian_method,
             num_probes=hessian_probes,
             tol=hessian_tol,
@@ -906,12 +924,12 @@ def coherence(
     return CoherenceResult(
         num_samples=m,
         num_params=space.dim,
-        mean_loss=moments.loss_sum / m,
+        mean_loss=moments.loss_sum / W,
         grad_norm_sq=G2,
         trace_cov=trS,
         mean_grad_norm_sq=Eg2,
         alpha=alpha,
-        m_coherence=m * alpha,
+        m_coherence=_ratio(W * W * G2, moments.weighted_sq_norms),
         alpha_unbiased=alpha_unb,
         b_simple=_ratio(trS, G2),
         grad_norm_sq_unbiased=G2_unb,
@@ -926,6 +944,20 @@ def coherence(
         notes=tuple(notes),
         **extra,
     )
+
+
+def _batch_gradient(run: Evaluation, batch: Any, weight: float) -> tuple[Tensor, Tensor]:
+    """Return the flat gradient of a batch's mean loss (the selected parameters) and the loss.
+
+    Returns
+    -------
+    tuple of Tensor
+        ``(gradient (P,), loss)``.
+    """
+    with torch.enable_grad():
+        loss = run.loss(batch, weight)
+        grads = torch.autograd.grad(loss, run.params, allow_unused=True, materialize_grads=True)
+    return torch.cat([g.reshape(-1) for g in grads]), loss.detach()
 
 
 def _noise_factor(batch: int, n: int, finite_population: bool) -> float:
@@ -966,6 +998,7 @@ def noise_scale(
     loss_fn: Criterion | None = None,
     *,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     params: ParamSelector = None,
     small_batch: int = 8,
     big_batch: int = 64,
@@ -1076,51 +1109,58 @@ def noise_scale(
         raise ValueError(
             f"num_pairs must be an integer >= 2 (for standard errors); got {num_pairs!r}."
         )
-    objective = Objective(loss_fn, batch_loss)
-    space = ParamSpace.from_module(model, params)
-    source = DataSource(
+    problem = Problem(
+        model,
         data,
-        device=space.device,
-        dtype=space.dtype,
+        loss_fn,
+        batch_loss=batch_loss,
+        count=count,
+        params=params,
         max_samples=max_samples,
         cache=True,
         shard=False,
     )
-    items = list(source)
-    n = sum(k for _, _, k in items)
+    space = problem.space
+    items = list(problem.batches())
+    n = sum(item.num_samples for item in items)
     if big_batch > n:
         raise ValueError(f"big_batch={big_batch} exceeds the {n} samples of the data.")
-    offsets = torch.tensor([0] + [k for _, _, k in items]).cumsum(0).tolist()
+    offsets = torch.tensor([0] + [item.num_samples for item in items]).cumsum(0).tolist()
+    weights = torch.cat([problem.objective.sample_weights(item.data).cpu() for item in items])
     generator = as_generator(seed)
     num_gradients = 0
 
-    def subset_gradient(fn: _Functional, indices: Tensor, pair: int) -> Tensor:
+    def subset_gradient(run: Evaluation, indices: Tensor, pair: int) -> Tensor:
+        # The gradient of the subset's mean loss: each batch's part is the gradient of its
+        # sub-batch's mean, weighted by the sub-batch's share of the subset's units.
         nonlocal num_gradients
         total = torch.zeros(space.dim, dtype=torch.float64, device=space.device)
-        for (_, batch, k), lo in zip(items, offsets):
-            rows = indices[(indices >= lo) & (indices < lo + k)] - lo
-            if rows.numel() == 0:
+        subset_weight = float(weights[indices].sum())
+        for item, lo in zip(items, offsets):
+            rows = indices[(indices >= lo) & (indices < lo + item.num_samples)] - lo
+            share = float(weights[rows + lo].sum())
+            if rows.numel() == 0 or share == 0:
                 continue
-            g, loss = fn.batch_gradient(_select_rows(batch, rows.to(space.device), k))
+            part = select_rows(item.data, rows, item.num_samples)
+            g, loss = _batch_gradient(run, part, problem.objective.weight(part))
             num_gradients += 1
             if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(g).all()):
                 raise FloatingPointError(
                     f"non-finite loss or gradient ({float(loss):.6g}) on the mini-batches of "
                     f"pair {pair} (0-based)."
                 )
-            total.add_(g.double(), alpha=rows.numel() / indices.numel())
+            total.add_(g.double(), alpha=share / subset_weight)
         return total
 
     small_sq = torch.empty(num_pairs, dtype=torch.float64)
     big_sq = torch.empty(num_pairs, dtype=torch.float64)
-    with _eval_mode(model):
-        fn = _Functional(model, space, objective)
+    with problem.evaluation() as run:
         for k in range(num_pairs):
             perm = torch.randperm(n, generator=generator)
             big = perm[:big_batch].sort().values
             small = perm[:small_batch].sort().values
-            small_sq[k] = float(subset_gradient(fn, small, k).square().sum())
-            big_sq[k] = float(subset_gradient(fn, big, k).square().sum())
+            small_sq[k] = float(subset_gradient(run, small, k).square().sum())
+            big_sq[k] = float(subset_gradient(run, big, k).square().sum())
     c_small = _noise_factor(small_batch, n, finite_population)
     c_big = _noise_factor(big_batch, n, finite_population)
     norms, traces = _two_batch_estimates(small_sq, big_sq, c_small, c_big)

@@ -35,10 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.data import DataSource
 from landscape.linalg._random import as_generator
 from landscape.linalg.eigen import eigenvalues
-from landscape.losses import BatchLoss, Criterion, Objective, batch_size
+from landscape.losses import BatchLoss, Count, Criterion, Objective
 from landscape.metrics import _per_example as per_example
 from landscape.metrics.mean_square import gram_spectrum, mean_square_threshold, nonuniformity
 from landscape.metrics.thresholds import (
@@ -47,9 +46,10 @@ from landscape.metrics.thresholds import (
     optimizer_settings,
 )
 from landscape.operators.base import IdentityOperator, LinearOperator
-from landscape.operators.hessian import hessian
+from landscape.operators.hessian import HessianOperator
 from landscape.operators.scaled import diagonal_congruence
 from landscape.params import ParamSelector, ParamSpace
+from landscape.problem import Problem, evaluation_mode
 
 __all__ = ["LearningRateResult", "Verification", "max_learning_rate"]
 
@@ -325,6 +325,7 @@ def max_learning_rate(
     loss_fn: Criterion | None = None,
     *,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     params: ParamSelector = None,
     batch_sizes: Sequence[int | str] = (8, 32, 128, 512, "full"),
     optimizer: str | torch.optim.Optimizer = "sgd",
@@ -480,22 +481,28 @@ def max_learning_rate(
     if instance is not None and params is None:
         ids = {id(p) for g in instance.param_groups for p in g["params"]}
         params = [p for p in model.parameters() if id(p) in ids]
-    objective = Objective(loss_fn, batch_loss)
-    space = ParamSpace.from_module(model, params)
+    problem = Problem(
+        model,
+        data,
+        loss_fn,
+        batch_loss=batch_loss,
+        count=count,
+        params=params,
+        max_samples=max_samples,
+        shard=False,
+    )
+    space = problem.space
     named = dict(model.named_parameters())
     generator = as_generator(seed)
     notes: list[str] = []
 
-    source = DataSource(
-        data, device=space.device, dtype=space.dtype, max_samples=max_samples, shard=False
-    )
-    gathered = [batch for _, batch, _ in source]
-    _check_finite_losses(objective, model, gathered)
-    dataset = per_example.concatenate(gathered)
-    n = source.num_samples
+    _check_finite_losses(problem)
+    dataset, n = per_example.gather(problem)
     sizes = _resolve_batch_sizes(batch_sizes, n)
     coefficient = settings.coefficient
-    functional = per_example.PerExample(model, objective, space)
+
+    def on(batches: list[Any]) -> Problem:
+        return problem.with_data(_Batches(batches), shard=False)
 
     # -- Adam's preconditioner -----------------------------------------------------------------
     fixed_scale: Tensor | None = None
@@ -507,9 +514,7 @@ def max_learning_rate(
             fixed_scale = adam_preconditioner(instance, space, named).rsqrt()
             method = "Adam: lambda_max(P^-1/2 H_S P^-1/2), P from the optimizer's state"
         else:
-            with per_example.evaluation(model):
-                mean, square, _ = functional.gradient_moments(dataset, n)
-            moments = (mean, (square - mean * mean).clamp_min(0.0))
+            moments = per_example.gradient_moments(on(per_example.split(dataset, n, _CHUNK)))
             method = (
                 "Adam: lambda_max(P_B^-1/2 H_S P_B^-1/2), P_B = Adam's steady-state "
                 "preconditioner at batch size B from per-example gradient moments"
@@ -540,8 +545,7 @@ def max_learning_rate(
                 else:
                     index = torch.randperm(n, generator=generator)[:B]
                     batches = per_example.split(per_example.select(dataset, index), B, _CHUNK)
-                H = hessian(model, batches, loss_fn, batch_loss=batch_loss, params=params)
-                op: LinearOperator = H
+                op: LinearOperator = HessianOperator(None, None, problem=on(batches))
                 if settings.weight_decay:
                     eye = IdentityOperator(space.dim, dtype=space.dtype, device=space.device)
                     op = op + eye * settings.weight_decay
@@ -586,7 +590,7 @@ def max_learning_rate(
     trace_bound = None
     applies = (
         settings.kind == "sgd"
-        and objective.has_criterion
+        and problem.objective.has_criterion
         and not settings.weight_decay
         and not settings.dampening
     )
@@ -597,7 +601,7 @@ def max_learning_rate(
         )
     if exact is True or (exact == "auto" and applies):
         lr_ms, lr_wme, trace_bound = _exact_thresholds(
-            functional, model, dataset, n, sizes, exact_samples, generator, notes, sharp
+            on([dataset]), dataset, n, sizes, exact_samples, generator, notes, sharp
         )
 
     verification: tuple[Verification, ...] = ()
@@ -605,7 +609,7 @@ def max_learning_rate(
         verification = tuple(
             _verify(
                 model,
-                objective,
+                problem.objective,
                 space,
                 dataset,
                 n,
@@ -671,8 +675,7 @@ def max_learning_rate(
 
 
 def _exact_thresholds(
-    functional: per_example.PerExample,
-    model: nn.Module,
+    problem: Problem,
     dataset: Any,
     n: int,
     sizes: list[int],
@@ -680,17 +683,27 @@ def _exact_thresholds(
     generator: torch.Generator,
     notes: list[str],
     sharp: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    m = min(n, exact_samples)
-    with per_example.evaluation(model):
-        first = per_example.select(dataset, torch.zeros(1, dtype=torch.long))
-        k = functional.objective.outputs(
-            functional._call(functional.theta), first
-        ).numel()  # outputs per sample
-        m = max(1, min(m, _FACTOR_BUDGET // max(1, k * functional.space.dim), _GRAM_ROWS // k))
+) -> tuple[np.ndarray | None, np.ndarray | None, float | None]:
+    with problem.evaluation() as run:
+        k = per_example.outputs_per_sample(run, dataset, n)
+        if k > _GRAM_ROWS:
+            notes.append(
+                f"exact mean-square threshold not computed: one sample has {k} outputs (more "
+                f"than {_GRAM_ROWS}), and its per-example Gauss-Newton factors would not fit."
+            )
+            return None, None, None
+        m = min(n, exact_samples)
+        m = max(1, min(m, _FACTOR_BUDGET // max(1, k * problem.space.dim), _GRAM_ROWS // k))
         index = torch.randperm(n, generator=generator)[:m] if m < n else torch.arange(n)
         subset = per_example.select(dataset, index)
-        F, grad_norms = functional.gauss_newton_factors(subset, m)
+        F, grad_norms, weights = per_example.gauss_newton_factors(run, subset)
+        m = len(weights)
+    if bool((weights != weights[0]).any()):
+        notes.append(
+            "samples weigh different numbers of units (tokens): each per-example Hessian is "
+            "scaled by its share of the units, exact when every mini-batch holds the average "
+            "number of units."
+        )
     K = (F @ F.T).double()
     gram = gram_spectrum(K, k)
     s = nonuniformity(gram)
@@ -723,25 +736,52 @@ def _exact_thresholds(
     return lr_ms, lr_wme, 2.0 / gram.trace
 
 
-def _check_finite_losses(objective: Objective, model: nn.Module, batches: list[Any]) -> None:
+class _Batches:
+    """A re-iterable list of batches, never mistaken for a single batch.
+
+    :class:`~landscape.data.DataSource` reads a plain list of up to four tensors as one batch.
+    """
+
+    def __init__(self, batches: list[Any]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Any:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _check_finite_losses(problem: Problem) -> None:
     # One forward pass over the data as given: a non-finite loss is reported with the index
     # of the user's batch, not of a random mini-batch drawn from the gathered samples.
-    with per_example.evaluation(model), torch.no_grad():
-        for index, batch in enumerate(batches):
-            value = float(objective.loss(model, batch))
+    with problem.evaluation() as run, torch.no_grad():
+        for batch in problem.batches():
+            value = float(run.loss(batch.data, batch.weight))
             if not math.isfinite(value):
                 raise FloatingPointError(
-                    f"at batch {index} (0-based) of the data, the loss is {value}; check the "
-                    "data and the model."
+                    f"at batch {batch.index} (0-based) of the data, the loss is {value}; check "
+                    "the data and the model."
                 )
 
 
+def _weighted_parts(objective: Objective, batch: Any, n: int) -> list[tuple[Any, float]]:
+    """Return the physical chunks of a batch with their weights (those of positive weight).
+
+    Returns
+    -------
+    list of (batch, float)
+        Chunks of at most ``_CHUNK`` samples.
+    """
+    parts = [(part, objective.weight(part)) for part in per_example.split(batch, n, _CHUNK)]
+    return [(part, w) for part, w in parts if w > 0]
+
+
 def _full_loss(objective: Objective, model: nn.Module, dataset: Any, n: int) -> float:
-    total = 0.0
+    parts = _weighted_parts(objective, dataset, n)
     with torch.no_grad():
-        for part in per_example.split(dataset, n, _CHUNK):
-            total += float(objective.loss(model, part)) * batch_size(part)
-    return total / n
+        total = sum(float(objective.loss(model, part, w)) * w for part, w in parts)
+    return total / sum(w for _, w in parts)
 
 
 def _verify(
@@ -781,7 +821,7 @@ def _verify(
                 own[name].add_(u.to(own[name]) * scale)
         return clone
 
-    with per_example.evaluation(model):
+    with evaluation_mode(model):
         start = _full_loss(objective, start_point(), dataset, n)
     finals, diverged = [], []
     for lr in lrs:
@@ -796,13 +836,15 @@ def _verify(
                 trained.append(p)
         opt = _make_optimizer(trained, float(lr), settings, instance, model, clone)
         final = math.inf
-        with per_example.evaluation(clone):
+        with evaluation_mode(clone):
             for _ in range(steps):
                 index = torch.randperm(n, generator=generator)[:B]
                 batch = dataset if n == B else per_example.select(dataset, index)
                 opt.zero_grad(set_to_none=True)
-                for part in per_example.split(batch, B, _CHUNK):
-                    loss = objective.loss(clone, part) * (batch_size(part) / B)
+                parts = _weighted_parts(objective, batch, B)
+                total = sum(w for _, w in parts)
+                for part, w in parts:
+                    loss = objective.loss(clone, part, w) * (w / total)
                     loss.backward()
                 if not math.isfinite(float(loss.detach())):
                     break

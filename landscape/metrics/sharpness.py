@@ -25,9 +25,10 @@ printed next to the number by :meth:`SharpnessResult.table`, and the loss and we
 reported alongside (near zero cross-entropy every curvature measure shrinks: large weights,
 small Hessians).
 
-The model is never modified: losses at perturbed parameters go through
-:func:`torch.func.functional_call` with a dictionary of new tensors, in eval mode (flags
-restored), under :func:`landscape._attention.math_attention`.
+The model is never modified: losses at perturbed parameters go through the
+:class:`~landscape.problem.Problem`'s functional calls with a dictionary of new tensors, in
+eval mode (flags restored), under the math attention kernel. The mean loss is the weighted
+mean over batches of :mod:`landscape.losses` (scored tokens for language models).
 """
 
 from __future__ import annotations
@@ -42,16 +43,15 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from landscape._attention import evaluation_mode
-from landscape.data import DataSource
+from landscape.batches import batch_size, select_rows
 from landscape.linalg._random import as_generator, gaussian
 from landscape.linalg.eigen import eigenvalues
 from landscape.linalg.trace import frobenius_norm, trace
-from landscape.losses import BatchLoss, Criterion, Objective, map_tensors
-from landscape.operators.hessian import hessian
+from landscape.losses import BatchLoss, Count, Criterion, Objective
+from landscape.operators.hessian import HessianOperator
 from landscape.params import ParamSelector, ParamSpace
+from landscape.problem import Evaluation, Problem
 
 __all__ = ["MEASURES", "SharpnessMeasure", "SharpnessResult", "sharpness"]
 
@@ -254,63 +254,52 @@ def _json(obj: Any) -> Any:
 # -- evaluation at perturbed parameters ------------------------------------------------------------
 
 
-class _Bound(nn.Module):
-    """Runs the objective on the wrapped model, so ``functional_call`` can reparametrize it."""
-
-    def __init__(self, model: nn.Module, objective: Objective) -> None:
-        super().__init__()
-        self.model = model
-        object.__setattr__(self, "objective", objective)  # not a submodule
-
-    def forward(self, batch: Any) -> Tensor:
-        return self.objective.loss(self.model, batch)
-
-
-Batches = list[tuple[Any, int]]
+Batches = list[tuple[Any, float]]
+"""Batches with their weights (the units their mean losses are over)."""
 
 
 class _Evaluator:
     """Mean loss, gradient and Hessian-vector products at flat parameter vectors ``w + e``.
 
-    Every evaluation runs ``functional_call`` on the user's model with fresh tensors for the
-    selected parameters and detached constants for the rest, so nothing is written into the
-    model. Results are sample-weighted over the given batches (``sum n_b L_b / sum n_b``).
+    Every evaluation goes through the :class:`~landscape.problem.Problem`'s functional
+    calls with fresh tensors for the selected parameters, so nothing is written into the
+    model. Results are weighted over the given batches (``sum w_b L_b / sum w_b``).
     """
 
-    def __init__(self, model: nn.Module, objective: Objective, space: ParamSpace, source: Any):
-        self.model = model
-        self.space = space
-        self.source = source
-        self._bound = _Bound(model, objective)
-        table = dict(model.named_parameters())
-        self.w = space.flatten({n: table[n].detach() for n in space.names}).clone()
-        selected = set(space.names)
-        self._constants = {
-            f"model.{n}": p.detach() for n, p in model.named_parameters() if n not in selected
-        }
-        self._constants.update({f"model.{n}": b for n, b in model.named_buffers()})
-        self.samples = 0  # sample-evaluations so far (for pass counting)
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.space = problem.space
+        table = dict(problem.model.named_parameters())
+        self.w = self.space.flatten({n: table[n].detach() for n in self.space.names}).clone()
+        self.evaluated = 0.0  # weight evaluated so far (for pass counting)
         self.hvps = 0
+        self._run: Evaluation | None = None
 
-    def active(self) -> contextlib.AbstractContextManager[None]:
-        """Eval mode and the math attention kernel; flags and written buffers restored on exit.
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Evaluate inside :meth:`landscape.problem.Problem.evaluation` (side effects undone).
 
-        Returns
-        -------
-        contextlib.AbstractContextManager
-            :func:`landscape._attention.evaluation_mode` for the model.
+        Yields
+        ------
+        None
+            Inside the context.
         """
-        return evaluation_mode(self.model)
+        with self.problem.evaluation() as run:
+            self._run = run
+            try:
+                yield
+            finally:
+                self._run = None
 
     def all_batches(self) -> Batches:
-        return [(batch, n) for _, batch, n in self.source]
+        return [(batch.data, batch.weight) for batch in self.problem.batches()]
 
-    def _call(self, flat: Tensor, batch: Any) -> Tensor:
-        theta = {f"model.{n}": t for n, t in self.space.unflatten(flat).items()}
-        return functional_call(self._bound, {**self._constants, **theta}, (batch,))
+    def _call(self, flat: Tensor, batch: Any, weight: float) -> Tensor:
+        assert self._run is not None, "evaluate inside ev.active()"
+        return self._run.call(self.space.unflatten(flat), batch, weight)
 
     def loss(self, flat: Tensor, batches: Batches) -> float:
-        """Return the sample-weighted mean loss at ``flat`` (float64; may be non-finite).
+        """Return the weighted mean loss at ``flat`` (float64; may be non-finite).
 
         Returns
         -------
@@ -318,12 +307,12 @@ class _Evaluator:
             The loss.
         """
         total = torch.zeros((), dtype=torch.float64, device=flat.device)
-        count = 0
+        count = 0.0
         with torch.no_grad():
-            for batch, n in batches:
-                total += n * self._call(flat, batch).double()
-                count += n
-        self.samples += count
+            for batch, w in batches:
+                total += w * self._call(flat, batch, w).double()
+                count += w
+        self.evaluated += count
         return float(total) / count
 
     def value_and_grad(self, flat: Tensor, batches: Batches) -> tuple[float, Tensor]:
@@ -336,16 +325,16 @@ class _Evaluator:
         """
         total = torch.zeros((), dtype=torch.float64, device=flat.device)
         grad = torch.zeros_like(flat)
-        count = 0
-        for batch, n in batches:
+        count = 0.0
+        for batch, w in batches:
             leaf = flat.detach().requires_grad_(True)
             with torch.enable_grad():
-                loss = self._call(leaf, batch)
+                loss = self._call(leaf, batch, w)
                 (g,) = torch.autograd.grad(loss, leaf, allow_unused=True, materialize_grads=True)
-            total += n * loss.detach().double()
-            grad.add_(g, alpha=float(n))
-            count += n
-        self.samples += count
+            total += w * loss.detach().double()
+            grad.add_(g, alpha=w)
+            count += w
+        self.evaluated += count
         return float(total) / count, grad / count
 
     def hvp(self, flat: Tensor, v: Tensor, batches: Batches) -> Tensor:
@@ -357,40 +346,37 @@ class _Evaluator:
             The flat product.
         """
         out = torch.zeros_like(flat)
-        count = 0
-        for batch, n in batches:
+        count = 0.0
+        for batch, w in batches:
             leaf = flat.detach().requires_grad_(True)
             with torch.enable_grad():
-                loss = self._call(leaf, batch)
+                loss = self._call(leaf, batch, w)
                 (g,) = torch.autograd.grad(loss, leaf, create_graph=True, materialize_grads=True)
                 if g.requires_grad:  # else the loss is linear in the parameters: H = 0
                     (hv,) = torch.autograd.grad(g, leaf, v, materialize_grads=True)
-                    out.add_(hv, alpha=float(n))
-            count += n
-        self.samples += count
+                    out.add_(hv, alpha=w)
+            count += w
+        self.evaluated += count
         self.hvps += 1
         return out / count
 
 
-def _subsets(batches: Batches, m: int) -> Batches:
+def _subsets(objective: Objective, batches: Batches, m: int) -> Batches:
     """Split every batch into consecutive subsets of ``m`` samples (the last may be smaller).
 
     Returns
     -------
-    list of (batch, int)
-        The subsets and their sizes; subsets never span two batches.
+    list of (batch, float)
+        The subsets of positive weight and their weights; subsets never span two batches.
     """
     out = []
-    for batch, n in batches:
+    for batch, _ in batches:
+        n = batch_size(batch)
         for start in range(0, n, m):
-            stop = min(start + m, n)
-            part = map_tensors(
-                batch,
-                lambda t, a=start, b=stop, full=n: (
-                    t[a:b] if t.ndim > 0 and t.shape[0] == full else t
-                ),
-            )
-            out.append((part, stop - start))
+            part = select_rows(batch, slice(start, min(start + m, n)), n)
+            weight = objective.weight(part)
+            if weight > 0:
+                out.append((part, weight))
     return out
 
 
@@ -491,14 +477,14 @@ def _sharpness_measure(
             "grad_norm": out["grad_norm"],
         }
         return out["value"], details
-    parts = _subsets(batches, m)
-    total = sum(n for _, n in parts)
+    parts = _subsets(ev.problem.objective, batches, m)
+    total = sum(w for _, w in parts)
     value = one_step = 0.0
     random_starts = 0
-    for part, n in parts:
-        out = _adversarial(ev, [(part, n)], scale, rho, steps, generator, name)
-        value += n * out["value"] / total
-        one_step += n * out["one_step"] / total
+    for part, w in parts:
+        out = _adversarial(ev, [(part, w)], scale, rho, steps, generator, name)
+        value += w * out["value"] / total
+        one_step += w * out["one_step"] / total
         random_starts += out["start"] != "gradient"
     details = {
         "one_step": one_step,
@@ -815,6 +801,7 @@ def sharpness(
     loss_fn: Criterion | None = None,
     *,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     params: ParamSelector = None,
     measures: str | Sequence[str] = MEASURES,
     rho: float = 0.05,
@@ -1066,18 +1053,20 @@ def sharpness(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
 
-    objective = Objective(loss_fn, batch_loss)
-    space = ParamSpace.from_module(model, params)
-    source = DataSource(
+    problem = Problem(
+        model,
         data,
-        device=space.device,
-        dtype=space.dtype,
+        loss_fn,
+        batch_loss=batch_loss,
+        count=count,
+        params=params,
         max_batches=max_batches,
         max_samples=max_samples,
         cache=cache,
         shard=False,
     )
-    ev = _Evaluator(model, objective, space, source)
+    space = problem.space
+    ev = _Evaluator(problem)
     if seed is None or (isinstance(seed, int) and not isinstance(seed, bool)):
         base = 0 if seed is None else seed
     else:
@@ -1085,15 +1074,15 @@ def sharpness(
     with ev.active():
         loss = ev.loss(ev.w, ev.all_batches())
         if not math.isfinite(loss):  # name the batch
-            for index, (batch, n) in enumerate(ev.all_batches()):
-                value = ev.loss(ev.w, [(batch, n)])
+            for batch in problem.batches():
+                value = ev.loss(ev.w, [(batch.data, batch.weight)])
                 if not math.isfinite(value):
                     raise FloatingPointError(
-                        f"at batch {index} (0-based) of the data, the loss at the model's "
-                        f"parameters is {value}; check the data and the model."
+                        f"at batch {batch.index} (0-based) of the data, the loss at the "
+                        f"model's parameters is {value}; check the data and the model."
                     )
     _check_finite(loss, "the loss at the model's parameters")
-    num_samples = source.num_samples
+    num_samples = problem.num_samples
     H = None
 
     bar = None
@@ -1110,23 +1099,14 @@ def sharpness(
             started = time.perf_counter()
             if name in _SPECTRAL:
                 if H is None:
-                    H = hessian(
-                        model,
-                        data,
-                        loss_fn,
-                        batch_loss=batch_loss,
-                        params=params,
-                        max_batches=max_batches,
-                        max_samples=max_samples,
-                        cache=cache,
-                    )
+                    H = HessianOperator(None, None, problem=problem)
                 value, stderr, passes, hvps, details = _spectral(H, name, settings, generator)
             else:
-                before_samples, before_hvps = ev.samples, ev.hvps
+                before_weight, before_hvps = ev.evaluated, ev.hvps
                 with ev.active():
                     value, details = _perturbation(ev, name, settings, generator, loss)
                 stderr = None
-                passes = round((ev.samples - before_samples) / num_samples)
+                passes = round((ev.evaluated - before_weight) / problem.total_weight)
                 hvps = ev.hvps - before_hvps
             invariant, invariance = _invariance(name, settings)
             results[name] = SharpnessMeasure(

@@ -1,54 +1,36 @@
 r"""The data loop shared by every curvature operator (Hessian, Gauss-Newton, Fisher).
 
-A curvature matrix of the mean loss :math:`L(\theta) = \frac1N \sum_i \ell_i(\theta)` is a
-sample-weighted sum over batches,
+A curvature matrix of the mean loss :math:`L(\theta) = \sum_b w_b L_b(\theta) / W` (batch
+weights :math:`w_b`: samples, or scored tokens; :math:`W = \sum_b w_b`) is a weighted sum
+over batches,
 
 .. math::
-    C\,V = \frac{1}{N} \sum_b n_b \, C_b V ,
+    C\,V = \frac{1}{W} \sum_b w_b \, C_b V ,
 
-where :math:`C_b` is the curvature of batch :math:`b`'s mean loss and :math:`n_b` its
-number of samples. A subclass writes only the per-batch product :math:`C_b V` (for all k
-columns at once); this module does the rest, once: the pass over the data, the weighting
-(so a partial last batch is counted exactly), the all-reduce across data-parallel ranks,
-NaN/inf detection with the batch index, the math attention kernel (fused kernels have no
-second derivatives), and the guarantee that the user's model is left bitwise unchanged.
+where :math:`C_b` is the curvature of batch :math:`b`'s mean loss. A subclass writes only
+the per-batch product :math:`C_b V` (for all k columns at once); this module does the rest,
+once: the pass over the data, the weighting (so a partial last batch, or padded language
+model batches, are counted exactly), the all-reduce across data-parallel ranks and NaN/inf
+detection with the batch index. How the model is evaluated — mode, attention kernel,
+functional calls, the guarantee that the user's model is left bitwise unchanged — is the
+:class:`~landscape.problem.Problem`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from landscape import distributed
-from landscape._attention import math_attention
 from landscape.data import DataSource
-from landscape.losses import BatchLoss, Criterion, Objective
+from landscape.losses import BatchLoss, Count, Criterion, Objective
 from landscape.operators.base import CountingOperator
 from landscape.params import ParamSelector, ParamSpace
+from landscape.problem import Evaluation, Mode, Problem
 
 __all__ = ["CurvatureOperator"]
-
-Mode = Literal["eval", "train"]
-
-
-class _Bound(nn.Module):
-    """Runs one objective on the wrapped model, so ``functional_call`` can reparametrize it."""
-
-    def __init__(self, model: nn.Module, objective: Objective) -> None:
-        super().__init__()
-        self.model = model
-        object.__setattr__(self, "objective", objective)  # not a submodule: no parameters
-
-    def forward(self, batch: Any, part: str = "loss") -> Tensor:
-        if part == "outputs":
-            return self.objective.outputs(self.model, batch)
-        return self.objective.loss(self.model, batch)
 
 
 class CurvatureOperator(CountingOperator):
@@ -66,6 +48,9 @@ class CurvatureOperator(CountingOperator):
         ``loss_fn(outputs, targets) -> scalar mean loss``; see :mod:`landscape.losses`.
     batch_loss : callable, optional
         ``batch_loss(model, batch) -> scalar mean loss``, for anything ``loss_fn`` cannot say.
+    count : callable, optional
+        ``count(batch) -> units`` the batch's mean loss is over, its weight (default: scored
+        tokens for language models, else samples; see :mod:`landscape.losses`).
     params : ParamSelector, optional
         Restrict to a subset of parameters (names, modules, tensors or a predicate); the
         operator is then the diagonal block of the full matrix for that subset.
@@ -85,6 +70,9 @@ class CurvatureOperator(CountingOperator):
         :class:`~landscape.data.DataSource`).
     chunk_size : int, optional
         Vectorize over at most this many columns at once (bounds memory; default: all).
+    problem : Problem, optional
+        Instead of the arguments above: an existing :class:`~landscape.problem.Problem`
+        (then ``model`` and ``data`` may be ``None``).
 
     Raises
     ------
@@ -99,11 +87,12 @@ class CurvatureOperator(CountingOperator):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | None,
         data: Any,
         loss_fn: Criterion | None = None,
         *,
         batch_loss: BatchLoss | None = None,
+        count: Count | None = None,
         params: ParamSelector = None,
         mode: Mode = "eval",
         max_batches: int | None = None,
@@ -111,36 +100,64 @@ class CurvatureOperator(CountingOperator):
         cache: bool | Literal["auto"] = "auto",
         shard: bool | Literal["auto"] = "auto",
         chunk_size: int | None = None,
+        problem: Problem | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
-        if mode not in ("eval", "train"):
-            raise ValueError(f"mode must be 'eval' or 'train'; got {mode!r}.")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
-        self.model = model
-        self.mode = mode
+        if problem is None:
+            problem = Problem(
+                model,  # type: ignore[arg-type]
+                data,
+                loss_fn,
+                batch_loss=batch_loss,
+                count=count,
+                params=params,
+                mode=mode,
+                max_batches=max_batches,
+                max_samples=max_samples,
+                cache=cache,
+                shard=shard,
+            )
+        self.problem = problem
         self.chunk_size = chunk_size
-        self.objective = Objective(loss_fn, batch_loss)
-        self.space = ParamSpace.from_module(model, params)
-        super().__init__((self.space.dim, self.space.dim), self.space.dtype, self.space.device)
-        self.source = DataSource(
-            data,
-            device=self.space.device,
-            dtype=self.space.dtype,
-            max_batches=max_batches,
-            max_samples=max_samples,
-            cache=cache,
-            shard=shard,
-        )
-        self._train_copy: nn.Module | None = None
+        space = problem.space
+        super().__init__((space.dim, space.dim), space.dtype, space.device)
 
-    # -- counters and conversions ------------------------------------------------------------------
+    # -- what the operator is about ------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        """The user's model."""
+        return self.problem.model
+
+    @property
+    def space(self) -> ParamSpace:
+        """The :class:`~landscape.params.ParamSpace` of the selected parameters."""
+        return self.problem.space
+
+    @property
+    def source(self) -> DataSource:
+        """The :class:`~landscape.data.DataSource` of the data."""
+        return self.problem.source
+
+    @property
+    def objective(self) -> Objective:
+        """The :class:`~landscape.losses.Objective`: the loss of one batch and its weight."""
+        return self.problem.objective
+
+    @property
+    def mode(self) -> str:
+        """``"eval"`` or ``"train"``."""
+        return self.problem.mode
 
     @property
     def num_samples(self) -> int:
         """Number of samples in the data (all ranks), known after the first product."""
-        return self.source.num_samples
+        return self.problem.num_samples
+
+    @property
+    def total_weight(self) -> float:
+        r""":math:`W = \sum_b w_b` (samples, or scored tokens), known after the first product."""
+        return self.problem.total_weight
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -177,56 +194,10 @@ class CurvatureOperator(CountingOperator):
         """
         return self.space.flatten(tensors)
 
-    # -- model state ------------------------------------------------------------------------
-    def _module(self) -> nn.Module:
-        if self.mode == "eval":
-            return self.model
-        if self._train_copy is None:
-            clone = copy.deepcopy(self.model)
-            # Batch statistics without running-statistic updates: BatchNorm with
-            # track_running_stats=False (and no running buffers) always normalizes by the batch.
-            torch.func.replace_all_batch_norm_modules_(clone)
-            clone.eval()
-            for m in clone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.train()
-            self._train_copy = clone
-        return self._train_copy
-
-    @contextlib.contextmanager
-    def _evaluation(self) -> Iterator[_Pass]:
-        """Set up one pass over the data and undo every side effect afterwards.
-
-        The module runs in the requested mode (eval flags set on the user's model, restored
-        on exit; ``mode="train"`` runs a private copy whose parameters are refreshed from the
-        user's). Buffers the forward pass might write are restored bitwise if it did.
-
-        Yields
-        ------
-        _Pass
-            What the per-batch products need.
-        """
-        module = self._module()
-        flags = [(m, m.training) for m in module.modules()]
-        buffers = [(b, b._version, b.detach().clone()) for b in module.buffers()]
-        try:
-            if module is self.model:
-                module.eval()
-            else:
-                _refresh_copy(module, self.model)
-            table = dict(module.named_parameters())
-            with math_attention():
-                yield _Pass(self, module, [table[n] for n in self.space.names])
-        finally:
-            for m, training in flags:
-                m.training = training
-            with torch.no_grad():
-                for b, version, saved in buffers:
-                    if b._version != version:
-                        b.copy_(saved)
-
     # -- the per-batch hook ---------------------------------------------------------------------
-    def _batch_matmat(self, run: _Pass, batch: Any, V: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+    def _batch_matmat(
+        self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
+    ) -> tuple[list[Tensor], Tensor]:
         """Return the batch's curvature product and its loss.
 
         ``V`` holds one ``(k, *shape)`` block of directions per selected parameter; the
@@ -245,13 +216,13 @@ class CurvatureOperator(CountingOperator):
         acc = total[:-1].view(k, self.shape[0])
         blocks = [acc[:, s] for s in self.space.slices().values()]
         losses, indices = [], []
-        with self._evaluation() as run:
-            for index, batch, n in self.source:
-                parts, loss = self._batch_matmat(run, batch, directions)
+        with self.problem.evaluation() as run:
+            for batch in self.problem.batches():
+                parts, loss = self._batch_matmat(run, batch.data, batch.weight, directions)
                 for block, part in zip(blocks, parts):
-                    block.add_(part.reshape(k, -1), alpha=float(n))
+                    block.add_(part.reshape(k, -1), alpha=batch.weight)
                 losses.append(loss.detach().reshape(()))
-                indices.append(index)
+                indices.append(batch.index)
         bad = _first_non_finite(losses, indices, acc)
         if bad is not None and bad[1] == "curvature":
             bad = self._find_non_finite_product(directions)  # rare: a second, diagnostic pass
@@ -263,93 +234,18 @@ class CurvatureOperator(CountingOperator):
             raise FloatingPointError(f"at batch {bad[0]} (0-based) of the data, {bad[1]}.")
         if total[-1] > 0:
             raise FloatingPointError("non-finite loss or curvature on another data-parallel rank.")
-        return (acc / self.source.num_samples).T.contiguous()
+        return (acc / self.problem.total_weight).T.contiguous()
 
     def _find_non_finite_product(self, V: list[Tensor]) -> tuple[int, str]:
-        with self._evaluation() as run:
-            for index, batch, _ in self.source:
-                parts, loss = self._batch_matmat(run, batch, V)
+        with self.problem.evaluation() as run:
+            for batch in self.problem.batches():
+                parts, loss = self._batch_matmat(run, batch.data, batch.weight, V)
                 if not all(bool(torch.isfinite(p).all()) for p in parts):
-                    return index, (
+                    return batch.index, (
                         f"the curvature product is not finite (the loss, {float(loss):.6g}, is) "
                         "— overflow in second derivatives? Try float64"
                     )
         return -1, "the curvature product is not finite"
-
-
-class _Pass:
-    """What one pass's per-batch products need: the module and two ways to evaluate the loss.
-
-    ``params`` are the module's own selected parameters, used as autograd leaves by
-    double-backward products (``autograd.grad`` never writes ``.grad``). ``call`` evaluates
-    with explicit parameter tensors through ``torch.func.functional_call``, for the
-    ``torch.func`` transforms; ``theta`` holds their current values (detached).
-    """
-
-    def __init__(self, op: CurvatureOperator, module: nn.Module, params: list[Tensor]) -> None:
-        self.objective = op.objective
-        self.module = module
-        self.params = params
-        self.names = [f"model.{n}" for n in op.space.names]
-        self.theta = dict(zip(self.names, (p.detach() for p in params)))
-        self._bound = _Bound(module, op.objective)
-        selected = set(op.space.names)
-        self._constants = {
-            f"model.{n}": p.detach() for n, p in module.named_parameters() if n not in selected
-        }
-        self._constants.update({f"model.{n}": b for n, b in module.named_buffers()})
-
-    def loss(self, batch: Any) -> Tensor:
-        """Return the mean loss of the module on ``batch`` with its own parameters.
-
-        Returns
-        -------
-        Tensor
-            The scalar loss.
-        """
-        return self.objective.loss(self.module, batch)
-
-    def call(self, theta: dict[str, Tensor], batch: Any, part: str = "loss") -> Tensor:
-        """Return the loss (or outputs) on ``batch`` with the selected parameters set to ``theta``.
-
-        Returns
-        -------
-        Tensor
-            The scalar loss, or the output tensor when ``part="outputs"``.
-        """
-        return functional_call(self._bound, {**self._constants, **theta}, (batch,), {"part": part})
-
-    def flat(self, tensors: dict[str, Tensor]) -> list[Tensor]:
-        """Order a ``{name: tensor}`` result like the selected parameters.
-
-        Returns
-        -------
-        list of Tensor
-            One tensor per selected parameter.
-        """
-        return [tensors[n] for n in self.names]
-
-    def named(self, V: list[Tensor]) -> dict[str, Tensor]:
-        """Key a list of per-parameter blocks by name (the layout ``call`` expects).
-
-        Returns
-        -------
-        dict of str to Tensor
-            ``{name: block}``.
-        """
-        return dict(zip(self.names, V))
-
-
-def _refresh_copy(clone: nn.Module, source: nn.Module) -> None:
-    """Copy the current parameter and buffer values of ``source`` into its private copy."""
-    with torch.no_grad():
-        own = dict(clone.named_parameters())
-        for n, p in source.named_parameters():
-            own[n].copy_(p)
-        own_buffers = dict(clone.named_buffers())
-        for n, b in source.named_buffers():
-            if n in own_buffers:
-                own_buffers[n].copy_(b)
 
 
 def _first_non_finite(

@@ -6,11 +6,12 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, vmap
 
-from landscape.losses import BatchLoss, Criterion, batch_size, map_tensors
-from landscape.operators.curvature import CurvatureOperator, _Pass
+from landscape.losses import BatchLoss, Count, Criterion
+from landscape.operators.curvature import CurvatureOperator
+from landscape.operators.per_example import sample_gradients
 from landscape.params import ParamSelector
+from landscape.problem import Evaluation
 
 __all__ = ["EmpiricalFisherOperator", "fisher"]
 
@@ -18,16 +19,18 @@ _GRADIENT_ENTRIES_PER_CHUNK = 2**24  # bounds the (samples x P) per-sample gradi
 
 
 class EmpiricalFisherOperator(CurvatureOperator):
-    r"""Empirical Fisher :math:`F = \frac1N \sum_i g_i g_i^\top` of per-sample gradients.
+    r"""Empirical Fisher :math:`F = \frac1W \sum_i w_i g_i g_i^\top` of per-sample gradients.
 
     .. math::
-        F V = \frac{1}{N} \sum_{i=1}^{N} g_i \,(g_i^\top V) .
+        F V = \frac{1}{W} \sum_{i=1}^{N} w_i\, g_i \,(g_i^\top V) , \qquad W = \sum_i w_i ,
 
+    with :math:`w_i` the units of sample :math:`i` (1, or its scored tokens for a language
+    model, so that :math:`\sum_i w_i g_i / W` is the gradient of the training loss).
     Per-sample gradients :math:`g_i` come from ``torch.func.vmap(torch.func.grad(.))`` over
-    the samples of each batch (each sample evaluated as a batch of one), in chunks that keep
-    the ``(samples, P)`` gradient block near 16M entries (or ``chunk_size`` samples). The
-    per-sample loss is the batch criterion applied to one sample, so the mean of the
-    :math:`\ell_i` is the training loss. Only ``mode="eval"`` is defined: with BatchNorm batch
+    the samples of each batch (each sample evaluated as a batch of one; an exact loop when
+    ``vmap`` cannot trace the model), in chunks that keep the ``(samples, P)`` gradient
+    block near 16M entries (or ``chunk_size`` samples). The per-sample loss is the batch
+    criterion applied to one sample. Only ``mode="eval"`` is defined: with BatchNorm batch
     statistics a sample's loss depends on the whole batch.
 
     The empirical Fisher is *not* the Fisher information (it uses the observed labels, not
@@ -60,28 +63,21 @@ class EmpiricalFisherOperator(CurvatureOperator):
             )
         super().__init__(model, data, loss_fn, **options)
 
-    def _batch_matmat(self, run: _Pass, batch: Any, V: list[Tensor]) -> tuple[list[Tensor], Tensor]:
-        def sample_loss(theta: dict[str, Tensor], sample: Any) -> tuple[Tensor, Tensor]:
-            loss = run.call(theta, map_tensors(sample, lambda x: x.unsqueeze(0)))
-            return loss, loss.detach()
-
-        per_sample = vmap(grad(sample_loss, has_aux=True), in_dims=(None, 0))
+    def _batch_matmat(
+        self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
+    ) -> tuple[list[Tensor], Tensor]:
         k = V[0].shape[0]
         flat_v = torch.cat([v.reshape(k, -1) for v in V], dim=1)  # (k, P)
-        n = batch_size(batch)
         step = self.chunk_size or max(1, _GRADIENT_ENTRIES_PER_CHUNK // self.shape[0])
         out = torch.zeros_like(flat_v)
-        losses = []
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            chunk = map_tensors(batch, lambda x, a=start, b=stop: x[a:b] if x.ndim else x)
-            grads, loss = per_sample(run.theta, chunk)
-            G = torch.cat([g.flatten(1) for g in run.flat(grads)], dim=1)  # (samples, P)
-            out.add_((flat_v @ G.T) @ G)
-            losses.append(loss)
-        out /= n
+        loss = torch.zeros((), dtype=torch.float64, device=flat_v.device)
+        for chunk in sample_gradients(run, batch, step):
+            G, w = chunk.gradients, chunk.weights
+            out.add_(((flat_v @ G.T) * w.to(G.dtype)) @ G)
+            loss += (chunk.losses.double() * w).sum()
+        out /= weight
         parts = torch.split(out, [v[0].numel() for v in V], dim=1)
-        return [p.reshape(v.shape) for p, v in zip(parts, V)], torch.cat(losses).mean()
+        return [p.reshape(v.shape) for p, v in zip(parts, V)], loss / weight
 
 
 def fisher(
@@ -90,11 +86,12 @@ def fisher(
     loss_fn: Criterion | None = None,
     *,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     params: ParamSelector = None,
     kind: Literal["empirical"] = "empirical",
     **options: Any,
 ) -> EmpiricalFisherOperator:
-    r"""Return the empirical Fisher :math:`\frac1N\sum_i \nabla\ell_i \nabla\ell_i^\top`.
+    r"""Return the empirical Fisher :math:`\frac1W\sum_i w_i \nabla\ell_i \nabla\ell_i^\top`.
 
     Parameters
     ----------
@@ -106,6 +103,8 @@ def fisher(
         Criterion returning the batch mean; applied to one sample at a time.
     batch_loss : callable, optional
         ``batch_loss(model, batch) -> mean loss``, applied to one-sample batches.
+    count : callable, optional
+        ``count(batch) -> units`` (see :func:`landscape.hessian`), for the sample weights.
     params : ParamSelector, optional
         Restrict to a parameter subset (its diagonal block).
     kind : {"empirical"}, optional
@@ -131,5 +130,5 @@ def fisher(
             "for the true Fisher of cross-entropy or MSE (they coincide)."
         )
     return EmpiricalFisherOperator(
-        model, data, loss_fn, batch_loss=batch_loss, params=params, **options
+        model, data, loss_fn, batch_loss=batch_loss, count=count, params=params, **options
     )

@@ -5,24 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
-from torch.func import grad, jvp, vjp, vmap
+from torch.func import grad, jvp, vjp
 
 from landscape.losses import Criterion
-from landscape.operators.curvature import CurvatureOperator, Mode, _Pass
+from landscape.operators.curvature import CurvatureOperator
 from landscape.params import ParamSelector
+from landscape.problem import Evaluation, Mode
 
 __all__ = ["GaussNewtonOperator", "gauss_newton"]
 
 
 class GaussNewtonOperator(CurvatureOperator):
-    r"""Generalized Gauss-Newton matrix :math:`G = \frac1N \sum_b n_b J_b^\top H_{L_b} J_b`.
+    r"""Generalized Gauss-Newton matrix :math:`G = \frac1W \sum_b w_b J_b^\top H_{L_b} J_b`.
 
     .. math::
-        G V = \frac{1}{N}\sum_b n_b \, J_b^\top \big(\nabla^2_{f} L_b\big) J_b V ,
+        G V = \frac{1}{W}\sum_b w_b \, J_b^\top \big(\nabla^2_{f} L_b\big) J_b V ,
 
     where :math:`J_b = \partial f_\theta(X_b)/\partial\theta` is the Jacobian of the model's
-    outputs on batch :math:`b` and :math:`\nabla^2_f L_b` the Hessian of the batch's mean
-    loss with respect to those outputs. :math:`G` drops the second-order term of the
+    outputs on batch :math:`b`, :math:`\nabla^2_f L_b` the Hessian of the batch's mean
+    loss with respect to those outputs, and :math:`w_b` the batch's weight (samples, or
+    scored tokens; :math:`W = \sum_b w_b`). :math:`G` drops the second-order term of the
     Hessian, :math:`H = G + \frac1N\sum_i\sum_k \partial_{f_k}\ell_i \nabla^2_\theta f_k(x_i)`,
     so it is positive semi-definite for convex losses (cross-entropy, MSE) and equals
     :math:`H` at an interpolating minimum of the MSE. Per batch and column: a forward-mode
@@ -30,7 +32,10 @@ class GaussNewtonOperator(CurvatureOperator):
     (reverse-over-reverse on the criterion), and one ``vjp`` (:math:`J_b^\top u`) shared
     by all columns, vectorized with ``torch.func.vmap``.
 
-    The loss must be given as outputs + criterion (``loss_fn``, or the default criterion);
+    The loss must be given as outputs + criterion: ``loss_fn``, the default criterion, or,
+    for a Hugging Face model trained with its own loss, the criterion of its head
+    (:func:`landscape.losses.infer_task`: shifted next-token cross-entropy for causal
+    language models, and so on), checked on the first batch against the model's loss.
     ``batch_loss`` and dict batches without ``"labels"`` cannot be split this way.
 
     References
@@ -50,14 +55,16 @@ class GaussNewtonOperator(CurvatureOperator):
     True
     """
 
-    def _batch_matmat(self, run: _Pass, batch: Any, V: list[Tensor]) -> tuple[list[Tensor], Tensor]:
-        _, _, targets = self.objective.split(batch)
+    def _batch_matmat(
+        self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
+    ) -> tuple[list[Tensor], Tensor]:
+        run.problem.check_criterion(run, batch)  # once, before any transform
 
         def f(theta: dict[str, Tensor]) -> Tensor:
-            return run.call(theta, batch, part="outputs")
+            return run.call_outputs(theta, batch)
 
         def criterion(outputs: Tensor) -> Tensor:
-            return self.objective.criterion(outputs, targets)
+            return run.criterion(outputs, batch)
 
         outputs, pullback = vjp(f, run.theta)
         # Output-space Hessian products by reverse-over-reverse: forward-over-reverse through
@@ -68,7 +75,8 @@ class GaussNewtonOperator(CurvatureOperator):
             _, jv = jvp(f, (run.theta,), (v,))
             return pullback(output_hessian(jv)[0])[0]
 
-        gv = vmap(column, chunk_size=self.chunk_size, randomness="same")(run.named(V))
+        columns = run.problem.vectorize(column, "Gauss-Newton columns", chunk_size=self.chunk_size)
+        gv = columns(run.named(V))
         return run.flat(gv), criterion(outputs.detach())
 
 

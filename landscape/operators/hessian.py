@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
-from landscape.losses import BatchLoss, Criterion
-from landscape.operators.curvature import CurvatureOperator, Mode, _Pass
+from landscape.losses import BatchLoss, Count, Criterion
+from landscape.operators.curvature import CurvatureOperator
 from landscape.params import ParamSelector
+from landscape.problem import Evaluation, Mode
 
 __all__ = ["HessianOperator", "hessian"]
 
@@ -96,24 +97,26 @@ class HessianOperator(CurvatureOperator):
         threshold = 2 if self.device.type == "cuda" else 16
         return "forward_over_reverse" if k >= threshold else "double_backward"
 
-    def _batch_matmat(self, run: _Pass, batch: Any, V: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+    def _batch_matmat(
+        self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
+    ) -> tuple[list[Tensor], Tensor]:
         if self._resolve_backend(V[0].shape[0]) == "forward_over_reverse":
             if self.backend == "forward_over_reverse":
-                return self._forward_over_reverse(run, batch, V)
+                return self._forward_over_reverse(run, batch, weight, V)
             try:
-                return self._forward_over_reverse(run, batch, V)
+                return self._forward_over_reverse(run, batch, weight, V)
             except (RuntimeError, NotImplementedError):
                 # Forward-mode AD does not cover every op (custom autograd Functions without a
                 # jvp; "ZeroTensors are immutable" through mse_loss on torch 2.13): fall back
                 # for good. A genuine error in the model is raised again by double-backward.
                 self._forward_failed = True
-        return self._double_backward(run, batch, V)
+        return self._double_backward(run, batch, weight, V)
 
     def _forward_over_reverse(
-        self, run: _Pass, batch: Any, V: list[Tensor]
+        self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
     ) -> tuple[list[Tensor], Tensor]:
         def loss_and_value(theta: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            loss = run.call(theta, batch)
+            loss = run.call(theta, batch, weight)
             return loss, loss.detach()
 
         gradient = grad(loss_and_value, has_aux=True)
@@ -126,13 +129,13 @@ class HessianOperator(CurvatureOperator):
         return run.flat(hv), loss[0]
 
     def _double_backward(
-        self, run: _Pass, batch: Any, V: list[Tensor]
+        self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
     ) -> tuple[list[Tensor], Tensor]:
         # The module's own parameters are the autograd leaves: autograd.grad returns the
         # derivatives without writing .grad, and no functional_call overhead is paid.
         params = run.params
         with torch.enable_grad():
-            loss = run.loss(batch)
+            loss = run.loss(batch, weight)
             grads = torch.autograd.grad(loss, params, create_graph=True, materialize_grads=True)
         used = [i for i, g in enumerate(grads) if g.requires_grad]
         k = V[0].shape[0]
@@ -175,6 +178,7 @@ def hessian(
     loss_fn: Criterion | None = None,
     *,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     params: ParamSelector = None,
     mode: Mode = "eval",
     **options: Any,
@@ -182,7 +186,11 @@ def hessian(
     r"""Return the Hessian of the mean loss of ``model`` over ``data`` as a linear operator.
 
     .. math::
-        H = \nabla^2_\theta \, \frac{1}{N} \sum_{i=1}^{N} \ell(f_\theta(x_i), y_i)
+        H = \nabla^2_\theta \, \frac{\sum_b w_b L_b(\theta)}{\sum_b w_b}
+
+    with :math:`L_b` the mean loss of batch :math:`b` and :math:`w_b` its weight: its
+    samples, or its scored tokens for a language model (so padded batches give the token
+    mean a trainer minimizes).
 
     Parameters
     ----------
@@ -195,13 +203,17 @@ def hessian(
         targets, MSE for floating targets, ``model(**batch).loss`` for dict batches.
     batch_loss : callable, optional
         ``batch_loss(model, batch) -> scalar mean loss`` for other cases.
+    count : callable, optional
+        ``count(batch) -> units`` of a batch's mean (its weight), when the default (tokens
+        for language models, else samples) is not what the loss averages over.
     params : ParamSelector, optional
         Restrict to a parameter subset (its diagonal Hessian block).
     mode : {"eval", "train"}, optional
         Eval-mode function (default) or BatchNorm batch statistics; see
         :class:`~landscape.operators.curvature.CurvatureOperator`.
     **options
-        ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size``, ``backend``.
+        ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size``, ``backend``,
+        or ``problem=`` (an existing :class:`~landscape.problem.Problem`).
 
     Returns
     -------
@@ -219,5 +231,12 @@ def hessian(
     torch.Size([67, 5])
     """
     return HessianOperator(
-        model, data, loss_fn, batch_loss=batch_loss, params=params, mode=mode, **options
+        model,
+        data,
+        loss_fn,
+        batch_loss=batch_loss,
+        count=count,
+        params=params,
+        mode=mode,
+        **options,
     )

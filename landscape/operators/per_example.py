@@ -1,38 +1,37 @@
 r"""Per-example gradients :math:`g_i = \nabla_\theta \ell_i(\theta)`, one row per sample.
 
 The loss of sample :math:`i` is the loss of the batch made of that sample alone (every tensor
-of the batch with a leading batch dimension is cut to row :math:`i`), so with a mean-reduced
-criterion the mean of the rows is the gradient of the training loss
-:math:`L = \frac1n \sum_i \ell_i`. Rows come from ``torch.func.vmap(torch.func.grad(.))``
-over the samples (``torch.func.functional_call`` on the model), in chunks of ``chunk_size``
-samples, with a per-sample loop as the fallback for models that ``vmap`` cannot batch.
+of the batch with a leading batch dimension is cut to row :math:`i`): a mean over its
+:math:`w_i` units (1, or its scored tokens), so that the weighted mean of the rows is the
+gradient of the training loss, :math:`\nabla L = \sum_i w_i g_i / \sum_i w_i`. Rows come
+from ``torch.func.vmap(torch.func.grad(.))`` over the samples, in chunks of ``chunk_size``
+samples, with an exact per-sample loop as the fallback for models that ``vmap`` cannot
+trace (:meth:`landscape.problem.Problem.vectorize`).
 
-The model is evaluated as the curvature operators do: eval mode (dropout off, BatchNorm on
-its running statistics), the math attention kernel, and every side effect undone: the
-user's parameters, buffers, ``.grad``, ``requires_grad`` and train/eval flags are bitwise
-the same afterwards.
+The model is evaluated through the :class:`~landscape.problem.Problem`, as the curvature
+operators are: eval mode (dropout off, BatchNorm on its running statistics), the math
+attention kernel, and every side effect undone.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad
 
-from landscape._attention import evaluation_mode
-from landscape.data import DataSource
-from landscape.losses import BatchLoss, Criterion, Objective, batch_size, map_tensors
-from landscape.operators.curvature import _Bound
+from landscape.losses import BatchLoss, Count, Criterion
 from landscape.params import ParamSelector, ParamSpace
+from landscape.problem import Evaluation, Problem
 
 __all__ = ["PerExampleGradients", "per_example_gradients"]
 
 Mode = Literal["eval", "train"]
+
+_WHAT = "per-sample gradients"
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,9 @@ class PerExampleGradients:
         ``{name: (n, *shape)}``).
     losses : Tensor
         Shape ``(n,)``: the loss of each sample.
+    weights : Tensor
+        Shape ``(n,)``: the units of each sample (1, or its scored tokens); a sample of
+        weight 0 (no scored token) has a zero row and loss.
     num_passes : int
         Passes over the data used (one; each sample's gradient is computed once).
     vectorized : bool
@@ -59,6 +61,7 @@ class PerExampleGradients:
     gradients: Tensor
     space: ParamSpace
     losses: Tensor
+    weights: Tensor
     num_passes: int
     vectorized: bool = True
 
@@ -78,222 +81,92 @@ class PerExampleGradients:
         return self.space.unflatten(self.gradients)
 
 
-# -- the evaluation context shared with the gradient-noise metrics --------------------------------
+@dataclass(frozen=True)
+class SampleChunk:
+    """Per-example gradients of a chunk of samples of one batch.
 
-
-def _eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[None]:
-    """Eval mode and the math attention kernel, flags and written buffers restored on exit.
-
-    Returns
-    -------
-    contextlib.AbstractContextManager
-        :func:`landscape._attention.evaluation_mode` for ``model``.
-    """
-    return evaluation_mode(model)
-
-
-class _Functional:
-    """The loss of a batch as a function of the selected parameters (``functional_call``).
-
-    ``theta`` holds the current values of the selected parameters (detached, so no
-    ``.grad`` is ever written); the other parameters and the buffers are constants.
-    """
-
-    def __init__(self, model: nn.Module, space: ParamSpace, objective: Objective) -> None:
-        self.space = space
-        self._bound = _Bound(model, objective)
-        table = dict(model.named_parameters())
-        selected = set(space.names)
-        self.names = [f"model.{n}" for n in space.names]
-        self.theta = {f"model.{n}": table[n].detach() for n in space.names}
-        self._constants = {
-            f"model.{n}": p.detach() for n, p in model.named_parameters() if n not in selected
-        }
-        self._constants.update({f"model.{n}": b for n, b in model.named_buffers()})
-
-    def loss(self, theta: dict[str, Tensor], batch: Any) -> Tensor:
-        """Return the mean loss of ``batch`` with the selected parameters set to ``theta``.
-
-        Returns
-        -------
-        Tensor
-            The scalar loss.
-        """
-        return functional_call(self._bound, {**self._constants, **theta}, (batch,))
-
-    def flatten(self, tensors: dict[str, Tensor], batch_dims: int = 0) -> Tensor:
-        """Concatenate ``{name: tensor}`` results into flat vectors in :attr:`space` order.
-
-        Returns
-        -------
-        Tensor
-            Shape ``(P,)`` or ``(k, P)`` with ``batch_dims=1``.
-        """
-        parts = [tensors[n] for n in self.names]
-        lead = parts[0].shape[:batch_dims]
-        return torch.cat([p.reshape(*lead, -1) for p in parts], dim=-1)
-
-    def batch_gradient(self, batch: Any) -> tuple[Tensor, Tensor]:
-        """Return the gradient of the mean loss of ``batch`` (flat) and the loss.
-
-        Returns
-        -------
-        tuple of Tensor
-            ``(gradient (P,), loss)``.
-        """
-
-        def loss_and_value(theta: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            loss = self.loss(theta, batch)
-            return loss, loss.detach()
-
-        grads, loss = grad(loss_and_value, has_aux=True)(self.theta)
-        return self.flatten(grads), loss
-
-
-def _leaves(batch: Any) -> list[Tensor]:
-    """Return the tensors of a batch in :func:`~landscape.losses.map_tensors` order.
-
-    Returns
-    -------
-    list of Tensor
-        Every tensor leaf.
-    """
-    found: list[Tensor] = []
-
-    def visit(t: Tensor) -> Tensor:
-        found.append(t)
-        return t
-
-    map_tensors(batch, visit)
-    return found
-
-
-def _rebuild(batch: Any, values: list[Tensor]) -> Any:
-    """Return ``batch`` with its tensor leaves replaced, in order, by ``values``.
-
-    Returns
-    -------
-    Any
-        A batch of the same structure.
-    """
-    it = iter(values)
-    return map_tensors(batch, lambda _: next(it))
-
-
-def _select_rows(batch: Any, rows: Tensor | slice, n: int | None = None) -> Any:
-    """Return the sub-batch of the given samples (rows of every tensor with the batch dimension).
-
-    Parameters
+    Attributes
     ----------
-    batch : Any
-        A batch (tuple, dict, nested).
-    rows : Tensor or slice
-        Sample indices (a 1-D index tensor) or a slice.
-    n : int, optional
-        The batch size (default: :func:`~landscape.losses.batch_size`). Only tensors whose
-        first dimension is ``n`` are cut; the others are shared by every sample.
-
-    Returns
-    -------
-    Any
-        The sub-batch.
+    positions : Tensor
+        0-based positions of the samples in data order (over all batches).
+    gradients : Tensor
+        Shape ``(c, P)``.
+    losses : Tensor
+        Shape ``(c,)``.
+    weights : Tensor
+        Shape ``(c,)``, float64: each sample's units.
     """
-    n = batch_size(batch) if n is None else n
-    return map_tensors(batch, lambda t: t[rows] if t.ndim > 0 and t.shape[0] == n else t)
+
+    positions: Tensor
+    gradients: Tensor
+    losses: Tensor
+    weights: Tensor
 
 
-def _sample_loss_fn(
-    fn: _Functional, batch: Any, n: int
-) -> tuple[Callable[[dict[str, Tensor], tuple[Tensor, ...]], tuple[Tensor, Tensor]], list[Tensor]]:
-    """Build ``loss(theta, rows) -> (loss, loss)`` of one sample, given its rows of the batch.
+def sample_gradients(run: Evaluation, batch: Any, chunk_size: int) -> Iterator[SampleChunk]:
+    """Yield the per-example gradients of the samples of positive weight of one batch.
 
-    Returns
-    -------
-    tuple
-        The function, and the batch's tensors with a batch dimension (what ``rows`` indexes).
+    Positions in the chunks are relative to the batch. Must run inside
+    :meth:`~landscape.problem.Problem.evaluation`.
+
+    Yields
+    ------
+    SampleChunk
+        Consecutive chunks of at most ``chunk_size`` samples.
     """
-    leaves = _leaves(batch)
-    batched = [t.ndim > 0 and t.shape[0] == n for t in leaves]
-    sliced = [t for t, b in zip(leaves, batched) if b]
+    samples = run.samples(batch)
 
-    def sample_loss(theta: dict[str, Tensor], rows: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-        it = iter(rows)
-        values = [next(it).unsqueeze(0) if b else t for t, b in zip(leaves, batched)]
-        loss = fn.loss(theta, _rebuild(batch, values))
+    def loss_and_value(theta: dict[str, Tensor], row: Any, weight: Tensor) -> tuple[Tensor, Tensor]:
+        loss = samples.loss(theta, row, weight)
         return loss, loss.detach()
 
-    return sample_loss, sliced
+    per_sample = run.problem.vectorize(grad(loss_and_value, has_aux=True), _WHAT, (None, 0, 0))
+    for lo, rows, weights in samples.chunks(chunk_size):
+        grads, losses = per_sample(run.theta, rows, weights)
+        G = run.problem.space.flatten(grads, batch_dims=1)
+        del grads  # free the per-parameter copy before G is consumed
+        yield SampleChunk(
+            samples.index[lo : lo + len(weights)], G.detach(), losses.detach(), weights
+        )
 
 
-def _per_example_pass(
-    fn: _Functional,
-    source: DataSource,
-    chunk_size: int,
-    consume: Callable[[int, Tensor, Tensor], None],
-) -> bool:
-    """Compute per-example gradients chunk by chunk and hand each chunk to ``consume``.
+def per_example_pass(
+    problem: Problem, chunk_size: int, consume: Callable[[SampleChunk], None]
+) -> None:
+    """Compute per-example gradients over the data, chunk by chunk, and hand them to ``consume``.
 
-    ``consume(first_index, gradients (c, P), losses (c,))`` is called in data order. Must
-    run inside :func:`_eval_mode`.
-
-    Returns
-    -------
-    bool
-        Whether every chunk was vectorized with ``vmap`` (``False`` after a fallback).
+    ``consume`` is called in data order with positions counted over all batches.
 
     Raises
     ------
     FloatingPointError
         If a sample's loss or gradient is not finite (the message names the sample).
     """
-    vectorized = True
-    start = 0
-    for _, batch, n in source:
-        sample_loss, sliced = _sample_loss_fn(fn, batch, n)
-        per_sample = grad(sample_loss, has_aux=True)
-        for lo in range(0, n, chunk_size):
-            hi = min(lo + chunk_size, n)
-            rows = tuple(t[lo:hi] for t in sliced)
-            grads = losses = None
-            if vectorized:
-                try:
-                    grads, losses = vmap(per_sample, in_dims=(None, 0))(fn.theta, rows)
-                except (RuntimeError, NotImplementedError):
-                    # vmap cannot batch every model: data-dependent Python control flow,
-                    # ``.item()`` / ``.tolist()`` calls, in-place writes into captured tensors
-                    # or ops without a batching rule raise here. The per-sample loop below
-                    # computes the same rows one ``grad`` call at a time (slower, same
-                    # result); a genuine error in the model is raised again by it.
-                    vectorized = False
-            if grads is None:
-                rows_out, loss_out = [], []
-                for j in range(hi - lo):
-                    g, loss = per_sample(fn.theta, tuple(t[j] for t in rows))
-                    rows_out.append(fn.flatten(g))
-                    loss_out.append(loss)
-                G, L = torch.stack(rows_out), torch.stack(loss_out)
-            else:
-                G, L = fn.flatten(grads, batch_dims=1), losses
-                grads = None  # free the per-parameter copy before G is consumed
-            _check_finite(G, L, start + lo)
-            consume(start + lo, G.detach(), L.detach())
-        start += n
-    return vectorized
+    with problem.evaluation() as run:
+        start = 0
+        for batch in problem.batches():
+            for chunk in sample_gradients(run, batch.data, chunk_size):
+                chunk = replace(chunk, positions=chunk.positions + start)
+                _check_finite(chunk)
+                consume(chunk)
+            start += batch.num_samples
 
 
-def _check_finite(G: Tensor, losses: Tensor, first: int) -> None:
+def _check_finite(chunk: SampleChunk) -> None:
+    losses, G = chunk.losses, chunk.gradients
     finite = torch.isfinite(losses)
     if not bool(finite.all()):
         i = int((~finite).nonzero()[0, 0])
         raise FloatingPointError(
-            f"the loss of sample {first + i} (0-based, in data order) is {float(losses[i])}."
+            f"the loss of sample {int(chunk.positions[i])} (0-based, in data order) is "
+            f"{float(losses[i])}."
         )
     rows = torch.isfinite(G).all(dim=1)
     if not bool(rows.all()):
         i = int((~rows).nonzero()[0, 0])
         raise FloatingPointError(
-            f"the gradient of sample {first + i} (0-based, in data order) is not finite (its "
-            f"loss, {float(losses[i]):.6g}, is) — overflow? Try float64."
+            f"the gradient of sample {int(chunk.positions[i])} (0-based, in data order) is not "
+            f"finite (its loss, {float(losses[i]):.6g}, is) — overflow? Try float64."
         )
 
 
@@ -308,7 +181,7 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode must be 'eval'; got {mode!r}.")
 
 
-def _check_chunk_size(chunk_size: Any) -> None:
+def check_chunk_size(chunk_size: Any) -> None:
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}.")
 
@@ -319,6 +192,7 @@ def per_example_gradients(
     loss_fn: Criterion | None = None,
     *,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     params: ParamSelector = None,
     mode: Mode = "eval",
     max_samples: int | None = None,
@@ -328,12 +202,14 @@ def per_example_gradients(
 
     .. math::
         \ell_i(\theta) = \mathcal{L}\big(f_\theta(x_i), y_i\big), \qquad
-        \frac1n \sum_{i=1}^n g_i = \nabla_\theta L(\theta) ,
+        \frac{\sum_i w_i g_i}{\sum_i w_i} = \nabla_\theta L(\theta) ,
 
-    where :math:`\ell_i` is the loss of the batch made of sample :math:`i` alone (the
-    equality holds for criteria that average over samples). Computed with
-    ``torch.func.vmap(torch.func.grad(.))`` over ``chunk_size`` samples at a time; models
-    that ``vmap`` cannot batch fall back to a per-sample loop (same values).
+    where :math:`\ell_i` is the loss of the batch made of sample :math:`i` alone, the mean
+    over its :math:`w_i` units (:math:`w_i = 1` for classification and regression; its
+    scored tokens for a language model). The equality holds for criteria that average over
+    units. Computed with ``torch.func.vmap(torch.func.grad(.))`` over ``chunk_size``
+    samples at a time; models that ``vmap`` cannot trace fall back to an exact per-sample
+    loop (same values, one :class:`~landscape.problem.VectorizationWarning`).
 
     Parameters
     ----------
@@ -348,6 +224,9 @@ def per_example_gradients(
         ``.loss`` for dict batches (see :mod:`landscape.losses`).
     batch_loss : callable, optional
         ``batch_loss(model, batch) -> mean loss``, applied to one-sample batches.
+    count : callable, optional
+        ``count(batch) -> units`` (see :func:`landscape.hessian`), applied to one-sample
+        batches for the weights.
     params : ParamSelector, optional
         Restrict the columns to a subset of parameters.
     mode : {"eval"}, optional
@@ -360,7 +239,8 @@ def per_example_gradients(
     Returns
     -------
     PerExampleGradients
-        ``gradients`` ``(n, P)``, ``losses`` ``(n,)``, ``space``, ``num_passes``.
+        ``gradients`` ``(n, P)``, ``losses`` ``(n,)``, ``weights`` ``(n,)``, ``space``,
+        ``num_passes``.
 
     Raises
     ------
@@ -391,31 +271,41 @@ def per_example_gradients(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     _check_mode(mode)
-    _check_chunk_size(chunk_size)
-    objective = Objective(loss_fn, batch_loss)
-    space = ParamSpace.from_module(model, params)
-    source = DataSource(
+    check_chunk_size(chunk_size)
+    problem = Problem(
+        model,
         data,
-        device=space.device,
-        dtype=space.dtype,
+        loss_fn,
+        batch_loss=batch_loss,
+        count=count,
+        params=params,
         max_samples=max_samples,
         cache=False,
         shard=False,
     )
-    grads: list[Tensor] = []
-    losses: list[Tensor] = []
-
-    def keep(_: int, G: Tensor, L: Tensor) -> None:
-        grads.append(G)
-        losses.append(L)
-
-    with _eval_mode(model):
-        fn = _Functional(model, space, objective)
-        vectorized = _per_example_pass(fn, source, chunk_size, keep)
+    chunks: list[SampleChunk] = []
+    per_example_pass(problem, chunk_size, chunks.append)
+    n, space = problem.num_samples, problem.space
+    if sum(len(c.positions) for c in chunks) == n:  # every sample has a row, in data order
+        gradients = torch.cat([c.gradients for c in chunks])
+        losses = torch.cat([c.losses for c in chunks])
+        weights = torch.cat([c.weights for c in chunks])
+    else:  # samples of weight 0 (nothing scored) get zero rows
+        gradients = torch.zeros(n, space.dim, dtype=space.dtype, device=space.device)
+        losses = torch.zeros(n, dtype=chunks[0].losses.dtype, device=space.device)
+        weights = torch.zeros(n, dtype=torch.float64, device=space.device)
+        for c in chunks:
+            gradients[c.positions], losses[c.positions], weights[c.positions] = (
+                c.gradients,
+                c.losses,
+                c.weights,
+            )
+        chunks.clear()
     return PerExampleGradients(
-        gradients=torch.cat(grads),
+        gradients=gradients,
         space=space,
-        losses=torch.cat(losses),
+        losses=losses,
+        weights=weights,
         num_passes=1,
-        vectorized=vectorized,
+        vectorized=problem.is_vectorized(_WHAT),
     )

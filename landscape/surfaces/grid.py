@@ -17,20 +17,20 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
 from landscape import distributed
-from landscape._attention import math_attention
 from landscape._paths import check_writable
+from landscape.batches import concatenate, map_tensors
 from landscape.data import DataSource
-from landscape.losses import BatchLoss, Criterion, Objective, _logits
+from landscape.losses import BatchLoss, Count, Criterion, Objective
+from landscape.problem import Problem, evaluation_mode
 
 __all__ = ["Surface", "surface"]
 
@@ -225,56 +225,16 @@ def _fingerprint(tensors: Mapping[str, Tensor]) -> str:
 
 def _data_fingerprint(source: DataSource) -> str:
     # Every batch's bytes (one pass; surfaces need many more) and the sample count.
-    from landscape.losses import map_tensors
-
     h = hashlib.sha256()
 
     def update(t: Tensor) -> Tensor:
         h.update(_bytes(t))
         return t
 
-    for _, batch, _n in source:
-        map_tensors(batch, update)
+    for batch in source:
+        map_tensors(batch.data, update)
     h.update(str(source.num_samples).encode())
     return h.hexdigest()
-
-
-def _correct(outputs: Any, targets: Any) -> Tensor | None:
-    # Fraction of correct argmax predictions, or ``None`` when the task is not classification.
-    if (
-        not isinstance(targets, Tensor)
-        or targets.is_floating_point()
-        or targets.dtype == torch.bool
-    ):
-        return None
-    try:
-        logits = _logits(outputs)
-    except TypeError:
-        return None
-    if logits.ndim >= 2 and targets.shape == logits.shape[:1] + logits.shape[2:]:
-        return (logits.argmax(1) == targets).double().mean()
-    if logits.ndim >= 3 and targets.shape == logits.shape[:-1]:
-        return (logits.argmax(-1) == targets).double().mean()
-    return None
-
-
-def _loss_and_accuracy(objective: Objective, run: Any, batch: Any) -> tuple[Tensor, Tensor]:
-    # Loss and accuracy (NaN when undefined) of one batch; ``run(args, kwargs)`` is the model.
-    if objective.batch_loss is not None:
-        loss = run(None, batch)
-        return loss, torch.full_like(loss, float("nan"), dtype=torch.float64)
-    args, kwargs, targets = objective.split(batch)
-    outputs = run(args, kwargs)
-    if targets is None:
-        loss = getattr(outputs, "loss", None)
-        if loss is None and isinstance(outputs, Mapping):
-            loss = outputs.get("loss")
-        return loss, torch.full_like(loss, float("nan"), dtype=torch.float64)
-    loss = objective.criterion(outputs, targets)
-    correct = _correct(outputs, targets)
-    if correct is None:
-        correct = torch.full_like(loss, float("nan"), dtype=torch.float64)
-    return loss, correct
 
 
 _SEPARABLE = (
@@ -289,12 +249,17 @@ _SEPARABLE = (
 )
 
 
-def _separable(objective: Objective) -> bool:
-    # Losses whose batch value is the plain mean of per-sample terms.
+def _separable(objective: Objective, batch: Any) -> bool:
+    # Losses whose batch value is the weighted mean of per-sample terms, so that batches
+    # can be merged: standard criteria, this package's, the default, and the own loss of a
+    # Hugging Face head of known convention. An unknown model's own loss might couple the
+    # samples of a batch (contrastive terms): never merged.
     fn = objective.loss_fn
     if objective.batch_loss is not None:
         return False
     if fn is None:
+        return not objective.own_loss(batch) or objective.task is not None
+    if callable(getattr(fn, "count", None)):
         return True
     return (
         type(fn) in _SEPARABLE
@@ -304,104 +269,79 @@ def _separable(objective: Objective) -> bool:
     )
 
 
-def _concatenate(batches: list[Any]) -> Any:
-    first = batches[0]
-    if isinstance(first, Tensor):
-        return torch.cat(batches)
-    if isinstance(first, Mapping):
-        return type(first)({k: _concatenate([b[k] for b in batches]) for k in first})  # type: ignore[call-arg]
-    if isinstance(first, (list, tuple)):
-        return type(first)(_concatenate([b[i] for b in batches]) for i in range(len(first)))
-    raise TypeError(f"cannot concatenate {type(first).__name__}")
+def _loss_and_correct(
+    objective: Objective, loss: Tensor, outputs: Any, batch: Any
+) -> tuple[Tensor, Tensor, Tensor]:
+    # The loss, correct predictions and their units (NaN and 0 where accuracy is undefined).
+    hits = objective.correct(outputs, batch)
+    if hits is None:
+        nan = torch.full_like(loss, math.nan, dtype=torch.float64)
+        return loss, nan, torch.zeros_like(nan)
+    return loss, hits[0].double(), hits[1].double()
 
 
 class _Evaluator:
     """Mean loss and accuracy of many parameter vectors over the data."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        objective: Objective,
-        source: DataSource,
-        bn: BNPolicy,
-        vectorize: bool,
-    ):
-        self.model = model
-        self.objective = objective
-        self.source = source
+    def __init__(self, problem: Problem, bn: BNPolicy, vectorize: bool) -> None:
+        self.problem = problem
+        self.objective = problem.objective
         self.bn = bn
         self.vectorize = vectorize
-        self.module = model
-        if bn != "eval" or not vectorize:
-            # A private copy: batch statistics, recomputed running statistics, or weights
-            # written in place point by point.
-            self.module = copy.deepcopy(model)
+        self.module = problem.model
+        if bn == "recompute" or not vectorize:
+            # A private copy: recomputed running statistics, or weights written in place
+            # point by point.
+            self.module = copy.deepcopy(problem.model)
             if bn == "batch":
                 torch.func.replace_all_batch_norm_modules_(self.module)
         self.batchnorms = [
             m for m in self.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
         ]
-        self._merged: list[tuple[int, Any, int]] | None = None
+        self._merged: list[tuple[Any, float]] | None = None
 
-    def _batches(self) -> Any:
-        # For a per-sample mean criterion in eval mode, the sample-weighted mean over batches
+    def _batches(self) -> list[tuple[Any, float]]:
+        # For a per-sample mean criterion in eval mode, the weighted mean over batches
         # equals the mean over their concatenation: evaluate one merged batch (far fewer
         # small kernel calls per point). Other losses keep the user's batches.
         if self._merged is None:
-            self._merged = list(self.source)
-            if _separable(self.objective) and self.bn != "batch" and len(self._merged) > 1:
+            items = [(b.data, b.weight) for b in self.problem.batches()]
+            first = items[0][0]
+            if self.bn != "batch" and len(items) > 1 and _separable(self.objective, first):
                 try:
-                    parts = [b for _, b, _ in self._merged]
-                    merged = _concatenate(parts)
-                    self._merged = [(0, merged, sum(n for _, _, n in self._merged))]
+                    merged = concatenate([b for b, _ in items], pad=self.objective.can_pad(first))
+                    items = [(merged, sum(w for _, w in items))]
                 except (TypeError, RuntimeError):
                     pass  # batches of different layouts: keep them
+            self._merged = items
         return self._merged
-
-    @contextlib.contextmanager
-    def _modes(self) -> Iterator[None]:
-        flags = [(m, m.training) for m in self.model.modules()]
-        try:
-            self.module.eval()
-            if self.bn == "batch":
-                for m in self.batchnorms:
-                    m.train()
-            with math_attention():  # fused attention kernels have no vmap rules either
-                yield
-        finally:
-            for m, training in flags:
-                m.training = training
-
-    def _run(self, state: dict[str, Tensor]) -> Any:
-        def run(args: Any, kwargs: Any) -> Any:
-            if args is None:  # batch_loss(model, batch): kwargs is the batch
-                return functional_call(
-                    _BatchLossModule(self.module, self.objective), _prefix(state), (kwargs,)
-                )
-            return functional_call(self.module, state, args, kwargs)
-
-        return run
 
     def __call__(
         self, states: dict[str, Tensor], constants: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
         # Return mean loss and accuracy (float64, CPU) for stacked states (dim 0 = points).
-        with torch.no_grad(), self._modes():
+        with torch.no_grad():
             if self.bn == "recompute" or not self.vectorize:
                 return self._loop(states, constants)
-            count = next(iter(states.values())).shape[0]
-            loss_sum = torch.zeros(count, dtype=torch.float64)
-            correct_sum = torch.zeros(count, dtype=torch.float64)
+            return self._vectorized(states, constants)
 
-            def point(s: dict[str, Tensor], batch: Any) -> tuple[Tensor, Tensor]:
-                return _loss_and_accuracy(self.objective, self._run({**constants, **s}), batch)
+    def _vectorized(
+        self, states: dict[str, Tensor], constants: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        total = torch.zeros(3, next(iter(states.values())).shape[0], dtype=torch.float64)
+        with self.problem.evaluation() as run:
 
-            batched = vmap(point, in_dims=(0, None), randomness="same")
-            for _, batch, n in self.source:
-                loss, correct = batched(states, batch)
-                loss_sum += n * loss.double().cpu()
-                correct_sum += n * correct.double().cpu()
-            return loss_sum / self.source.num_samples, correct_sum / self.source.num_samples
+            def point(state: dict[str, Tensor], batch: Any, weight: float) -> tuple:
+                loss, outputs = run.call_forward({**constants, **state}, batch, weight)
+                return _loss_and_correct(self.objective, loss, outputs, batch)
+
+            points = self.problem.vectorize(point, "loss-surface grid points", (0, None, None))
+            for batch in self.problem.batches():
+                loss, correct, units = points(states, batch.data, batch.weight)
+                total[0] += batch.weight * loss.double().cpu()
+                total[1] += correct.cpu()
+                total[2] += units.cpu()
+        return total[0] / self.problem.total_weight, total[1] / total[2]
 
     def _loop(
         self, states: dict[str, Tensor], constants: dict[str, Tensor]
@@ -415,55 +355,36 @@ class _Evaluator:
         own = dict(self.module.named_parameters())
         own_buffers = dict(self.module.named_buffers())
         losses, accuracies = [], []
-
-        def run(args: Any, kwargs: Any) -> Any:
-            if args is None:
-                return self.objective.batch_loss(self.module, kwargs)
-            return self.module(*args, **kwargs)
-
         targets = {**own, **own_buffers}
         for name, value in constants.items():  # the same for every point
             if name in targets:
                 targets[name].copy_(value)
         moving = [(targets[k], v) for k, v in states.items() if k in targets]
-        for i in range(count):
-            for target, values in moving:
-                target.copy_(values[i])
-            if self.bn == "recompute":
-                for m in self.batchnorms:
-                    m.reset_running_stats()
-                    m.momentum = None
-                    m.train()
-                for _, batch, _n in self.source:
-                    self.objective.loss(self.module, batch)
-                for m in self.batchnorms:
-                    m.eval()
-            loss_sum = correct_sum = None
-            for _, batch, n in self._batches():  # sums stay on the device: no sync per batch
-                loss, correct = _loss_and_accuracy(self.objective, run, batch)
-                loss_sum = n * loss.double() if loss_sum is None else loss_sum + n * loss.double()
-                correct_sum = (
-                    n * correct.double()
-                    if correct_sum is None
-                    else correct_sum + n * correct.double()
-                )
-            losses.append(loss_sum / self.source.num_samples)
-            accuracies.append(correct_sum / self.source.num_samples)
+        with evaluation_mode(self.module, batch_statistics=self.bn == "batch"):
+            for i in range(count):
+                for target, values in moving:
+                    target.copy_(values[i])
+                if self.bn == "recompute":
+                    self._recompute_statistics()
+                totals = None  # sums stay on the device: no sync per batch
+                for batch, weight in self._batches():
+                    loss, outputs = self.objective.forward(self.module, batch, weight)
+                    loss, correct, units = _loss_and_correct(self.objective, loss, outputs, batch)
+                    terms = torch.stack([weight * loss.double(), correct, units])
+                    totals = terms if totals is None else totals + terms
+                losses.append(totals[0] / self.problem.total_weight)
+                accuracies.append(totals[1] / totals[2])
         return torch.stack(losses).cpu(), torch.stack(accuracies).cpu()
 
-
-class _BatchLossModule(nn.Module):
-    def __init__(self, model: nn.Module, objective: Objective) -> None:
-        super().__init__()
-        self.model = model
-        object.__setattr__(self, "objective", objective)
-
-    def forward(self, batch: Any) -> Tensor:
-        return self.objective.batch_loss(self.model, batch)
-
-
-def _prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {f"model.{k}": v for k, v in state.items()}
+    def _recompute_statistics(self) -> None:
+        for m in self.batchnorms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        for batch in self.problem.batches():
+            self.objective.loss(self.module, batch.data, batch.weight)
+        for m in self.batchnorms:
+            m.eval()
 
 
 # -- the grid -----------------------------------------------------------------------------------
@@ -642,6 +563,7 @@ def surface(
     *,
     loss_fn: Criterion | None = None,
     batch_loss: BatchLoss | None = None,
+    count: Count | None = None,
     metrics: Sequence[str] = _METRICS,
     path: str | os.PathLike[str] | None = None,
     resume: bool = True,
@@ -814,16 +736,21 @@ def surface(
     constants.update(
         {n: b.detach().clone() for n, b in model.named_buffers() if n not in buffers_moving}
     )
-    objective = Objective(loss_fn, batch_loss)
-    source = DataSource(
+    if vectorize is None:
+        vectorize = device.type != "cpu"
+    problem = Problem(
+        model,
         data,
-        device=device,
-        dtype=dtype,
+        loss_fn,
+        batch_loss=batch_loss,
+        count=count,
+        mode="train" if bn == "batch" and vectorize else "eval",
         max_batches=max_batches,
         max_samples=max_samples,
         cache=cache,
         shard=False,
     )
+    source = problem.source
     points = grid.points()
     P = sum(t.numel() for t in base.values())
     itemsize = torch.empty(0, dtype=dtype).element_size()
@@ -837,8 +764,9 @@ def surface(
         "metrics": list(metrics),
         "coords": [a.tolist() for a in axes],
         "points_per_chunk": chunk,
-        "vectorize": bool(vectorize if vectorize is not None else device.type != "cpu"),
+        "vectorize": bool(vectorize),
         "loss": _describe(loss_fn if loss_fn is not None else batch_loss),
+        **({"count": _describe(count)} if count is not None else {}),
         "description": description,
         "max_batches": max_batches,
         "max_samples": max_samples,
@@ -883,9 +811,7 @@ def surface(
             raise ValueError(failure)
     chunks = [np.arange(i, min(i + chunk, len(points))) for i in range(0, len(points), chunk)]
     todo = [c for c in chunks if not done[c].all()]
-    if vectorize is None:
-        vectorize = device.type != "cpu"
-    evaluator = _Evaluator(model, objective, source, bn, vectorize)
+    evaluator = _Evaluator(problem, bn, vectorize)
 
     bar = None
     if progress and rank == 0 and todo:

@@ -585,7 +585,7 @@ class SharpnessTracker:
         return result
 
     def _batches(self) -> list[Any]:
-        return [batch for _, batch, _ in self.operator.source]
+        return list(self.operator.problem.batches())
 
     def _batch_sharpness(self) -> tuple[float, int]:
         r"""Return the batch sharpness and the number of Hessian-vector products spent.
@@ -602,10 +602,10 @@ class SharpnessTracker:
             order = torch.randperm(len(batches), generator=self._generator)
             chosen = sorted(order[: self.batch_count].tolist())
         total = torch.zeros(2, dtype=torch.float64, device=op.device)
-        with op._evaluation() as run:
+        with op.problem.evaluation() as run:
             for i in chosen:
                 with torch.enable_grad():
-                    loss = run.loss(batches[i])
+                    loss = run.loss(batches[i].data, batches[i].weight)
                     grads = torch.autograd.grad(
                         loss, run.params, create_graph=True, materialize_grads=True
                     )
@@ -630,10 +630,10 @@ class SharpnessTracker:
     def _data_loss(self) -> float:
         op = self.operator
         total = torch.zeros(2, dtype=torch.float64, device=op.device)
-        with op._evaluation() as run, torch.no_grad():
-            for _, batch, n in op.source:
-                total[0] += run.loss(batch).double() * n
-                total[1] += n
+        with op.problem.evaluation() as run, torch.no_grad():
+            for batch in op.problem.batches():
+                total[0] += run.loss(batch.data, batch.weight).double() * batch.weight
+                total[1] += batch.weight
         distributed.all_reduce_sum_(total)
         return float(total[0] / total[1])
 
