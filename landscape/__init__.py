@@ -5,6 +5,7 @@
 >>> H @ v                                   # doctest: +SKIP
 """
 
+from landscape import losses
 from landscape.analysis import BUDGETS, analyze, compare, evaluate
 from landscape.api import hessian_directions
 from landscape.data import DataSource
@@ -56,6 +57,7 @@ from landscape.operators import (
     per_example_gradients,
 )
 from landscape.params import ParamSpace, select_parameters
+from landscape.problem import Problem, VectorizationWarning
 from landscape.report import (
     Comparison,
     Report,
@@ -111,12 +113,14 @@ __all__ = [
     "OptimizerSettings",
     "ParamSpace",
     "PerExampleGradients",
+    "Problem",
     "Report",
     "SharpnessMeasure",
     "SharpnessResult",
     "SharpnessTracker",
     "SpectralDensity",
     "Surface",
+    "VectorizationWarning",
     "Verification",
     "analyze",
     "coherence",
@@ -136,6 +140,7 @@ __all__ = [
     "interpolate",
     "layerwise",
     "load",
+    "losses",
     "max_learning_rate",
     "noise_scale",
     "orthogonalize",

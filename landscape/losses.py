@@ -104,7 +104,72 @@ def _at_least_float32(t: Tensor) -> Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-class CausalLMLoss:
+class _TokenCrossEntropy:
+    """Cross-entropy over the scored positions of ``(batch, length, classes)`` logits.
+
+    ``shift`` positions separate a prediction from its label: 1 for next-token prediction.
+    """
+
+    reduction = "mean"
+    shift = 0
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+        self.ignore_index = ignore_index
+
+    def _aligned(self, outputs: Any, labels: Tensor) -> tuple[Tensor, Tensor]:
+        logits = _logits(outputs)
+        if logits.ndim < 2 or labels.shape != logits.shape[:-1]:
+            raise ValueError(
+                f"{type(self).__name__} needs logits (batch, ..., classes) and labels of their "
+                f"leading shape; got {tuple(logits.shape)} and {tuple(labels.shape)}."
+            )
+        if self.shift:
+            return logits[:, : -self.shift], labels[:, self.shift :]
+        return logits, labels
+
+    def __call__(self, outputs: Any, labels: Tensor) -> Tensor:
+        """Return the mean cross-entropy over the scored positions.
+
+        Returns
+        -------
+        Tensor
+            The scalar loss.
+        """
+        logits, target = self._aligned(outputs, labels)
+        return F.cross_entropy(
+            _at_least_float32(logits).reshape(-1, logits.shape[-1]),
+            target.reshape(-1),
+            ignore_index=self.ignore_index,
+        )
+
+    def count(self, labels: Tensor) -> Tensor:
+        """Return the number of scored positions of each sample.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(batch,)``.
+        """
+        target = labels[:, self.shift :] if self.shift else labels
+        return (target != self.ignore_index).reshape(labels.shape[0], -1).sum(1)
+
+    def correct(self, outputs: Any, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the number of correct predictions at scored positions, and of those positions.
+
+        Returns
+        -------
+        tuple of Tensor
+            ``(correct, scored)``, 0-dimensional.
+        """
+        logits, target = self._aligned(outputs, labels)
+        scored = target != self.ignore_index
+        return ((logits.argmax(-1) == target) & scored).sum(), scored.sum()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ignore_index={self.ignore_index})"
+
+
+class CausalLMLoss(_TokenCrossEntropy):
     r"""Next-token cross-entropy of a causal language model, the mean over scored tokens.
 
     .. math::
@@ -133,62 +198,10 @@ class CausalLMLoss:
     True
     """
 
-    reduction = "mean"
-
-    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
-        self.ignore_index = ignore_index
-
-    def _shifted(self, outputs: Any, labels: Tensor) -> tuple[Tensor, Tensor]:
-        logits = _logits(outputs)
-        if logits.ndim != 3 or labels.shape != logits.shape[:2]:
-            raise ValueError(
-                f"CausalLMLoss needs logits (batch, length, vocabulary) and labels (batch, "
-                f"length); got {tuple(logits.shape)} and {tuple(labels.shape)}."
-            )
-        return logits[:, :-1], labels[:, 1:]
-
-    def __call__(self, outputs: Any, labels: Tensor) -> Tensor:
-        """Return the mean next-token cross-entropy over scored tokens.
-
-        Returns
-        -------
-        Tensor
-            The scalar loss.
-        """
-        logits, target = self._shifted(outputs, labels)
-        return F.cross_entropy(
-            _at_least_float32(logits).reshape(-1, logits.shape[-1]),
-            target.reshape(-1),
-            ignore_index=self.ignore_index,
-        )
-
-    def count(self, labels: Tensor) -> Tensor:
-        """Return the number of scored tokens of each sample.
-
-        Returns
-        -------
-        Tensor
-            Shape ``(batch,)``.
-        """
-        return (labels[:, 1:] != self.ignore_index).reshape(labels.shape[0], -1).sum(1)
-
-    def correct(self, outputs: Any, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Return the number of correctly predicted next tokens and of scored tokens.
-
-        Returns
-        -------
-        tuple of Tensor
-            ``(correct, scored)``, 0-dimensional.
-        """
-        logits, target = self._shifted(outputs, labels)
-        scored = target != self.ignore_index
-        return ((logits.argmax(-1) == target) & scored).sum(), scored.sum()
-
-    def __repr__(self) -> str:
-        return f"CausalLMLoss(ignore_index={self.ignore_index})"
+    shift = 1
 
 
-class TokenClassificationLoss:
+class TokenClassificationLoss(_TokenCrossEntropy):
     r"""Cross-entropy over every scored position, the mean over scored positions.
 
     .. math::
@@ -210,51 +223,6 @@ class TokenClassificationLoss:
     >>> loss.count(labels).tolist()
     [2, 1]
     """
-
-    reduction = "mean"
-
-    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
-        self.ignore_index = ignore_index
-
-    def __call__(self, outputs: Any, labels: Tensor) -> Tensor:
-        """Return the mean cross-entropy over scored positions.
-
-        Returns
-        -------
-        Tensor
-            The scalar loss.
-        """
-        logits = _logits(outputs)
-        return F.cross_entropy(
-            _at_least_float32(logits).reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
-            ignore_index=self.ignore_index,
-        )
-
-    def count(self, labels: Tensor) -> Tensor:
-        """Return the number of scored positions of each sample.
-
-        Returns
-        -------
-        Tensor
-            Shape ``(batch,)``.
-        """
-        return (labels != self.ignore_index).reshape(labels.shape[0], -1).sum(1)
-
-    def correct(self, outputs: Any, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Return the number of correctly labelled and of scored positions.
-
-        Returns
-        -------
-        tuple of Tensor
-            ``(correct, scored)``, 0-dimensional.
-        """
-        logits = _logits(outputs)
-        scored = labels != self.ignore_index
-        return ((logits.argmax(-1) == labels) & scored).sum(), scored.sum()
-
-    def __repr__(self) -> str:
-        return f"TokenClassificationLoss(ignore_index={self.ignore_index})"
 
 
 class SequenceClassificationLoss:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -49,6 +50,11 @@ _MISSING = object()
 
 class VectorizationWarning(UserWarning):
     """``vmap`` could not trace the model's code; an exact loop computes the same numbers."""
+
+
+# What vmap could not trace, per model (its code does not change between problems): each
+# path fails, and warns, once per model.
+_UNBATCHABLE: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
 
 # -- evaluation hygiene ------------------------------------------------------------------------
@@ -295,8 +301,9 @@ class Problem:
         self.objective = objective
         self.space = space
         self.mode = mode
+        self.constant_entries = _padding_rows(model, space)
         self._train_copy: nn.Module | None = None
-        self._unbatchable: set[str] = set()
+        self._unbatchable = _UNBATCHABLE.setdefault(model, set())
         self._criterion_checked = False
 
     def with_data(self, data: Any, **options: Any) -> Problem:
@@ -317,7 +324,6 @@ class Problem:
         """
         other = object.__new__(Problem)
         other._setup(self.model, self.objective, self.space, self.mode)
-        other._unbatchable = self._unbatchable  # shared: the model's code is the same
         other._criterion_checked = self._criterion_checked
         other.source = DataSource(
             data,
@@ -396,9 +402,9 @@ class Problem:
     ) -> Callable[..., Any]:
         """Return ``vmap(fn)``, falling back to an exact loop when ``vmap`` cannot trace ``fn``.
 
-        The first failure of ``vmap`` for ``what`` is remembered on this problem (and the
-        problems :meth:`with_data` makes from it): later calls loop directly. One
-        :class:`VectorizationWarning` names the path and the cost. When the loop fails too,
+        The first failure of ``vmap`` for ``what`` is remembered for the model (every
+        problem on it): later calls loop directly. One :class:`VectorizationWarning` per
+        model and path names the path and the cost. When the loop fails too,
         its error (the model's own) is raised and nothing is remembered.
 
         Parameters
@@ -425,7 +431,16 @@ class Problem:
                     return vmap(fn, in_dims, chunk_size=chunk_size, randomness="same")(*args)
                 except (RuntimeError, NotImplementedError) as error:
                     reason = str(error).strip().splitlines()[0][:200]
-                    result = _loop(fn, in_dims, args)  # raises the model's own error, if any
+                    try:
+                        result = _loop(fn, in_dims, args)
+                    except Exception as own:  # the model's (or loss's) own error: raise it
+                        if hasattr(own, "add_note"):
+                            own.add_note(
+                                f"(raised while computing {what} one slice at a time, e.g. "
+                                "the loss of a batch of one sample; torch.func.vmap had "
+                                f"failed first: {reason})"
+                            )
+                        raise
                     self._unbatchable.add(what)
                     warnings.warn(
                         f"torch.func.vmap cannot trace this model's code for {what} ({reason}); "
@@ -455,6 +470,38 @@ class Problem:
         if not self._criterion_checked:
             self.objective.check_criterion(run.module, batch)
             self._criterion_checked = True
+
+
+def _padding_rows(model: nn.Module, space: ParamSpace) -> Tensor | None:
+    """Return a flat mask of the selected entries that no gradient reaches, or ``None``.
+
+    By PyTorch's convention the row ``padding_idx`` of an ``nn.Embedding`` gets a zero
+    gradient, so an optimizer never moves it, although the forward pass reads it.
+    Reverse-mode products (gradients, double-backward) see it as constant, forward-mode
+    ones (``jvp``) do not; landscape treats those entries as constants everywhere, so every
+    curvature is the one of the parameters training actually changes, and all products agree.
+
+    Returns
+    -------
+    Tensor or None
+        Boolean ``(P,)``, true on constant entries.
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    slices = space.slices()
+    mask = None
+    for module in model.modules():
+        index = getattr(module, "padding_idx", None)
+        name = names.get(id(getattr(module, "weight", None)))
+        if not isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or index is None:
+            continue
+        if name not in slices:
+            continue
+        if mask is None:
+            mask = torch.zeros(space.dim, dtype=torch.bool, device=space.device)
+        width = module.weight.shape[1]
+        start = slices[name].start + (index % module.weight.shape[0]) * width
+        mask[start : start + width] = True
+    return mask
 
 
 def _size(args: tuple, in_dims: int | Sequence[int | None]) -> int:

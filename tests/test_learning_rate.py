@@ -111,6 +111,23 @@ def test_optimizer_settings_errors():
         adam_preconditioner(opt, ls.ParamSpace.from_module(model), dict(model.named_parameters()))
 
 
+def test_adamw_decay_and_no_decay_groups_are_one_setting():
+    # A Hugging Face Trainer's AdamW: a "decay" and a "no decay" group. Decoupled weight
+    # decay does not enter the threshold, so the groups agree on everything that does.
+    model = nn.Linear(2, 1)
+
+    def groups():
+        return [
+            {"params": [model.weight], "weight_decay": 0.01},
+            {"params": [model.bias], "weight_decay": 0.0},
+        ]
+
+    s = optimizer_settings(torch.optim.AdamW(groups(), lr=1e-3))
+    assert (s.kind, s.lr, s.weight_decay, s.decoupled_weight_decay) == ("adam", 1e-3, 0.0, 0.01)
+    with pytest.raises(ValueError, match="weight_decay"):  # coupled decay is in the Hessian
+        optimizer_settings(torch.optim.SGD(groups(), lr=0.1))
+
+
 # -- exact mean-square threshold against parameter-space Kronecker algebra ------------------------
 
 

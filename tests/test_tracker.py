@@ -534,3 +534,197 @@ def test_hf_adapter_in_a_real_trainer(tmp_path):
     trainer.train()
     assert tracker.history["step"].tolist() == [2, 4]
     np.testing.assert_allclose(tracker.history["sharpness"], top(A), rtol=1e-6)
+
+
+def test_unwrap_optimizer_sees_through_the_real_framework_wrappers():
+    accelerate = pytest.importorskip("accelerate")
+    pytest.importorskip("lightning")
+    from accelerate.state import AcceleratorState, GradientState
+    from lightning.fabric.wrappers import _FabricOptimizer
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+    from lightning.pytorch.utilities.types import LRSchedulerConfig
+
+    from landscape.metrics.thresholds import optimizer_settings, unwrap_optimizer
+
+    model, data, _ = quadratic()
+    adam = torch.optim.Adam(model.parameters(), lr=0.01, betas=(0.8, 0.99))
+    scheduler = torch.optim.lr_scheduler.StepLR(adam, step_size=10)
+    accelerator = accelerate.Accelerator(cpu=True)
+    try:
+        accelerated = accelerator.prepare_optimizer(adam)
+        accelerated_scheduler = accelerator.prepare_scheduler(scheduler)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    lightning_optimizer = LightningOptimizer(adam)
+    # Both wrappers pass isinstance checks, so an isinstance(..., Optimizer) test cannot stop.
+    assert isinstance(accelerated, torch.optim.Optimizer)
+    assert isinstance(lightning_optimizer, torch.optim.Adam)
+    wrappers = {
+        "AcceleratedOptimizer": accelerated,
+        "AcceleratedScheduler": accelerated_scheduler,
+        "LightningOptimizer": lightning_optimizer,
+        "LightningOptimizer(AcceleratedOptimizer)": LightningOptimizer(accelerated),
+        "_FabricOptimizer": _FabricOptimizer(adam, strategy=None),
+        "LRSchedulerConfig": LRSchedulerConfig(scheduler),
+        "StepLR": scheduler,
+        "an object with .optimizer": SimpleNamespace(optimizer=accelerated),
+    }
+    for module in ("pytorch_lightning.core.optimizer", "lightning_fabric.wrappers"):
+        try:
+            wrapper = __import__(module, fromlist=["_"])
+        except ImportError:
+            continue
+        if hasattr(wrapper, "LightningOptimizer"):
+            wrappers[module] = wrapper.LightningOptimizer(adam)
+        else:
+            wrappers[module] = wrapper._FabricOptimizer(adam, strategy=None)
+    expected = optimizer_settings(adam)
+    assert expected.betas == (0.8, 0.99) and expected.lr == 0.01
+    tracker = SharpnessTracker(model, data, half_mse, every=1, tol=1e-10)
+    gd_step(model, adam, data)
+    reference = tracker.measure(adam)["preconditioned_sharpness"]
+    assert np.isfinite(reference)
+    for name, wrapped in wrappers.items():
+        assert unwrap_optimizer(wrapped) is adam, name
+        assert optimizer_settings(wrapped) == expected, name
+        record = tracker.measure(wrapped)
+        assert record["kind"] == "adam", name
+        assert record["preconditioned_sharpness"] == pytest.approx(reference, rel=1e-8), name
+    assert unwrap_optimizer("adam") == "adam"
+    assert unwrap_optimizer(model) is model  # nothing to unwrap: returned as it is
+
+
+def dense_hessian(model, batches):
+    """The Hessian of the token-weighted mean of model(**b).loss, by plain double backward."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    params = list(model.parameters())
+    weights = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
+    with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels have no double backward
+        loss = sum(w * model(**b).loss for w, b in zip(weights, batches)) / sum(weights)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        eye = torch.eye(flat.numel(), dtype=flat.dtype)
+        rows = []
+        for start in range(0, flat.numel(), 128):  # 128 rows of H per batched backward
+            block = torch.autograd.grad(
+                flat,
+                params,
+                grad_outputs=eye[start : start + 128],
+                retain_graph=True,
+                is_grads_batched=True,
+                materialize_grads=True,
+            )
+            rows.append(torch.cat([b.reshape(b.shape[0], -1) for b in block], dim=1))
+    H = torch.cat(rows).double()
+    return (H + H.T) / 2
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny models: OpenMP threads only fight each other (many times slower on a busy box).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tracker_in_a_real_hf_trainer_on_a_tiny_gpt2(tmp_path, one_thread):
+    """A tiny GPT-2 trained by transformers.Trainer with AdamW and its own loss: at each
+    measured step the sharpness and Adam's preconditioned sharpness equal the top eigenvalues of
+    the dense Hessian of the token-weighted mean loss (and of P^-1/2 H P^-1/2, P from the
+    optimizer's state) at the weights of that step."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    torch.manual_seed(0)
+    vocab, length, lr = 31, 8, 0.01
+    config = transformers.GPT2Config(
+        vocab_size=vocab,
+        n_positions=16,
+        n_embd=8,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = transformers.GPT2LMHeadModel(config).double()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (16, length), generator=g)
+    train = [
+        {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x.clone()} for x in ids
+    ]
+
+    def batch(rows, pad=0):  # right padding: masked out of attention and of the loss
+        x = ids[rows].clone()
+        mask, labels = torch.ones_like(x), x.clone()
+        if pad:
+            mask[:, -pad:], labels[:, -pad:] = 0, -100
+        return {"input_ids": x, "attention_mask": mask, "labels": labels}
+
+    data = [batch(slice(0, 5)), batch(slice(5, 8), pad=3)]  # 35 and 12 scored next tokens
+    tracker = SharpnessTracker(model, data, every=2, tol=1e-6)
+    seen = {}
+
+    class Record(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            inner = optimizer.optimizer  # accelerate's AcceleratedOptimizer around torch AdamW
+            seen[state.global_step] = (
+                {n: p.detach().clone() for n, p in model.named_parameters()},
+                {
+                    n: {k: torch.as_tensor(v).clone() for k, v in inner.state[p].items()}
+                    for n, p in model.named_parameters()
+                },
+                inner.param_groups[0]["betas"],
+                inner.param_groups[0]["eps"],
+            )
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=lr,
+        optim="adamw_torch",
+        lr_scheduler_type="constant",
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    callback = HFSharpnessCallback(tracker)
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=train, callbacks=[Record(), callback]
+    )
+    trainer.train()
+
+    history = tracker.history
+    assert history["step"].tolist() == [2, 4]
+    assert history["kind"].tolist() == ["adam", "adam"]
+    np.testing.assert_allclose(history["threshold"], 38.0 / lr, rtol=1e-12)
+    assert [r["step"] for r in trainer.state.log_history if "sharpness" in r] == [2, 4]
+    probe = copy.deepcopy(model).eval()
+    for i, step in enumerate(history["step"].tolist()):
+        params, state, (beta1, beta2), eps = seen[step]
+        with torch.no_grad():
+            for name, p in probe.named_parameters():
+                p.copy_(params[name])
+        H = dense_hessian(probe, data)
+        assert float(torch.linalg.eigvalsh(H)[-1]) == pytest.approx(
+            history["sharpness"][i], rel=1e-4
+        )
+        # Adam's preconditioner P_t = (1-β1^t) (sqrt(v_t / (1-β2^t)) + ε), from torch's state.
+        diag = []
+        for name in params:  # in the order of the Hessian's rows
+            t = float(state[name]["step"])
+            v = state[name]["exp_avg_sq"].double()
+            diag.append(((1 - beta1**t) * ((v / (1 - beta2**t)).sqrt() + eps)).reshape(-1))
+        d = torch.cat(diag).rsqrt()
+        preconditioned = float(torch.linalg.eigvalsh(d[:, None] * H * d[None, :])[-1])
+        assert preconditioned == pytest.approx(history["preconditioned_sharpness"][i], rel=1e-4)
+        assert history["ratio"][i] == pytest.approx(preconditioned * lr / 38.0, rel=1e-4)
+    # The weights moved enough between the measured steps for the check to tell them apart.
+    assert abs(history["sharpness"][1] / history["sharpness"][0] - 1) > 1e-3

@@ -722,7 +722,7 @@ def coherence(
         The model; never modified.
     data : iterable of batches, or one batch
         As for :func:`landscape.hessian`.
-    loss_fn, batch_loss : callable, optional
+    loss_fn, batch_loss, count : callable, optional
         The loss (see :mod:`landscape.losses`); applied to one-sample batches.
     params : ParamSelector, optional
         Restrict to a subset of parameters.
@@ -1048,7 +1048,7 @@ def noise_scale(
         The model; never modified (evaluated in eval mode).
     data : iterable of batches, or one batch
         As for :func:`landscape.hessian`; cached on the device.
-    loss_fn, batch_loss : callable, optional
+    loss_fn, batch_loss, count : callable, optional
         The loss (mean over the batch).
     params : ParamSelector, optional
         Restrict to a subset of parameters.

@@ -384,7 +384,7 @@ def max_learning_rate(
     data : iterable of batches, or one batch
         The training data, as for :func:`landscape.hessian`; it is gathered into one batch
         structure so mini-batches can be drawn at random.
-    loss_fn, batch_loss : callable, optional
+    loss_fn, batch_loss, count : callable, optional
         The mean loss, as for :func:`landscape.hessian`.
     params : ParamSelector, optional
         Trained parameters (default: all trainable ones, or those of ``optimizer``).

@@ -827,7 +827,8 @@ def sharpness(
 ) -> SharpnessResult:
     r"""Measure the sharpness (or flatness) of the mean training loss around the model's weights.
 
-    :math:`L(w) = \frac1N\sum_i \ell_i(w)` is the mean loss over ``data`` at the model's
+    :math:`L(w) = \sum_b w_b L_b(w) / \sum_b w_b` is the mean loss over ``data`` (batches
+    weighted by samples, or scored tokens; see :mod:`landscape.losses`) at the model's
     parameters :math:`w` (the selected ones; the rest stay fixed), :math:`g = \nabla L(w)`
     and :math:`H = \nabla^2 L(w)`, in eval mode (dropout off, BatchNorm on running
     statistics). Each measure reports whether it is invariant to the function-preserving
@@ -859,8 +860,8 @@ def sharpness(
     from a random direction (``details["start"]``). With ``m``, this is **m-sharpness**:
     every batch is cut into consecutive subsets :math:`S_j` of ``m`` samples (a subset never
     spans two batches), each gets its own :math:`\epsilon_j`, and the value is
-    :math:`\frac1N\sum_j |S_j|\,\max_{\lVert\epsilon_j\rVert\le\rho} [L_{S_j}(w+\epsilon_j) -
-    L_{S_j}(w)]` (Foret et al., Section 4.1).
+    :math:`\frac1W\sum_j w_{S_j}\max_{\lVert\epsilon_j\rVert\le\rho} [L_{S_j}(w+\epsilon_j) -
+    L_{S_j}(w)]` with :math:`w_{S_j}` the subset's weight (Foret et al., Section 4.1).
 
     **ASAM adaptive sharpness** (Kwon et al. 2021), invariant:
 
@@ -927,6 +928,8 @@ def sharpness(
         ``loss_fn(outputs, targets) -> scalar mean loss``; see :mod:`landscape.losses`.
     batch_loss : callable, optional
         ``batch_loss(model, batch) -> scalar mean loss``.
+    count : callable, optional
+        ``count(batch) -> units`` of a batch's mean (see :func:`landscape.hessian`).
     params : ParamSelector, optional
         Perturb and differentiate only these parameters (the rest stay fixed).
     measures : str or sequence of str, optional

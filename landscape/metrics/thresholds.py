@@ -20,6 +20,11 @@ Adam, preconditioner :math:`P` frozen  :math:`\lambda_{\max}(P^{-1}H) < c_A/\eta
 Edge of Stability", for Adam, whose preconditioner in PyTorch's indexing is
 :math:`P_t = (1-\beta_1^t)\,\mathrm{diag}\big(\sqrt{v_t/(1-\beta_2^t)} + \epsilon\big)`.)
 Everything here is exact for quadratics and a local statement for networks.
+
+Training frameworks hand out wrapped optimizers (Accelerate's ``AcceleratedOptimizer`` inside a
+Hugging Face ``Trainer``, Lightning's ``LightningOptimizer``); :func:`unwrap_optimizer` finds
+the torch optimizer inside them, and inside learning-rate schedulers, without importing the
+frameworks. Every function here that takes an optimizer instance unwraps it first.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from landscape.params import ParamSpace
 
@@ -38,10 +44,105 @@ __all__ = [
     "adam_preconditioner",
     "optimizer_settings",
     "stability_threshold",
+    "unwrap_optimizer",
 ]
 
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adam"]
 _NAMES = ("sgd", "momentum", "nesterov", "adam")
+
+#: The wrappers that Hugging Face Accelerate (used by ``transformers.Trainer``) and PyTorch
+#: Lightning put around an optimizer or a learning-rate scheduler, as ``(class.__module__,
+#: class.__qualname__)`` of the wrapper class, mapped to the attribute holding the wrapped
+#: object. Matched along the type's MRO, so subclasses count (Accelerate's
+#: ``DeepSpeedOptimizerWrapper`` and ``MegatronLMOptimizerWrapper``, and the per-instance
+#: ``Lightning<Name>`` / ``Fabric<Name>`` classes that Lightning builds so that ``isinstance``
+#: checks against the wrapped optimizer's class pass), and nothing is imported.
+_WRAPPERS: dict[tuple[str, str], str] = {
+    ("accelerate.optimizer", "AcceleratedOptimizer"): "optimizer",
+    ("accelerate.scheduler", "AcceleratedScheduler"): "scheduler",
+    ("lightning.pytorch.core.optimizer", "LightningOptimizer"): "_optimizer",
+    ("pytorch_lightning.core.optimizer", "LightningOptimizer"): "_optimizer",
+    ("lightning.fabric.wrappers", "_FabricOptimizer"): "_optimizer",
+    ("lightning_fabric.wrappers", "_FabricOptimizer"): "_optimizer",
+    ("lightning.pytorch.utilities.types", "LRSchedulerConfig"): "scheduler",
+    ("pytorch_lightning.utilities.types", "LRSchedulerConfig"): "scheduler",
+}
+_MAX_WRAPPERS = 8  # nesting depth followed by unwrap_optimizer (a guard against cycles)
+
+
+def _wrapped(obj: Any) -> Any:
+    """Return the object ``obj`` wraps (one level), or ``None`` if it wraps nothing known.
+
+    Returns
+    -------
+    Any
+        The wrapped optimizer or scheduler, or ``None``.
+    """
+    if obj is None or isinstance(obj, str):
+        return None
+    for cls in type(obj).__mro__:
+        attribute = _WRAPPERS.get((cls.__module__, cls.__qualname__))
+        if attribute is not None:
+            return getattr(obj, attribute, None)
+    if isinstance(obj, LRScheduler | ReduceLROnPlateau):  # torch and transformers schedulers
+        return getattr(obj, "optimizer", None)
+    if isinstance(obj, torch.optim.Optimizer):
+        return None  # a torch optimizer that is not a known wrapper is the optimizer itself
+    for attribute in ("_optimizer", "optimizer"):  # other wrappers, by the frameworks' convention
+        inner = getattr(obj, attribute, None)
+        if inner is not None and not isinstance(inner, str):
+            return inner
+    return None
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """Return the torch optimizer inside framework wrappers and schedulers, or the argument.
+
+    Follows, as often as they are nested:
+
+    * ``accelerate.optimizer.AcceleratedOptimizer`` (what ``transformers.Trainer`` passes to
+      its callbacks, and its DeepSpeed and Megatron-LM subclasses): ``.optimizer``;
+    * ``accelerate.scheduler.AcceleratedScheduler``: ``.scheduler``;
+    * Lightning's ``LightningOptimizer`` (``lightning.pytorch.core.optimizer`` and
+      ``pytorch_lightning.core.optimizer``; what ``LightningModule.optimizers()`` returns) and
+      Fabric's ``_FabricOptimizer`` (``lightning.fabric.wrappers``,
+      ``lightning_fabric.wrappers``): ``._optimizer``;
+    * Lightning's ``LRSchedulerConfig`` (what ``trainer.lr_scheduler_configs`` holds):
+      ``.scheduler``;
+    * a learning-rate scheduler (``torch.optim.lr_scheduler.LRScheduler`` or
+      ``ReduceLROnPlateau``, hence those of ``transformers.optimization``): ``.optimizer``;
+    * any other object that is not a ``torch.optim.Optimizer``: its ``._optimizer`` or
+      ``.optimizer`` attribute.
+
+    A ``torch.optim.Optimizer`` that is none of the wrappers above, and a string, are returned
+    as they are. No framework is imported.
+
+    Parameters
+    ----------
+    optimizer : Any
+        An optimizer, a wrapper of one, a learning-rate scheduler, or an optimizer name.
+
+    Returns
+    -------
+    Any
+        The innermost object reached: a ``torch.optim.Optimizer`` when the chain ends in one.
+
+    Examples
+    --------
+    >>> opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    >>> unwrap_optimizer(opt) is opt
+    True
+    >>> unwrap_optimizer(torch.optim.lr_scheduler.StepLR(opt, step_size=10)) is opt
+    True
+    """
+    seen: set[int] = set()
+    while len(seen) < _MAX_WRAPPERS:
+        seen.add(id(optimizer))
+        inner = _wrapped(optimizer)
+        if inner is None or id(inner) in seen:
+            return optimizer
+        optimizer = inner
+    return optimizer
 
 
 @dataclass(frozen=True)
@@ -190,7 +291,9 @@ def optimizer_settings(
     ----------
     optimizer : {"sgd", "momentum", "nesterov", "adam"} or torch.optim.Optimizer
         A name, or an instance of ``torch.optim.SGD``, ``Adam`` or ``AdamW``, whose
-        ``param_groups`` supply lr, momentum, nesterov, dampening, betas, eps and weight decay.
+        ``param_groups`` supply lr, momentum, nesterov, dampening, betas, eps and weight decay;
+        or a framework wrapper of one, or a learning-rate scheduler driving one (see
+        :func:`unwrap_optimizer`).
     lr, momentum, betas, eps, weight_decay : optional
         Used with a name (ignored for an instance).
 
@@ -202,7 +305,7 @@ def optimizer_settings(
     Raises
     ------
     TypeError
-        If ``optimizer`` is neither a name nor a ``torch.optim.Optimizer``.
+        If ``optimizer`` is neither a name nor (a wrapper of) a ``torch.optim.Optimizer``.
     ValueError
         For an unknown name, an unsupported optimizer class, or parameter groups with
         different hyperparameters (a per-group learning rate is a preconditioner this
@@ -215,6 +318,8 @@ def optimizer_settings(
     >>> s.kind, s.lr, s.momentum
     ('nesterov', 0.1, 0.9)
     """
+    given = optimizer
+    optimizer = unwrap_optimizer(optimizer)
     if isinstance(optimizer, str):
         kind = optimizer.lower()
         if kind not in _NAMES:
@@ -231,17 +336,28 @@ def optimizer_settings(
             eps=float(eps),
         )
     if not isinstance(optimizer, torch.optim.Optimizer):
+        inside = "" if optimizer is given else f" (unwrapped to {type(optimizer).__name__})"
         raise TypeError(
-            f"optimizer must be a name or a torch.optim.Optimizer; got {type(optimizer).__name__}."
+            "optimizer must be a name or a torch.optim.Optimizer (or a wrapper of one); got "
+            f"{type(given).__name__}{inside}."
         )
     groups = optimizer.param_groups
     keys = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps")
+    adam = isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW)
+    if adam and (
+        isinstance(optimizer, torch.optim.AdamW) or groups[0].get("decoupled_weight_decay")
+    ):
+        # Decoupled decay does not enter the threshold (it shifts it by O(lr * wd)): the
+        # usual "decay / no decay" groups of a Hugging Face Trainer differ only in it.
+        keys = tuple(k for k in keys if k != "weight_decay")
     first = {k: groups[0].get(k) for k in keys}
     for g in groups[1:]:
-        if {k: g.get(k) for k in keys} != first:
+        differ = [k for k in keys if g.get(k) != first[k]]
+        if differ:
             raise ValueError(
-                "the optimizer's parameter groups have different hyperparameters; per-group "
-                "learning rates are not supported (pass one group, or a name and lr=)."
+                "the optimizer's parameter groups have different hyperparameters "
+                f"({', '.join(differ)}); per-group hyperparameters (learning rates, weight "
+                "decay...) are not supported (pass one group, or a name and lr=)."
             )
     lr_value = float(first["lr"])
     if isinstance(optimizer, torch.optim.SGD):
@@ -258,7 +374,7 @@ def optimizer_settings(
         decoupled = isinstance(optimizer, torch.optim.AdamW) or bool(
             groups[0].get("decoupled_weight_decay", False)
         )
-        wd = float(first["weight_decay"] or 0.0)
+        wd = max(float(g.get("weight_decay") or 0.0) for g in groups)
         b1, b2 = first["betas"]
         return OptimizerSettings(
             kind="adam",
@@ -268,9 +384,10 @@ def optimizer_settings(
             betas=(float(b1), float(b2)),
             eps=float(first["eps"]),
         )
+    inside = "" if optimizer is given else f" (inside {type(given).__name__})"
     raise ValueError(
-        f"unsupported optimizer {type(optimizer).__name__}: stability thresholds are known for "
-        "SGD (plain, momentum, Nesterov), Adam and AdamW."
+        f"unsupported optimizer {type(optimizer).__name__}{inside}: stability thresholds are "
+        "known for SGD (plain, momentum, Nesterov), Adam and AdamW."
     )
 
 
@@ -291,7 +408,8 @@ def adam_preconditioner(
     Parameters
     ----------
     optimizer : torch.optim.Adam or torch.optim.AdamW
-        An optimizer that has taken at least one step.
+        An optimizer that has taken at least one step (or a wrapper of one: see
+        :func:`unwrap_optimizer`).
     space : ParamSpace
         The parameters, in the order of the flat vectors.
     named : mapping of str to Tensor
@@ -316,6 +434,7 @@ def adam_preconditioner(
     >>> adam_preconditioner(opt, space, dict(model.named_parameters())).shape
     torch.Size([3])
     """
+    optimizer = unwrap_optimizer(optimizer)
     groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     parts = []
     for name in space.names:

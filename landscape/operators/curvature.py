@@ -209,6 +209,9 @@ class CurvatureOperator(CountingOperator):
     # -- the data loop --------------------------------------------------------------------------
     def _matmat(self, V: Tensor) -> Tensor:
         k = V.shape[1]
+        constant = self.problem.constant_entries  # embedding padding rows: no gradient
+        if constant is not None:
+            V = V.masked_fill(constant[:, None], 0.0)
         directions = list(self.space.unflatten(V.detach().T).values())
         # One extra slot carries a "bad batch" flag through the all-reduce, so every rank
         # raises together instead of deadlocking when one rank meets a NaN.
@@ -234,7 +237,8 @@ class CurvatureOperator(CountingOperator):
             raise FloatingPointError(f"at batch {bad[0]} (0-based) of the data, {bad[1]}.")
         if total[-1] > 0:
             raise FloatingPointError("non-finite loss or curvature on another data-parallel rank.")
-        return (acc / self.problem.total_weight).T.contiguous()
+        out = (acc / self.problem.total_weight).T.contiguous()
+        return out if constant is None else out.masked_fill_(constant[:, None], 0.0)
 
     def _find_non_finite_product(self, V: list[Tensor]) -> tuple[int, str]:
         with self.problem.evaluation() as run:

@@ -22,10 +22,11 @@ class HessianOperator(CurvatureOperator):
     r"""Hessian :math:`H = \nabla^2_\theta L(\theta)` of the mean loss, times vectors.
 
     .. math::
-        H V = \frac{1}{N}\sum_b n_b \, \nabla^2_\theta L_b(\theta)\, V ,
+        H V = \frac{1}{W}\sum_b w_b \, \nabla^2_\theta L_b(\theta)\, V ,
 
-    with :math:`L_b` the mean loss of batch :math:`b` (:math:`n_b` samples, :math:`N` in
-    all). Each batch's product is exact: Pearlmutter's :math:`Hv = \nabla_\theta \langle
+    with :math:`L_b` the mean loss of batch :math:`b` and :math:`w_b` its weight (its
+    samples, or scored tokens for a language model; :math:`W = \sum_b w_b`). Each batch's
+    product is exact: Pearlmutter's :math:`Hv = \nabla_\theta \langle
     \nabla_\theta L_b, v\rangle` by autograd double-backward, or forward-over-reverse
     ``torch.func.jvp(torch.func.grad(L_b))`` vectorized over the k columns with
     ``torch.func.vmap``. (``torch.func.hessian`` and ``jvp(jacrev(.))`` are *not* used: on

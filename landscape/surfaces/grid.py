@@ -251,14 +251,15 @@ _SEPARABLE = (
 
 def _separable(objective: Objective, batch: Any) -> bool:
     # Losses whose batch value is the weighted mean of per-sample terms, so that batches
-    # can be merged: standard criteria, this package's, the default, and the own loss of a
-    # Hugging Face head of known convention. An unknown model's own loss might couple the
-    # samples of a batch (contrastive terms): never merged.
+    # can be merged: standard criteria, this package's and the default. A model's own loss
+    # is never merged: it might couple the samples of a batch (contrastive terms), and
+    # Hugging Face heads compute it in float32 whatever the model's dtype, so a merged
+    # batch would differ from the batches' weighted mean by float32 rounding.
     fn = objective.loss_fn
     if objective.batch_loss is not None:
         return False
     if fn is None:
-        return not objective.own_loss(batch) or objective.task is not None
+        return not objective.own_loss(batch)
     if callable(getattr(fn, "count", None)):
         return True
     return (
@@ -582,7 +583,9 @@ def surface(
     r"""Evaluate the loss (and accuracy) on a 1-D or 2-D grid of perturbed parameters.
 
     .. math::
-        L(c_1, c_2) = \frac1N\sum_{i=1}^N \ell\big(f_{\theta_0 + c_1 d_1 + c_2 d_2}(x_i), y_i\big)
+        L(c_1, c_2) = \frac{\sum_b w_b L_b(\theta_0 + c_1 d_1 + c_2 d_2)}{\sum_b w_b}
+
+    (batches weighted by their samples, or scored tokens; see :mod:`landscape.losses`).
 
     The model itself is never modified: points are evaluated on a private copy, or with
     ``torch.func.functional_call`` on stacked parameters, ``points_per_chunk`` points at a
@@ -622,10 +625,11 @@ def surface(
     coords : array or tuple of arrays, optional
         Coordinates along every axis (one array), or one array per axis. Default
         ``np.linspace(-1, 1, 51)``.
-    loss_fn, batch_loss : callable, optional
+    loss_fn, batch_loss, count : callable, optional
         As for :func:`landscape.hessian`.
     metrics : sequence of {"loss", "accuracy"}, optional
-        Accuracy (argmax for integer class targets) is reported where defined.
+        Accuracy (argmax for integer class targets; next-token accuracy over scored tokens
+        for a causal language model) is reported where defined.
     path : str or PathLike, optional
         HDF5 file to write (and resume from).
     resume : bool, optional

@@ -141,7 +141,8 @@ class LightningSharpnessCallback(_Adapter):
 
     Calls ``tracker.step(optimizer, loss=..., step=trainer.global_step)`` from
     ``on_train_batch_end`` whenever an optimizer step has happened since the last call (so
-    gradient accumulation is respected), with the trainer's optimizer. Measurements land in
+    gradient accumulation is respected), with the trainer's optimizer (Lightning's
+    ``LightningOptimizer`` wrappers, if any, are unwrapped by the tracker). Measurements land in
     ``tracker.history``; with ``log=True`` they are also logged through ``pl_module.log_dict``
     (``sharpness``, ``sharpness_threshold``, ``sharpness_ratio`` and, for Adam,
     ``preconditioned_sharpness``).
@@ -223,7 +224,9 @@ class HFSharpnessCallback(_Adapter):
     """A Hugging Face ``TrainerCallback`` that measures sharpness after optimizer steps.
 
     Calls ``tracker.step(kwargs["optimizer"], step=state.global_step)`` from ``on_step_end``
-    (after the optimizer and scheduler steps; Accelerate's optimizer wrapper is unwrapped).
+    (after the optimizer and scheduler steps). The ``Trainer`` passes Accelerate's
+    ``AcceleratedOptimizer``; the tracker reads the torch optimizer inside it (see
+    :func:`~landscape.metrics.thresholds.unwrap_optimizer`).
     Measurements land in ``tracker.history``; with ``log=True`` they are also appended to
     ``state.log_history``.
 

@@ -35,7 +35,12 @@ from landscape import distributed
 from landscape.linalg.eigen import eigenvalues
 from landscape.linalg.trace import hutchinson_trace
 from landscape.losses import BatchLoss, Criterion
-from landscape.metrics.thresholds import OptimizerSettings, adam_preconditioner, optimizer_settings
+from landscape.metrics.thresholds import (
+    OptimizerSettings,
+    adam_preconditioner,
+    optimizer_settings,
+    unwrap_optimizer,
+)
 from landscape.operators.base import IdentityOperator, LinearOperator
 from landscape.operators.curvature import Mode
 from landscape.operators.hessian import HessianOperator, hessian
@@ -136,8 +141,8 @@ class SharpnessTracker:
         Which function's Hessian is measured; see
         :class:`~landscape.operators.curvature.CurvatureOperator`.
     **options
-        Passed to :func:`~landscape.operators.hessian.hessian`: ``max_batches``,
-        ``max_samples``, ``cache``, ``shard``, ``chunk_size``, ``backend``.
+        Passed to :func:`~landscape.operators.hessian.hessian`: ``count``,
+        ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size``, ``backend``.
 
     Attributes
     ----------
@@ -256,7 +261,10 @@ class SharpnessTracker:
             The optimizer (``SGD``, ``Adam``, ``AdamW``; its ``param_groups`` give the current
             learning rate and hyperparameters), or a name ``"sgd"``, ``"momentum"``,
             ``"nesterov"``, ``"adam"`` with ``lr=`` (and ``momentum=``, ``betas=``...) in
-            ``settings`` for loops without a torch optimizer.
+            ``settings`` for loops without a torch optimizer. Framework wrappers (Accelerate's
+            ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``...) and learning-rate
+            schedulers are unwrapped to the torch optimizer inside
+            (:func:`~landscape.metrics.thresholds.unwrap_optimizer`).
         loss : Tensor or float, optional
             The training loss of this step, recorded as ``train_loss``.
         step : int, optional
@@ -312,7 +320,7 @@ class SharpnessTracker:
             If ``preconditioned=True`` and the optimizer is not Adam, or a named optimizer
             has no ``lr``.
         """
-        optimizer = _unwrap(optimizer)
+        optimizer = unwrap_optimizer(optimizer)
         config = self._settings(optimizer, settings)
         lr = float(config.lr)  # type: ignore[arg-type]
         coefficient = config.coefficient
@@ -659,24 +667,6 @@ def _count_option(value: bool | int, name: str, default: int) -> int:
     if not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a bool or a positive integer; got {value!r}.")
     return value
-
-
-def _unwrap(optimizer: Any) -> Any:
-    """Return the torch optimizer inside a wrapper (Lightning, Accelerate), or the argument.
-
-    Returns
-    -------
-    Any
-        A ``torch.optim.Optimizer`` when one is found, else ``optimizer`` unchanged.
-    """
-    for _ in range(3):
-        if isinstance(optimizer, (str, torch.optim.Optimizer)):
-            return optimizer
-        inner = getattr(optimizer, "_optimizer", None) or getattr(optimizer, "optimizer", None)
-        if inner is None:
-            return optimizer
-        optimizer = inner
-    return optimizer
 
 
 def _has_adam_state(optimizer: torch.optim.Optimizer, op: HessianOperator) -> bool:
