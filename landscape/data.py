@@ -176,29 +176,26 @@ class DataSource:
 
     @property
     def num_samples(self) -> int:
-        """Number of samples over all ranks, in batches of positive weight (after the first pass).
+        """Number of samples over all ranks, in batches of positive weight.
 
-        Raises
-        ------
-        RuntimeError
-            Before the first pass.
+        Known after the first pass; asked before, it makes that pass (reading and weighing
+        the batches, no model evaluation; under :mod:`torch.distributed` every rank must
+        ask, as for any pass).
         """
         if self._num_samples is None:
-            raise RuntimeError("num_samples is known after the first pass over the data.")
-        return self._num_samples
+            self._count()
+        return self._num_samples  # type: ignore[return-value]
 
     @property
     def total_weight(self) -> float:
-        r"""Total weight :math:`\sum_b w_b` over all ranks (known after the first pass).
-
-        Raises
-        ------
-        RuntimeError
-            Before the first pass.
-        """
+        r"""Total weight :math:`\sum_b w_b` over all ranks (see :attr:`num_samples`)."""
         if self._total_weight is None:
-            raise RuntimeError("total_weight is known after the first pass over the data.")
-        return self._total_weight
+            self._count()
+        return self._total_weight  # type: ignore[return-value]
+
+    def _count(self) -> None:
+        for _ in self:
+            pass
 
     def _sharded(self) -> bool:
         if not distributed.is_distributed() or self.shard is False:

@@ -29,9 +29,11 @@ For a Hugging Face model the head's convention is inferred from the model (its
 ``labels != -100``, sequence and image classification heads weigh samples and use the
 criterion of ``config.problem_type`` (regression: MSE, single-label: cross-entropy,
 multi-label: BCE with logits). Curvatures that need outputs and a criterion (Gauss-Newton,
-Fisher, per-example gradients, the exact SGD threshold) use that criterion, after checking
-on the first batch that it reproduces the model's own loss. The criteria are exported:
-:class:`CausalLMLoss`, :class:`TokenClassificationLoss`, :class:`SequenceClassificationLoss`.
+the exact SGD threshold) use that criterion, after checking on the first batch that it
+reproduces the model's own loss; per-sample quantities (per-example gradients, the
+empirical Fisher) differentiate the model's own loss of each one-sample batch. The criteria
+are exported: :class:`CausalLMLoss`, :class:`TokenClassificationLoss`,
+:class:`SequenceClassificationLoss`.
 
 Batch formats: ``(inputs, targets)``; ``(x1, ..., xm, targets)`` (the model gets ``m``
 positional arguments); a dictionary passed as ``model(**batch)``, whose ``"labels"`` entry

@@ -357,12 +357,12 @@ class Problem:
 
     @property
     def num_samples(self) -> int:
-        """Number of samples in the data (all ranks), known after the first pass."""
+        """Number of samples in the data (all ranks); read from the data when first asked."""
         return self.source.num_samples
 
     @property
     def total_weight(self) -> float:
-        r""":math:`\sum_b w_b` over the data (all ranks), known after the first pass."""
+        r""":math:`\sum_b w_b` over the data (all ranks); read from the data when first asked."""
         return self.source.total_weight
 
     # -- evaluation ---------------------------------------------------------------------------

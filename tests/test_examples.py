@@ -46,11 +46,21 @@ EXAMPLE_OUTPUT = {
     "edge_of_stability.py": ["reached the edge of stability", "tracker cost:"],
     "layer_sensitivity.py": ["per-layer curvature", "most sensitive first (HAWQ-V2 order)"],
     "hessian_vs_random_axes.py": ["Hessian axes, bn='eval'", "random axes, bn='recompute'"],
+    "hf_causal_lm.py": [
+        "hugging face causal LM:",
+        "largest stable learning rate for AdamW at batch 16",
+        "scored tokens in 32 sequences",
+        "max learning rate (adam;",
+    ],
 }
+# Examples that need an optional package: skipped where it is not installed.
+REQUIRES = {"hf_causal_lm.py": "transformers"}
 
 
 @pytest.mark.parametrize("script", sorted(EXAMPLE_OUTPUT))
 def test_example_runs_quick(script):
+    if script in REQUIRES:
+        pytest.importorskip(REQUIRES[script])
     result = _run([str(EXAMPLES / script), "--quick", "--no-figure"])
     assert result.returncode == 0, result.stderr[-3000:]
     for line in EXAMPLE_OUTPUT[script]:

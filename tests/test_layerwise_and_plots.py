@@ -39,8 +39,22 @@ def test_layerwise_single_pass_for_traces_and_module_filter():
     assert [r.name for r in result.layers] == ["net.2"]
     assert result.num_passes == 1 and result.num_matvecs == 16
     assert result.layers[0].top_eigenvalue is None
-    with pytest.raises(ValueError, match="own no trainable"):
+    with pytest.raises(ValueError, match="not modules of the model"):
         ls.layerwise(model, batches, modules=["nope"])
+
+
+def test_layerwise_rows_can_be_whole_blocks():
+    # A row per named module covers every parameter below it: its trace is the trace of
+    # the block's diagonal Hessian block, the sum of its members' rows.
+    case = CASES[0]
+    model, batches = case.build()
+    exact = cached_exact_hessian(case, [n for n, _ in model.named_parameters()])
+    result = ls.layerwise(model, batches, num_probes=400, modules=["net", "net.2"], seed=1)
+    whole, head = result.layers
+    assert whole.num_params == exact.shape[0] and head.num_params == 3 * 7 + 3
+    assert abs(whole.trace - float(exact.trace())) <= 4 * whole.trace_stderr + 1e-9
+    assert whole.top_eigenvalue == pytest.approx(float(torch.linalg.eigvalsh(exact)[-1]), rel=1e-6)
+    assert result.num_matvecs >= 400 and "top eigenvalue" in result.table()
     with pytest.raises(ValueError, match="unknown metrics"):
         ls.layerwise(model, batches, metrics=("flatness",))
 

@@ -467,6 +467,7 @@ def test_adapters_name_the_missing_package(monkeypatch):
         HFSharpnessCallback(tracker)
 
 
+@pytest.mark.frameworks
 def test_lightning_adapter_in_a_real_trainer(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     model, data, A = quadratic()
@@ -499,6 +500,7 @@ def test_lightning_adapter_in_a_real_trainer(tmp_path):
     np.testing.assert_allclose(tracker.history["sharpness"], top(A), rtol=1e-6)
 
 
+@pytest.mark.frameworks
 def test_hf_adapter_in_a_real_trainer(tmp_path):
     transformers = pytest.importorskip("transformers")
     model, (X, Y), A = quadratic()
@@ -536,6 +538,7 @@ def test_hf_adapter_in_a_real_trainer(tmp_path):
     np.testing.assert_allclose(tracker.history["sharpness"], top(A), rtol=1e-6)
 
 
+@pytest.mark.frameworks
 def test_unwrap_optimizer_sees_through_the_real_framework_wrappers():
     accelerate = pytest.importorskip("accelerate")
     pytest.importorskip("lightning")
@@ -630,6 +633,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.frameworks
 def test_tracker_in_a_real_hf_trainer_on_a_tiny_gpt2(tmp_path, one_thread):
     """A tiny GPT-2 trained by transformers.Trainer with AdamW and its own loss: at each
     measured step the sharpness and Adam's preconditioned sharpness equal the top eigenvalues of

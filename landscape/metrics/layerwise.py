@@ -85,12 +85,15 @@ class LayerwiseResult:
         str
             One line per layer.
         """
-        lines = [f"{'layer':<28}{'params':>9}{'trace':>24}{'trace/P':>12}{'top eigenvalue':>16}"]
+        tops = any(r.top_eigenvalue is not None for r in self.layers)
+        head = f"{'layer':<28}{'params':>9}{'trace':>24}{'trace/P':>12}"
+        lines = [head + (f"{'top eigenvalue':>16}" if tops else "")]
         for r in self.layers:
             trace = "" if r.trace is None else f"{r.trace:.4g} ± {r.trace_stderr:.2g}"
             mean = "" if r.mean_curvature is None else f"{r.mean_curvature:.4g}"
             top = "" if r.top_eigenvalue is None else f"{r.top_eigenvalue:.4g}"
-            lines.append(f"{r.name:<28}{r.num_params:>9}{trace:>24}{mean:>12}{top:>16}")
+            row = f"{r.name:<28}{r.num_params:>9}{trace:>24}{mean:>12}"
+            lines.append(row + (f"{top:>16}" if tops else ""))
         return "\n".join(lines)
 
 
@@ -113,6 +116,39 @@ def _groups(model: nn.Module) -> list[tuple[str, list[str]]]:
         names = [n for n in names if n in trainable]  # shared parameters appear once
         if names:
             groups.append((module_name or "(root)", names))
+    return groups
+
+
+def _subtrees(model: nn.Module, wanted: list[str]) -> list[tuple[str, list[str]]]:
+    """Group the trainable parameters below each named module (a block, a layer, a head).
+
+    Returns
+    -------
+    list of tuple
+        ``(module_name, parameter_names)`` pairs, in the given order.
+
+    Raises
+    ------
+    ValueError
+        If a name is not a module of the model, or none of its parameters is trainable.
+    """
+    modules = dict(model.named_modules())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    groups, missing = [], []
+    for name in wanted:
+        if name not in modules:
+            missing.append(name)
+            continue
+        prefix = f"{name}." if name else ""
+        members = [n for n in trainable if n.startswith(prefix)]
+        if not members:
+            missing.append(name)
+        groups.append((name or "(root)", members))
+    if missing:
+        raise ValueError(
+            f"modules {missing} are not modules of the model with trainable parameters; "
+            "use names from model.named_modules() (e.g. 'transformer.h.0' for a whole block)."
+        )
     return groups
 
 
@@ -157,7 +193,9 @@ def layerwise(
     seed : int or torch.Generator, optional
         Randomness of probes and starting vectors.
     modules : iterable of str, optional
-        Restrict the table to these module names.
+        One row per named module, over every trainable parameter below it (e.g. the
+        blocks ``"transformer.h.0"``, ``"transformer.h.1"`` of a GPT-2). Default: one row
+        per module that owns parameters directly.
     **options
         Passed to :func:`landscape.hessian` (``mode``, ``batch_loss``, ``max_batches``, ...).
 
@@ -169,7 +207,7 @@ def layerwise(
     Raises
     ------
     ValueError
-        For unknown metrics, ``num_probes < 2`` or module names that own no parameter.
+        For unknown metrics, ``num_probes < 2`` or module names without trainable parameters.
 
     References
     ----------
@@ -189,15 +227,9 @@ def layerwise(
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {_METRICS}.")
     if num_probes < 2:
         raise ValueError(f"num_probes must be at least 2 (for a standard error); got {num_probes}.")
-    groups = _groups(model)
-    if modules is not None:
-        wanted = list(modules)
-        missing = [m for m in wanted if m not in {g for g, _ in groups}]
-        if missing:
-            raise ValueError(f"modules {missing} own no trainable parameter of the model.")
-        groups = [g for g in groups if g[0] in wanted]
+    groups = _groups(model) if modules is None else _subtrees(model, list(modules))
     generator = as_generator(seed)
-    names = [n for _, group in groups for n in group]
+    names = list(dict.fromkeys(n for _, group in groups for n in group))
     rows: dict[str, dict[str, Any]] = {g: {} for g, _ in groups}
     matvecs = passes = 0
     if "trace" in metrics:

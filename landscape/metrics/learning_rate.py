@@ -692,8 +692,14 @@ def _exact_thresholds(
                 f"than {_GRAM_ROWS}), and its per-example Gauss-Newton factors would not fit."
             )
             return None, None, None
-        m = min(n, exact_samples)
-        m = max(1, min(m, _FACTOR_BUDGET // max(1, k * problem.space.dim), _GRAM_ROWS // k))
+        wanted = min(n, exact_samples)
+        m = max(1, min(wanted, _FACTOR_BUDGET // max(1, k * problem.space.dim), _GRAM_ROWS // k))
+        if m < wanted:
+            notes.append(
+                f"exact_samples={exact_samples} capped to {m}: one sample has {k} outputs "
+                f"(the Gram matrix holds at most {_GRAM_ROWS} rows and the factors "
+                f"{_FACTOR_BUDGET:.3g} entries), so the threshold rests on few samples."
+            )
         index = torch.randperm(n, generator=generator)[:m] if m < n else torch.arange(n)
         subset = per_example.select(dataset, index)
         F, grad_norms, weights = per_example.gauss_newton_factors(run, subset)

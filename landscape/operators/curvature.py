@@ -151,12 +151,12 @@ class CurvatureOperator(CountingOperator):
 
     @property
     def num_samples(self) -> int:
-        """Number of samples in the data (all ranks), known after the first product."""
+        """Number of samples in the data (all ranks); the first product, or this, reads them."""
         return self.problem.num_samples
 
     @property
     def total_weight(self) -> float:
-        r""":math:`W = \sum_b w_b` (samples, or scored tokens), known after the first product."""
+        r""":math:`W = \sum_b w_b` (samples, or scored tokens); reads the data if not known yet."""
         return self.problem.total_weight
 
     @property

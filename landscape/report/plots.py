@@ -80,7 +80,11 @@ def plot_spectral_density(
                 color=line.get_color(),
                 linestyle=":",
                 linewidth=0.8,
-                label=f"{density.num_outliers} outliers" if i == 0 else None,
+                label=(
+                    f"{density.num_outliers} outlier{'s' if density.num_outliers > 1 else ''}"
+                    if i == 0
+                    else None
+                ),
             )
         ax.axvline(density.bulk_edge, color="0.4", linestyle="--", linewidth=0.8, label="bulk edge")
     num_probes, num_steps = density.nodes.shape
