@@ -101,6 +101,26 @@ def _ratio(num: float, den: float) -> float:
     return math.copysign(math.inf, num)
 
 
+def _fields(result: Any) -> dict[str, Any]:
+    """Return a result dataclass's fields, tensors and floats made JSON-safe.
+
+    Returns
+    -------
+    dict
+        ``{field: value}``.
+    """
+    out: dict[str, Any] = {}
+    for name in result.__dataclass_fields__:
+        value = getattr(result, name)
+        if isinstance(value, Tensor):
+            out[name] = _json_list(value)
+        elif isinstance(value, float):
+            out[name] = _json_float(value)
+        else:
+            out[name] = value
+    return out
+
+
 def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.6g}"
 
@@ -303,28 +323,9 @@ class CoherenceResult:
         dict
             Floats (NaN and infinities as ``None``), ints, strings and lists.
         """
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if isinstance(value, Tensor):
-                out[name] = _json_list(value)
-            elif isinstance(value, float):
-                out[name] = _json_float(value)
-            elif name == "gsnr":
-                out[name] = [
-                    {
-                        "name": p.name,
-                        "numel": p.numel,
-                        "median": _json_float(p.median),
-                        "mean": _json_float(p.mean),
-                        "num_undefined": p.num_undefined,
-                    }
-                    for p in value
-                ]
-            elif name == "notes":
-                out[name] = list(value)
-            else:
-                out[name] = value
+        out = _fields(self)
+        out["gsnr"] = [_fields(p) for p in self.gsnr]
+        out["notes"] = list(self.notes)
         return out
 
 
@@ -420,16 +421,7 @@ class NoiseScale:
         dict
             Floats (NaN and infinities as ``None``), ints, bools and lists.
         """
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if isinstance(value, Tensor):
-                out[name] = _json_list(value)
-            elif isinstance(value, float):
-                out[name] = _json_float(value)
-            else:
-                out[name] = value
-        return out
+        return _fields(self)
 
 
 # -- streaming moments -------------------------------------------------------------------------
