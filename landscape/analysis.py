@@ -246,6 +246,7 @@ def analyze(
     seed: int = 0,
     progress: bool = True,
     surfaces: bool = True,
+    backend: str = "auto",
     learning_rates: bool = True,
     path: str | None = None,
 ) -> Report:
@@ -283,6 +284,11 @@ def analyze(
         Show a progress bar over stages (notebook-aware ``tqdm.auto``).
     surfaces, learning_rates : bool, optional
         Skip the surface or learning-rate stages.
+    backend : str, optional
+        How Hessian products are computed (see :class:`landscape.HessianOperator`):
+        ``"auto"`` (default) measures the candidates on the model's first batch and
+        records its choice in ``report["costs"]``; a fixed backend makes the report bitwise
+        reproducible anywhere.
     path : str, optional
         Save the report to this HDF5 file when done.
 
@@ -327,7 +333,7 @@ def analyze(
     stages = _Stages(names, progress, f"landscape.analyze ({budget})")
     data: dict[str, Any] = {}
     losses = {"batch_loss": batch_loss, "count": count}
-    options = {**losses, "max_samples": settings["curvature_samples"]}
+    options = {**losses, "backend": backend, "max_samples": settings["curvature_samples"]}
     try:
         with stages.stage("loss"):
             data["loss"] = evaluate(model, loader, loss_fn, **losses)
@@ -424,7 +430,14 @@ def analyze(
 
         with stages.stage("sharpness") as cost:
             data["sharpness"] = _sharpness(
-                model, loader, loss_fn, losses, settings, top, generator_seed, cost
+                model,
+                loader,
+                loss_fn,
+                {**losses, "backend": backend},
+                settings,
+                top,
+                generator_seed,
+                cost,
             )
 
         with stages.stage("coherence") as cost:
@@ -433,6 +446,7 @@ def analyze(
                 loader,
                 loss_fn,
                 **losses,
+                backend=backend,
                 max_samples=settings["coherence_samples"],
                 seed=generator_seed + 7,
             )
@@ -442,13 +456,21 @@ def analyze(
         if learning_rates:
             with stages.stage("learning_rate") as cost:
                 data["learning_rate"] = _learning_rates(
-                    model, loader, loss_fn, losses, settings, optimizer, generator_seed, cost
+                    model,
+                    loader,
+                    loss_fn,
+                    {**losses, "backend": backend},
+                    settings,
+                    optimizer,
+                    generator_seed,
+                    cost,
                 )
     finally:
         stages.close()
 
     data["costs"] = stages.costs
     data["metadata"] = _metadata(model, loader, budget, seed, start, loss_fn, losses)
+    data["metadata"]["backend"] = {"requested": backend, **H.backend_choices}
     report = Report(data)
     if path is not None:
         report.save(path)

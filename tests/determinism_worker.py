@@ -20,7 +20,12 @@ from torch import nn
 import landscape as ls
 
 SEED = 7
-VOLATILE = {"seconds", "created"}  # wall-clock time and the creation date
+# Wall-clock times, the creation date, and what backend="auto" measured (timings).
+VOLATILE = {"seconds", "created", "seconds_per_vector_sample"}
+# Bitwise reproducibility is promised for a fixed way of computing Hessian products;
+# backend="auto" chooses one by timing it (see landscape.operators._backends), and its
+# results agree with every fixed backend's to rounding (test_auto_backend_agrees...).
+BACKEND = "double_backward_loop"
 
 
 def problem():
@@ -78,7 +83,9 @@ def compute(name: str) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "analyze":
-            result = ls.analyze(model, batches, budget="fast", seed=SEED, progress=False).data
+            result = ls.analyze(
+                model, batches, budget="fast", seed=SEED, progress=False, backend=BACKEND
+            ).data
         elif name == "max_learning_rate":
             result = {
                 opt: ls.max_learning_rate(
@@ -89,16 +96,29 @@ def compute(name: str) -> dict[str, Any]:
                     num_batches=3,
                     exact_samples=16,
                     seed=SEED,
+                    backend=BACKEND,
                 )
                 for opt in ("sgd", "adam")
             }
         elif name == "sharpness":
             result = ls.sharpness(
-                model, batches, seed=SEED, trace_matvecs=12, pacbayes_samples=3, pacbayes_steps=4
+                model,
+                batches,
+                seed=SEED,
+                trace_matvecs=12,
+                pacbayes_samples=3,
+                pacbayes_steps=4,
+                backend=BACKEND,
             )
         elif name == "coherence":
             result = ls.coherence(
-                model, batches, noise_hessian=True, hessian_samples=3, hessian_probes=4, seed=SEED
+                model,
+                batches,
+                noise_hessian=True,
+                hessian_samples=3,
+                hessian_probes=4,
+                seed=SEED,
+                backend=BACKEND,
             )
         elif name == "surface":
             dirs = ls.random_directions(model, n=2, seed=SEED)
@@ -109,7 +129,8 @@ def compute(name: str) -> dict[str, Any]:
                 for vectorize in (False, True)
             }
         elif name == "spectral_density":
-            result = ls.spectral_density(ls.hessian(model, batches), 3, 20, seed=SEED)
+            H = ls.hessian(model, batches, backend=BACKEND)
+            result = ls.spectral_density(H, 3, 20, seed=SEED)
         else:
             raise ValueError(name)
     return flatten(result)

@@ -59,3 +59,18 @@ def test_a_different_seed_changes_the_random_parts():
     a = flatten(ls.spectral_density(H, 3, 20, seed=1))
     b = flatten(ls.spectral_density(H, 3, 20, seed=2))
     assert a[".density"] != b[".density"]  # the comparison above is not vacuous
+
+
+def test_auto_backend_agrees_with_every_fixed_backend_to_rounding():
+    # "auto" times the backends and may choose any: its numbers are those of one of them.
+    from determinism_worker import problem
+
+    import landscape as ls
+
+    model, batches = problem()
+    results = {
+        backend: ls.spectral_density(ls.hessian(model, batches, backend=backend), 3, 20, seed=7)
+        for backend in ("auto", "double_backward", "double_backward_loop", "forward_over_reverse")
+    }
+    for backend, density in results.items():
+        torch.testing.assert_close(density.nodes, results["auto"].nodes, rtol=1e-4, atol=1e-6)

@@ -8,7 +8,7 @@ from state import assert_unchanged, snapshot
 
 import landscape as ls
 
-BACKENDS = ["double_backward", "forward_over_reverse"]
+BACKENDS = ["double_backward", "double_backward_loop", "forward_over_reverse"]
 
 
 def _rel(a, b):
@@ -203,15 +203,36 @@ def test_auto_backend_falls_back_when_forward_mode_fails():
     assert torch.allclose(HV, cached_exact_hessian(case, names) @ V, rtol=1e-10, atol=1e-12)
 
 
-def test_auto_backend_block_uses_forward_mode_and_matches():
+def test_auto_backend_measures_chooses_and_matches():
     case = CASES[3]
     model, batches = case.build()
     H = ls.hessian(model, batches)
     V = torch.randn(H.shape[0], 17, dtype=torch.float64)
-    assert H._resolve_backend(17) == "forward_over_reverse"
     HV = H @ V
-    assert not H._forward_failed
+    wide = H.backend_choices["wide"]
+    assert wide["choice"] in ("double_backward_loop", "double_backward", "forward_over_reverse")
+    assert set(wide["seconds_per_vector_sample"]) == {
+        "double_backward_loop",
+        "double_backward",
+        "forward_over_reverse",
+    }
     assert _rel(HV, cached_exact_hessian(case, H.param_names) @ V) < 1e-10
+    assert torch.equal(H @ V, HV)  # measured once: every later product uses the choice
+    # Another operator on the same model reuses the measurement.
+    again = ls.hessian(model, batches)
+    again @ V
+    assert again.backend_choices["wide"] == wide
+
+
+def test_auto_backend_drops_what_fails_on_the_model():
+    # forward-over-reverse through mse_loss raises "ZeroTensors are immutable" (torch 2.13).
+    case = CASES[2]
+    model, batches = case.build()
+    H = ls.hessian(model, batches, case.loss_fn)
+    v = torch.randn(H.shape[0], 1, dtype=torch.float64)
+    assert _rel(H @ v, cached_exact_hessian(case, H.param_names) @ v) < 1e-10
+    single = H.backend_choices["single"]
+    assert single["choice"] == "double_backward" and "forward_over_reverse" in single["failed"]
 
 
 def test_chunked_columns_are_exact():

@@ -654,6 +654,7 @@ def coherence(
     seed: int | torch.Generator | None = 0,
     chunk_size: int = 64,
     progress: bool = False,
+    backend: str = "auto",
 ) -> CoherenceResult:
     r"""Measure gradient coherence, noise scales, GSNR and Hessian coherence at the current θ.
 
@@ -738,6 +739,9 @@ def coherence(
         :math:`B_\text{noise}`.
     progress : bool, optional
         Show tqdm progress bars.
+    backend : str, optional
+        How Hessian products are computed (see :class:`landscape.HessianOperator`;
+        ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
 
     Returns
     -------
@@ -859,7 +863,7 @@ def coherence(
 
     def make_hessian(data_: Any) -> HessianOperator:
         return HessianOperator(
-            None, None, problem=problem.with_data(data_, cache=True, shard=False)
+            None, None, problem=problem.with_data(data_, cache=True, shard=False), backend=backend
         )
 
     if noise_hessian:

@@ -346,6 +346,7 @@ def max_learning_rate(
     max_samples: int | None = None,
     seed: int | torch.Generator | None = 0,
     progress: bool = False,
+    backend: str = "auto",
 ) -> LearningRateResult:
     r"""Predict the largest stable learning rate for each batch size and optimizer.
 
@@ -428,6 +429,9 @@ def max_learning_rate(
         Randomness of batches, starting vectors and bursts.
     progress : bool, optional
         Show a tqdm progress bar.
+    backend : str, optional
+        How Hessian products are computed (see :class:`landscape.HessianOperator`;
+        ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
 
     Returns
     -------
@@ -545,7 +549,9 @@ def max_learning_rate(
                 else:
                     index = torch.randperm(n, generator=generator)[:B]
                     batches = per_example.split(per_example.select(dataset, index), B, _CHUNK)
-                op: LinearOperator = HessianOperator(None, None, problem=on(batches))
+                op: LinearOperator = HessianOperator(
+                    None, None, problem=on(batches), backend=backend
+                )
                 if settings.weight_decay:
                     eye = IdentityOperator(space.dim, dtype=space.dtype, device=space.device)
                     op = op + eye * settings.weight_decay

@@ -824,6 +824,7 @@ def sharpness(
     max_batches: int | None = None,
     max_samples: int | None = None,
     cache: bool | Literal["auto"] = "auto",
+    backend: str = "auto",
 ) -> SharpnessResult:
     r"""Measure the sharpness (or flatness) of the mean training loss around the model's weights.
 
@@ -974,6 +975,9 @@ def sharpness(
         Use only part of the data.
     cache : bool or "auto", optional
         Keep device batches between passes (see :class:`landscape.data.DataSource`).
+    backend : str, optional
+        How Hessian products are computed (see :class:`landscape.HessianOperator`;
+        ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
 
     Returns
     -------
@@ -1102,7 +1106,7 @@ def sharpness(
             started = time.perf_counter()
             if name in _SPECTRAL:
                 if H is None:
-                    H = HessianOperator(None, None, problem=problem)
+                    H = HessianOperator(None, None, problem=problem, backend=backend)
                 value, stderr, passes, hvps, details = _spectral(H, name, settings, generator)
             else:
                 before_weight, before_hvps = ev.evaluated, ev.hvps

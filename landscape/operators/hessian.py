@@ -8,14 +8,24 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
+from landscape.batches import batch_size
 from landscape.losses import BatchLoss, Count, Criterion
+from landscape.operators._backends import BackendChooser, block_kind
 from landscape.operators.curvature import CurvatureOperator
 from landscape.params import ParamSelector
 from landscape.problem import Evaluation, Mode
 
 __all__ = ["HessianOperator", "hessian"]
 
-Backend = Literal["auto", "double_backward", "forward_over_reverse"]
+Backend = Literal["auto", "double_backward", "double_backward_loop", "forward_over_reverse"]
+_BACKENDS = ("auto", "double_backward", "double_backward_loop", "forward_over_reverse")
+# The candidates "auto" measures, the default first (see landscape.operators._backends).
+_CANDIDATES = {
+    "single": ["double_backward", "forward_over_reverse"],
+    "block": ["double_backward_loop", "double_backward", "forward_over_reverse"],
+    "wide": ["double_backward_loop", "double_backward", "forward_over_reverse"],
+}
+_MEASURED_VECTORS = 2  # columns of the first block timed per candidate
 
 
 class HessianOperator(CurvatureOperator):
@@ -38,14 +48,16 @@ class HessianOperator(CurvatureOperator):
         See :class:`~landscape.operators.curvature.CurvatureOperator`.
     max_batches, max_samples, cache, shard, chunk_size
         See :class:`~landscape.operators.curvature.CurvatureOperator`.
-    backend : {"auto", "double_backward", "forward_over_reverse"}, optional
+    backend : {"auto", "double_backward", "double_backward_loop", "forward_over_reverse"}
         How each batch's product is computed. ``"double_backward"`` builds the gradient graph
         once per batch and back-propagates all k directions through it in one batched call
-        (``autograd.grad(..., is_grads_batched=True)``); ``"forward_over_reverse"`` uses
-        ``vmap(jvp(grad))``. ``"auto"`` (default) uses double-backward for fewer than 16
-        vectors on CPU and forward-over-reverse for larger blocks (and from 2 vectors on
-        CUDA), as measured by ``benchmarks/hvp.py``; if forward-mode AD fails on the model
-        (an op without a forward-mode rule), it falls back to double-backward for good.
+        (``autograd.grad(..., is_grads_batched=True)``); ``"double_backward_loop"`` sends
+        them through the retained graph one call each; ``"forward_over_reverse"`` uses
+        ``vmap(jvp(grad))``. ``"auto"`` (default) times them on the model's first batch and
+        uses the fastest (:mod:`landscape.operators._backends`; what it chose and measured
+        is in :attr:`backend_choices`); a backend that fails on the model (an op without a
+        forward-mode rule) is dropped. All are exact and differ only by float rounding; a
+        fixed backend makes results bitwise reproducible across machines.
 
     References
     ----------
@@ -77,41 +89,50 @@ class HessianOperator(CurvatureOperator):
         backend: Backend = "auto",
         **options: Any,
     ) -> None:
-        if backend not in ("auto", "double_backward", "forward_over_reverse"):
+        if backend not in _BACKENDS:
             raise ValueError(
-                "backend must be 'auto', 'double_backward' or 'forward_over_reverse'; "
-                f"got {backend!r}."
+                f"backend must be one of {', '.join(map(repr, _BACKENDS))}; got {backend!r}."
             )
         super().__init__(model, data, loss_fn, **options)
         self.backend = backend
-        self._forward_failed = False
+        self._choosers: dict[str, BackendChooser] = {}
 
-    def _resolve_backend(self, k: int) -> str:
-        if self.backend != "auto":
-            return self.backend
-        # Measured with benchmarks/hvp.py on CPU (torch 2.13, 2 threads): double-backward is
-        # the fastest single HVP (forward-over-reverse costs ~2.7x more at k=1) and wins or
-        # ties for small blocks on an MLP; for blocks of 16+ vectors vmap(jvp(grad)) is
-        # faster, by ~1.4x on a CNN. On CUDA, vectorized forward-mode pays off sooner.
-        if self._forward_failed:
-            return "double_backward"
-        threshold = 2 if self.device.type == "cuda" else 16
-        return "forward_over_reverse" if k >= threshold else "double_backward"
+    @property
+    def backend_choices(self) -> dict[str, dict[str, Any]]:
+        """What ``backend="auto"`` measured and chose, per kind of block this operator met.
+
+        ``{"single" | "block" | "wide": {"choice", "settled", "seconds_per_vector_sample",
+        "failed"}}``; empty for a fixed backend. See :mod:`landscape.operators._backends`.
+        """
+        return {kind: chooser.summary() for kind, chooser in self._choosers.items()}
 
     def _batch_matmat(
         self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
     ) -> tuple[list[Tensor], Tensor]:
-        if self._resolve_backend(V[0].shape[0]) == "forward_over_reverse":
-            if self.backend == "forward_over_reverse":
-                return self._forward_over_reverse(run, batch, weight, V)
-            try:
-                return self._forward_over_reverse(run, batch, weight, V)
-            except (RuntimeError, NotImplementedError):
-                # Forward-mode AD does not cover every op (custom autograd Functions without a
-                # jvp; "ZeroTensors are immutable" through mse_loss on torch 2.13): fall back
-                # for good. A genuine error in the model is raised again by double-backward.
-                self._forward_failed = True
-        return self._double_backward(run, batch, weight, V)
+        if self.backend != "auto":
+            return self._product(self.backend, run, batch, weight, V)
+        k = V[0].shape[0]
+        kind = block_kind(k)
+        samples = batch_size(batch)
+        situation = (kind, self.shape[0], self.mode)
+        chooser = BackendChooser.for_model(self.model, situation, samples, _CANDIDATES[kind])
+        self._choosers[kind] = chooser
+        if chooser.choice is None:
+            few = [v[: min(k, _MEASURED_VECTORS)] for v in V]
+            chooser.measure(
+                lambda name: self._product(name, run, batch, weight, few),
+                few[0].shape[0],
+                samples,
+                self.device,
+            )
+        return self._product(chooser.choice, run, batch, weight, V)
+
+    def _product(
+        self, name: str, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
+    ) -> tuple[list[Tensor], Tensor]:
+        if name == "forward_over_reverse":
+            return self._forward_over_reverse(run, batch, weight, V)
+        return self._double_backward(run, batch, weight, V, batched=name == "double_backward")
 
     def _forward_over_reverse(
         self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
@@ -130,10 +151,12 @@ class HessianOperator(CurvatureOperator):
         return run.flat(hv), loss[0]
 
     def _double_backward(
-        self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
+        self, run: Evaluation, batch: Any, weight: float, V: list[Tensor], *, batched: bool
     ) -> tuple[list[Tensor], Tensor]:
         # The module's own parameters are the autograd leaves: autograd.grad returns the
-        # derivatives without writing .grad, and no functional_call overhead is paid.
+        # derivatives without writing .grad, and no functional_call overhead is paid. The
+        # gradient graph is built once; the k columns go back through it either in one
+        # batched call (vmap inside autograd) or one call each with the graph retained.
         params = run.params
         with torch.enable_grad():
             loss = run.loss(batch, weight)
@@ -143,7 +166,7 @@ class HessianOperator(CurvatureOperator):
         if not used:  # the loss is linear in the selected parameters
             return [torch.zeros_like(v) for v in V], loss.detach()
         outputs = [grads[i] for i in used]
-        step = self.chunk_size or k
+        step = (self.chunk_size or k) if batched else 1
         chunks = []
         for start in range(0, k, step):
             stop = min(start + step, k)

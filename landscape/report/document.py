@@ -210,6 +210,11 @@ def _header_lines(metadata: Mapping[str, Any], title: str) -> list[str]:
     for key in ("seed", "budget"):
         if metadata.get(key) is not None:
             facts.append(f"{key} {metadata[key]}")
+    backend = _mapping(metadata.get("backend"))
+    chosen = sorted({str(c.get("choice")) for c in backend.values() if isinstance(c, Mapping)})
+    if chosen:
+        how = "measured" if backend.get("requested") == "auto" else "fixed"
+        facts.append(f"Hessian products {', '.join(chosen)} ({how})")
     provenance = []
     if metadata.get("created"):
         provenance.append(f"created {metadata['created']}")
