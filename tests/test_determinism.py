@@ -73,4 +73,6 @@ def test_auto_backend_agrees_with_every_fixed_backend_to_rounding():
         for backend in ("auto", "double_backward", "double_backward_loop", "forward_over_reverse")
     }
     for backend, density in results.items():
-        torch.testing.assert_close(density.nodes, results["auto"].nodes, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            density.nodes, results["auto"].nodes, rtol=1e-4, atol=1e-6, msg=backend
+        )
