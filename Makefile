@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench clean
+.PHONY: install demo test test-slow lint format bench bench-realistic clean
 
 # The dev install pins torch==2.13.0 (a CPU build on this project's machines); the package
 # itself accepts torch>=2.4.
@@ -42,6 +42,14 @@ bench: $(STAMP)
 	$(PY) benchmarks/hvp.py
 	$(PY) benchmarks/spectra.py
 	$(PY) benchmarks/surfaces.py
+
+# ResNet-20, a small GPT-2, ViT-tiny and the MLP against every peer, one subprocess per
+# workload (benchmarks/results/realistic.json). Not part of `make bench`: the full run takes
+# hours on 2 CPU cores (mostly ResNet-20 spectra: ~800 products for the density alone, and
+# the ground truth on the first run, cached afterwards in benchmarks/results/). Run it on an
+# idle machine; `$(PY) benchmarks/realistic.py --quick` is a smoke test of a few minutes.
+bench-realistic: $(STAMP)
+	$(PY) benchmarks/realistic.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
