@@ -47,7 +47,7 @@ from landscape.metrics.layerwise import layerwise
 from landscape.metrics.learning_rate import max_learning_rate
 from landscape.metrics.thresholds import optimizer_settings
 from landscape.operators.hessian import hessian
-from landscape.problem import Problem
+from landscape.problem import Problem, unwrap_model
 from landscape.report.document import Comparison, Report
 from landscape.surfaces.directions import random_directions
 from landscape.surfaces.grid import surface
@@ -319,6 +319,7 @@ def analyze(
     (3,)
     """
     _check_model(model)
+    model = unwrap_model(model)
     _check_budget(budget)
     _check_seed(seed)
     if path is not None:  # fail now, not after the whole analysis
@@ -471,6 +472,7 @@ def analyze(
     data["costs"] = stages.costs
     data["metadata"] = _metadata(model, loader, budget, seed, start, loss_fn, losses)
     data["metadata"]["backend"] = {"requested": backend, **H.backend_choices}
+    data["metadata"]["precision"] = H.problem.precision
     report = Report(data)
     if path is not None:
         report.save(path)
@@ -704,6 +706,7 @@ def compare(
     progress: bool = True,
     interpolation_points: int = 25,
     path: str | None = None,
+    backend: str = "auto",
 ) -> Comparison:
     r"""Compare 2–4 minima of the same architecture side by side (e.g. SGD vs Adam).
 
@@ -736,6 +739,8 @@ def compare(
         Points on [0, 1] of the interpolation path.
     path : str, optional
         Save the comparison to this HDF5 file.
+    backend : str, optional
+        How Hessian products are computed, as for :func:`analyze`.
 
     Returns
     -------
@@ -770,6 +775,7 @@ def compare(
         raise ValueError(f"compare takes 2 to 4 models; got {len(models)}.")
     for model in models.values():
         _check_model(model)
+    models = {name: unwrap_model(model) for name, model in models.items()}
     _check_budget(budget)
     _check_seed(seed)
     _check_same_architecture(models)
@@ -788,6 +794,7 @@ def compare(
             count=count,
             seed=seed,
             progress=progress,
+            backend=backend,
         )
         for name, model in models.items()
     }

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -42,10 +43,93 @@ from landscape.data import Batch, DataSource
 from landscape.losses import BatchLoss, Count, Criterion, Objective
 from landscape.params import ParamSelector, ParamSpace
 
-__all__ = ["Evaluation", "Problem", "Samples", "VectorizationWarning", "evaluation_mode"]
+__all__ = [
+    "Evaluation",
+    "Problem",
+    "Samples",
+    "VectorizationWarning",
+    "evaluation_mode",
+    "unwrap_model",
+]
 
 Mode = Literal["eval", "train"]
+Precision = Literal["auto", "model", "float32", "float64"]
+_PRECISIONS = ("auto", "model", "float32", "float64")
+_HALF = (torch.float16, torch.bfloat16)
 _MISSING = object()
+
+
+def _compute_dtype(model_dtype: torch.dtype, precision: str) -> torch.dtype:
+    """Return the dtype products run in (see :class:`Problem`'s ``precision``).
+
+    Returns
+    -------
+    torch.dtype
+        The model's dtype, or float32 / float64.
+    """
+    if precision == "float32":
+        return torch.float32
+    if precision == "float64":
+        return torch.float64
+    if precision == "auto" and model_dtype in _HALF:
+        return torch.float32
+    return model_dtype
+
+
+def unwrap_model(model: Any) -> nn.Module:
+    """Return the module that computes: inside ``torch.compile``, ``DataParallel`` and DDP.
+
+    ``torch.compile`` returns an ``OptimizedModule`` whose ``_orig_mod`` is the eager model
+    (aot_autograd has no double backward, so curvature runs the eager code, which gives the
+    same numbers); ``nn.DataParallel`` and ``DistributedDataParallel`` keep the model in
+    ``.module`` (under :mod:`torch.distributed` the data sharding of
+    :class:`~landscape.data.DataSource` already sums over ranks). The parameters are
+    shared, so the user's model is still the one left unchanged.
+
+    Parameters
+    ----------
+    model : Any
+        A module, possibly wrapped (nested wrappers are followed).
+
+    Returns
+    -------
+    torch.nn.Module
+        The innermost module.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an ``nn.Module``.
+    ValueError
+        For FSDP-sharded models, whose parameters no rank holds whole.
+
+    Examples
+    --------
+    >>> inner = nn.Linear(2, 2)
+    >>> unwrap_model(nn.DataParallel(inner)) is inner
+    True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    from torch.nn.parallel import DistributedDataParallel
+
+    for _ in range(8):
+        if type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.DataParallel | DistributedDataParallel):
+            model = model.module
+        else:
+            break
+    if type(model).__name__ == "FullyShardedDataParallel" or any(
+        type(p).__name__ == "DTensor" for p in model.parameters()
+    ):
+        raise ValueError(
+            f"{type(model).__name__} is sharded with FSDP: no rank holds its parameters whole, "
+            "and curvature products need them. Analyze the unsharded model (load its full "
+            "state dict on each rank) with landscape's own data parallelism "
+            "(torch.distributed shards the data, not the model)."
+        )
+    return model
 
 
 class VectorizationWarning(UserWarning):
@@ -62,7 +146,11 @@ _UNBATCHABLE: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDi
 
 @contextlib.contextmanager
 def evaluation_mode(
-    model: nn.Module, *, batch_statistics: bool = False, restore_buffers: bool = True
+    model: nn.Module,
+    *,
+    batch_statistics: bool = False,
+    restore_buffers: bool = True,
+    fused_attention: bool = False,
 ) -> Iterator[None]:
     """Run ``model`` in eval mode with the math attention kernel, undoing every side effect.
 
@@ -80,6 +168,10 @@ def evaluation_mode(
         copy whose BatchNorm modules track no running statistics.
     restore_buffers : bool, optional
         Restore buffers written inside the context.
+    fused_attention : bool, optional
+        Leave PyTorch's attention kernels as they are (fused ones included): only for
+        first-order derivatives, which they support, with memory linear in the sequence
+        length.
 
     Yields
     ------
@@ -107,7 +199,7 @@ def evaluation_mode(
             for m in model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.train()
-        with math_attention():
+        with contextlib.nullcontext() if fused_attention else math_attention():
             yield
     finally:
         for m, training in flags:
@@ -235,6 +327,15 @@ class Problem:
         each batch's statistics (the function the optimizer sees), on a private copy of the
         model so the running statistics never change; dropout stays off (a random function
         has no Hessian), and results depend on how the data is batched.
+    precision : {"auto", "model", "float32", "float64"}, optional
+        The dtype model evaluations run in. ``"auto"`` (default): the model's own, except
+        for bfloat16 and float16 models, which are evaluated on a private float32 copy
+        (memory: one more copy of the parameters and buffers, twice their half-precision
+        size, and float32 activations); the measured error of half-precision products is
+        in the README. ``"model"``: always the model's dtype (for half precision, products
+        in it, accumulated and used in float32). ``"float32"`` / ``"float64"``: a private
+        copy in that dtype (e.g. float64 curvature of a float32 model, for validation).
+        Vectors and every linear-algebra step are in at least float32 either way.
     max_batches, max_samples : int, optional
         Use only part of the data.
     cache : bool or "auto", optional
@@ -247,8 +348,13 @@ class Problem:
     TypeError
         If ``model`` is not an ``nn.Module``.
     ValueError
-        If ``mode`` is unknown, the model has no trainable parameters or ``params`` selects
-        nothing.
+        If ``mode`` or ``precision`` is unknown, the model has no trainable parameters or
+        ``params`` selects nothing.
+
+    Notes
+    -----
+    ``torch.compile``\ d, ``DataParallel`` and DDP models are unwrapped
+    (:func:`unwrap_model`).
 
     Examples
     --------
@@ -273,22 +379,27 @@ class Problem:
         count: Count | None = None,
         params: ParamSelector = None,
         mode: Mode = "eval",
+        precision: Precision = "auto",
         max_batches: int | None = None,
         max_samples: int | None = None,
         cache: bool | Literal["auto"] = "auto",
         shard: bool | Literal["auto"] = "auto",
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        model = unwrap_model(model)
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train'; got {mode!r}.")
+        if precision not in _PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(map(repr, _PRECISIONS))}; got {precision!r}."
+            )
         objective = Objective(loss_fn, batch_loss, count=count, model=model)
         space = ParamSpace.from_module(model, params)
-        self._setup(model, objective, space, mode)
+        compute = _compute_dtype(space.dtype, precision)
+        self._setup(model, objective, space, mode, compute)
         self.source = DataSource(
             data,
             device=space.device,
-            dtype=space.dtype,
+            dtype=compute,
             max_batches=max_batches,
             max_samples=max_samples,
             cache=cache,
@@ -296,11 +407,22 @@ class Problem:
             weigh=objective.weight,
         )
 
-    def _setup(self, model: nn.Module, objective: Objective, space: ParamSpace, mode: Mode) -> None:
+    def _setup(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        space: ParamSpace,
+        mode: Mode,
+        compute: torch.dtype,
+    ) -> None:
         self.model = model
         self.objective = objective
-        self.space = space
+        self.compute_dtype = compute
+        # Vectors and linear algebra in at least float32, whatever the products run in.
+        working = compute if compute in (torch.float32, torch.float64) else torch.float32
+        self.space = dataclasses.replace(space, dtype=working)
         self.mode = mode
+        self._model_dtype = space.dtype
         self.constant_entries = _padding_rows(model, space)
         self._train_copy: nn.Module | None = None
         self._unbatchable = _UNBATCHABLE.setdefault(model, set())
@@ -323,12 +445,18 @@ class Problem:
             vectorizing the model.
         """
         other = object.__new__(Problem)
-        other._setup(self.model, self.objective, self.space, self.mode)
+        other._setup(
+            self.model,
+            self.objective,
+            dataclasses.replace(self.space, dtype=self._model_dtype),
+            self.mode,
+            self.compute_dtype,
+        )
         other._criterion_checked = self._criterion_checked
         other.source = DataSource(
             data,
             device=self.space.device,
-            dtype=self.space.dtype,
+            dtype=self.compute_dtype,
             weigh=self.objective.weight,
             **options,
         )
@@ -341,8 +469,15 @@ class Problem:
         return self.space.device
 
     @property
+    def precision(self) -> str:
+        """How products run: ``"model"`` (in the model's dtype) or ``"<dtype> copy"``."""
+        if self.compute_dtype == self._model_dtype:
+            return "model"
+        return str(self.compute_dtype).replace("torch.", "") + " copy"
+
+    @property
     def dtype(self) -> torch.dtype:
-        """The dtype of the parameters."""
+        """The dtype of vectors over the parameters (at least float32)."""
         return self.space.dtype
 
     def batches(self) -> Iterator[Batch]:
@@ -367,19 +502,26 @@ class Problem:
 
     # -- evaluation ---------------------------------------------------------------------------
     def _module(self) -> nn.Module:
-        if self.mode == "eval":
+        if self.mode == "eval" and self.compute_dtype == self._model_dtype:
             return self.model
         if self._train_copy is None:
-            self._train_copy = _batch_statistics_copy(self.model)
+            # A private copy: batch statistics, or another precision (memory: one more copy
+            # of the parameters and buffers, in the compute dtype).
+            copy_ = _batch_statistics_copy(self.model) if self.mode == "train" else None
+            if copy_ is None:
+                copy_ = copy.deepcopy(self.model)
+            self._train_copy = copy_.to(self.compute_dtype)
         return self._train_copy
 
     @contextlib.contextmanager
-    def evaluation(self) -> Iterator[Evaluation]:
+    def evaluation(self, *, first_order: bool = False) -> Iterator[Evaluation]:
         """Set up evaluations of the model and undo every side effect afterwards.
 
         The module runs in the requested mode (eval flags set on the user's model, restored
         on exit; ``mode="train"`` runs a private copy whose parameters and buffers are
-        refreshed from the user's model), under the math attention kernel.
+        refreshed from the user's model), under the math attention kernel — unless
+        ``first_order`` says that only first derivatives are taken, which fused kernels
+        support.
 
         Yields
         ------
@@ -389,7 +531,9 @@ class Problem:
         module = self._module()
         if module is not self.model:
             _refresh_copy(module, self.model)
-        with evaluation_mode(module, batch_statistics=module is not self.model):
+        with evaluation_mode(
+            module, batch_statistics=self.mode == "train", fused_attention=first_order
+        ):
             yield Evaluation(self, module)
 
     def vectorize(
@@ -588,7 +732,16 @@ class Evaluation:
 
     # -- at explicit parameters -------------------------------------------------------------------
     def _state(self, theta: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {**self._constants, **{f"model.{n}": t for n, t in theta.items()}}
+        # Vectors may be in float32 while the module runs in half precision: cast (a no-op,
+        # and differentiable, otherwise).
+        compute = self.problem.compute_dtype
+        return {
+            **self._constants,
+            **{
+                f"model.{n}": t.to(compute) if t.is_floating_point() else t
+                for n, t in theta.items()
+            },
+        }
 
     def call(
         self, theta: dict[str, Tensor], batch: Any, weight: float | Tensor | None = None

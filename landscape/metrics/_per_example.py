@@ -155,6 +155,7 @@ def gauss_newton_factors(
     rows, grads = [], []
     for _, part, w in samples.chunks(chunk):
         J, extra = factors(run.theta, part)
+        J, extra = J.to(space.dtype), extra.to(space.dtype)  # half-precision models
         Lam, d = extra[:, :-1], extra[:, -1]
         eigvals, V = torch.linalg.eigh((Lam + Lam.transpose(1, 2)) / 2)
         root = V @ torch.diag_embed(eigvals.clamp_min(0).sqrt()) @ V.transpose(1, 2)

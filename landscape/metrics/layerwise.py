@@ -13,6 +13,7 @@ from landscape.linalg._random import as_generator, rademacher
 from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion
 from landscape.operators.hessian import hessian
+from landscape.problem import unwrap_model
 
 __all__ = ["LayerCurvature", "LayerwiseResult", "layerwise"]
 
@@ -222,6 +223,7 @@ def layerwise(
     >>> [row.name for row in result.layers], result.layers[0].num_params
     (['0', '2'], 30)
     """
+    model = unwrap_model(model)
     unknown = set(metrics) - set(_METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {_METRICS}.")

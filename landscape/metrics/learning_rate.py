@@ -49,7 +49,7 @@ from landscape.operators.base import IdentityOperator, LinearOperator
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.scaled import diagonal_congruence
 from landscape.params import ParamSelector, ParamSpace
-from landscape.problem import Problem, evaluation_mode
+from landscape.problem import Problem, evaluation_mode, unwrap_model
 
 __all__ = ["LearningRateResult", "Verification", "max_learning_rate"]
 
@@ -469,6 +469,7 @@ def max_learning_rate(
     >>> bool(r.lr_mean_square[0] < r.lr_mean_square[1] < r.lr_mean_square[2])
     True
     """
+    model = unwrap_model(model)
     start = time.perf_counter()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")

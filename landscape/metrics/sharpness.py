@@ -51,7 +51,7 @@ from landscape.linalg.trace import frobenius_norm, trace
 from landscape.losses import BatchLoss, Count, Criterion, Objective
 from landscape.operators.hessian import HessianOperator
 from landscape.params import ParamSelector, ParamSpace
-from landscape.problem import Evaluation, Problem
+from landscape.problem import Evaluation, Problem, unwrap_model
 
 __all__ = ["MEASURES", "SharpnessMeasure", "SharpnessResult", "sharpness"]
 
@@ -270,7 +270,8 @@ class _Evaluator:
         self.problem = problem
         self.space = problem.space
         table = dict(problem.model.named_parameters())
-        self.w = self.space.flatten({n: table[n].detach() for n in self.space.names}).clone()
+        flat = self.space.flatten({n: table[n].detach() for n in self.space.names})
+        self.w = flat.to(self.space.dtype, copy=True)
         self.evaluated = 0.0  # weight evaluated so far (for pass counting)
         self.hvps = 0
         self._run: Evaluation | None = None
@@ -1030,6 +1031,7 @@ def sharpness(
     >>> r["sam"].invariant, r["sam"].invariance
     (False, 'not invariant to layer rescaling (Dinh et al. 2017): fixed Euclidean rho-ball')
     """
+    model = unwrap_model(model)
     names = _measure_names(measures)
     for label, value in (("asam_eta", asam_eta), ("pacbayes_eps", pacbayes_eps)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -10,18 +10,21 @@ a small GPT-2 ties the loop (2.0x) and forward-over-reverse (2.1x). No fixed rul
 three right, so ``backend="auto"`` measures.
 
 The first product of a kind of block (one vector, a block, a wide block) on a model
-measures: on the first batch, with the first ``min(k, 2)`` of the vectors, the default runs
-once as a warm-up (which is its timing when it is long), then every candidate is timed (the
-fastest of up to five runs while they are short, where timing noise is); the fastest per
-vector and
-sample is chosen, but only where it beats the default by a clear margin (``MARGIN``), so
-that near ties always resolve the same way. Then every product uses the choice, so repeated
-products are bitwise identical. The choice is shared by every operator on the same model
-and the same kind of block, parameters, mode and batch size (within a factor of two): a
-learning-rate sweep measures once. The measurement costs three or four products of two
-vectors on one batch (more runs for tiny ones), once per model and kind: on a 5.4M-parameter
-ViT on 64 images, about 7 gradient passes for single vectors and 28 for blocks, against
-2.5-3.3 per vector afterwards; pass a fixed ``backend`` to skip it.
+measures, on the first batch: the default runs once with two of the vectors (a warm-up).
+Where that was quick (under half a second), every candidate is then timed on up to eight of
+the vectors — batching pays with width — at least twice each, keeping the fastest run (a
+cold first call, ``vmap``'s above all, does not decide). Where products are long, each
+candidate runs once on two vectors, and the warm-up times the default. The fastest per
+vector and sample is chosen, but only where it beats the default by a clear margin
+(``MARGIN``), so that near ties always resolve the same way. Then every product uses the
+choice, so repeated products are bitwise identical. The choice is shared by every operator
+on the same model and the same kind of block, parameters, mode and batch size (within a
+factor of two): a learning-rate sweep measures once. On a 5.4M-parameter ViT on 64 images
+the measurement costs about 7 gradient passes for single vectors and 28 for blocks,
+against 2.5-3.3 per vector afterwards; pass a fixed ``backend`` to skip it.
+
+The batched backend holds one set of backward activations per column: its columns go
+through in chunks of at most ``BATCHED_COLUMNS`` (or ``chunk_size``), which bounds memory.
 """
 
 from __future__ import annotations
@@ -35,15 +38,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["BackendChooser", "Timer", "block_kind"]
+__all__ = ["BATCHED_COLUMNS", "BackendChooser", "Timer", "block_kind"]
 
 #: A candidate must be this much faster than the default (time ratio) to replace it.
 MARGIN = 0.8
+#: Columns per batched double-backward call, unless ``chunk_size`` says otherwise.
+BATCHED_COLUMNS = 16
 # Short products are timed again, up to _MAX_RUNS times, until _MIN_SECONDS are spent on
 # them, and the fastest run counts: timing noise is worst where products are short.
 _MIN_SECONDS = 0.05
 _MAX_RUNS = 5
 _LONG_SECONDS = 0.5  # a warm-up this long times the default itself
+_FEW = 2  # columns timed per candidate where products are long
+_WIDE = 8  # columns timed per candidate where products are cheap
 
 #: What was measured, per model: ``(block kind, batch-size bucket) -> chooser``.
 _CHOICES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], BackendChooser]] = (
@@ -111,7 +118,11 @@ class BackendChooser:
         return self.candidates[0]
 
     def measure(
-        self, product: Callable[[str], object], vectors: int, samples: int, device: torch.device
+        self,
+        product: Callable[[str, int], object],
+        vectors: int,
+        samples: int,
+        device: torch.device,
     ) -> str:
         """Time ``product(name)`` for every candidate and choose (see the module docstring).
 
@@ -126,15 +137,20 @@ class BackendChooser:
             Whatever the default candidate raises (the model's genuine errors; also
             ``NotImplementedError``).
         """
-        with Timer(device) as warm_up:  # first-call allocations and caches
-            product(self.default)
+        few = min(vectors, _FEW)
+        with Timer(device) as warm_up:  # first-call allocations and caches; raises the
+            product(self.default, few)  # model's genuine errors
+        cheap = warm_up.seconds < _LONG_SECONDS
+        # Cheap products: time blocks as wide as the real one (up to _WIDE), where batching
+        # pays, each candidate at least twice (its first call is cold). Long ones: two
+        # vectors, once each; the warm-up times the default.
+        columns = min(vectors, _WIDE) if cheap else few
         for name in list(self.candidates):
-            if name == self.default and warm_up.seconds >= _LONG_SECONDS:
-                # A long product: its first-call costs are noise; the warm-up is the timing.
-                self.seconds[name] = warm_up.seconds / max(vectors * samples, 1)
+            if name == self.default and not cheap:
+                self.seconds[name] = warm_up.seconds / max(columns * samples, 1)
                 continue
             try:
-                seconds = _fastest_run(lambda n=name: product(n), device)
+                seconds = _fastest_run(lambda n=name: product(n, columns), device, cheap)
             except (RuntimeError, NotImplementedError) as error:
                 if name == self.default:
                     raise
@@ -143,7 +159,7 @@ class BackendChooser:
                 self.candidates.remove(name)
                 self.failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
                 continue
-            self.seconds[name] = seconds / max(vectors * samples, 1)
+            self.seconds[name] = seconds / max(columns * samples, 1)
         best = min(self.seconds, key=self.seconds.get)
         fast_enough = self.seconds[best] < MARGIN * self.seconds[self.default]
         self.choice = best if fast_enough else self.default
@@ -164,8 +180,10 @@ class BackendChooser:
         }
 
 
-def _fastest_run(run: Callable[[], object], device: torch.device) -> float:
+def _fastest_run(run: Callable[[], object], device: torch.device, twice: bool) -> float:
     """Return the fastest of a few timed runs: repeated while they are short, where noise is.
+
+    With ``twice``, at least two runs (a cold first call does not decide).
 
     Returns
     -------
@@ -173,7 +191,7 @@ def _fastest_run(run: Callable[[], object], device: torch.device) -> float:
         Seconds of the fastest run.
     """
     best, spent, runs = math.inf, 0.0, 0
-    while runs < _MAX_RUNS and (runs == 0 or spent < _MIN_SECONDS):
+    while runs < _MAX_RUNS and (runs < (2 if twice else 1) or spent < _MIN_SECONDS):
         with Timer(device) as timer:
             run()
         best, spent, runs = min(best, timer.seconds), spent + timer.seconds, runs + 1

@@ -28,7 +28,7 @@ from landscape.data import DataSource
 from landscape.losses import BatchLoss, Count, Criterion, Objective
 from landscape.operators.base import CountingOperator
 from landscape.params import ParamSelector, ParamSpace
-from landscape.problem import Evaluation, Mode, Problem
+from landscape.problem import Evaluation, Mode, Precision, Problem
 
 __all__ = ["CurvatureOperator"]
 
@@ -61,6 +61,10 @@ class CurvatureOperator(CountingOperator):
         sees), computed on a private copy of the model so the running statistics are never
         updated; dropout stays off in both modes (a random function has no Hessian). In
         ``"train"`` mode the curvature depends on how the data is batched.
+    precision : {"auto", "model", "float32", "float64"}, optional
+        The dtype products run in (see :class:`~landscape.problem.Problem`): by default
+        the model's, except for bfloat16/float16 models, evaluated on a private float32
+        copy. The operator's vectors are in at least float32 either way.
     max_batches, max_samples : int, optional
         Use only part of the data.
     cache : bool or "auto", optional
@@ -95,6 +99,7 @@ class CurvatureOperator(CountingOperator):
         count: Count | None = None,
         params: ParamSelector = None,
         mode: Mode = "eval",
+        precision: Precision = "auto",
         max_batches: int | None = None,
         max_samples: int | None = None,
         cache: bool | Literal["auto"] = "auto",
@@ -113,6 +118,7 @@ class CurvatureOperator(CountingOperator):
                 count=count,
                 params=params,
                 mode=mode,
+                precision=precision,
                 max_batches=max_batches,
                 max_samples=max_samples,
                 cache=cache,
@@ -212,18 +218,19 @@ class CurvatureOperator(CountingOperator):
         constant = self.problem.constant_entries  # embedding padding rows: no gradient
         if constant is not None:
             V = V.masked_fill(constant[:, None], 0.0)
-        directions = list(self.space.unflatten(V.detach().T).values())
+        compute = self.problem.compute_dtype  # the model's dtype, or a private copy's
+        directions = [d.to(compute) for d in self.space.unflatten(V.detach().T).values()]
         # One extra slot carries a "bad batch" flag through the all-reduce, so every rank
         # raises together instead of deadlocking when one rank meets a NaN.
         total = torch.zeros(k * self.shape[0] + 1, dtype=self.dtype, device=self.device)
         acc = total[:-1].view(k, self.shape[0])
         blocks = [acc[:, s] for s in self.space.slices().values()]
         losses, indices = [], []
-        with self.problem.evaluation() as run:
+        with self.problem.evaluation(first_order=self._first_order) as run:
             for batch in self.problem.batches():
                 parts, loss = self._batch_matmat(run, batch.data, batch.weight, directions)
                 for block, part in zip(blocks, parts):
-                    block.add_(part.reshape(k, -1), alpha=batch.weight)
+                    block.add_(part.reshape(k, -1).to(block.dtype), alpha=batch.weight)
                 losses.append(loss.detach().reshape(()))
                 indices.append(batch.index)
         bad = _first_non_finite(losses, indices, acc)
@@ -240,14 +247,25 @@ class CurvatureOperator(CountingOperator):
         out = (acc / self.problem.total_weight).T.contiguous()
         return out if constant is None else out.masked_fill_(constant[:, None], 0.0)
 
+    #: Whether products need only first derivatives (then fused attention kernels may run).
+    _first_order = False
+
     def _find_non_finite_product(self, V: list[Tensor]) -> tuple[int, str]:
+        compute = self.problem.compute_dtype
+        if compute in (torch.float16, torch.bfloat16):
+            hint = (
+                f"{str(compute).replace('torch.', '')} products overflow: use "
+                "precision='float32' (the default for half-precision models)"
+            )
+        else:
+            hint = "overflow in second derivatives? Try precision='float64'"
         with self.problem.evaluation() as run:
             for batch in self.problem.batches():
                 parts, loss = self._batch_matmat(run, batch.data, batch.weight, V)
                 if not all(bool(torch.isfinite(p).all()) for p in parts):
                     return batch.index, (
                         f"the curvature product is not finite (the loss, {float(loss):.6g}, is) "
-                        "— overflow in second derivatives? Try float64"
+                        f"— {hint}"
                     )
         return -1, "the curvature product is not finite"
 

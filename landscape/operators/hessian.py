@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -10,22 +11,35 @@ from torch.func import grad, jvp, vmap
 
 from landscape.batches import batch_size
 from landscape.losses import BatchLoss, Count, Criterion
-from landscape.operators._backends import BackendChooser, block_kind
+from landscape.operators._backends import BATCHED_COLUMNS, BackendChooser, block_kind
 from landscape.operators.curvature import CurvatureOperator
+from landscape.operators.finite_difference import finite_difference_product
 from landscape.params import ParamSelector
 from landscape.problem import Evaluation, Mode
 
-__all__ = ["HessianOperator", "hessian"]
+__all__ = [
+    "FiniteDifferenceWarning",
+    "HessianOperator",
+    "SecondDerivativeError",
+    "hessian",
+]
 
-Backend = Literal["auto", "double_backward", "double_backward_loop", "forward_over_reverse"]
-_BACKENDS = ("auto", "double_backward", "double_backward_loop", "forward_over_reverse")
+Backend = Literal[
+    "auto", "double_backward", "double_backward_loop", "forward_over_reverse", "finite_difference"
+]
+_BACKENDS = (
+    "auto",
+    "double_backward",
+    "double_backward_loop",
+    "forward_over_reverse",
+    "finite_difference",
+)
 # The candidates "auto" measures, the default first (see landscape.operators._backends).
 _CANDIDATES = {
     "single": ["double_backward", "forward_over_reverse"],
     "block": ["double_backward_loop", "double_backward", "forward_over_reverse"],
     "wide": ["double_backward_loop", "double_backward", "forward_over_reverse"],
 }
-_MEASURED_VECTORS = 2  # columns of the first block timed per candidate
 
 
 class HessianOperator(CurvatureOperator):
@@ -101,8 +115,8 @@ class HessianOperator(CurvatureOperator):
     def backend_choices(self) -> dict[str, dict[str, Any]]:
         """What ``backend="auto"`` measured and chose, per kind of block this operator met.
 
-        ``{"single" | "block" | "wide": {"choice", "settled", "seconds_per_vector_sample",
-        "failed"}}``; empty for a fixed backend. See :mod:`landscape.operators._backends`.
+        ``{"single" | "block" | "wide": {"choice", "seconds_per_vector_sample", "failed"}}``;
+        empty for a fixed backend. See :mod:`landscape.operators._backends`.
         """
         return {kind: chooser.summary() for kind, chooser in self._choosers.items()}
 
@@ -118,20 +132,38 @@ class HessianOperator(CurvatureOperator):
         chooser = BackendChooser.for_model(self.model, situation, samples, _CANDIDATES[kind])
         self._choosers[kind] = chooser
         if chooser.choice is None:
-            few = [v[: min(k, _MEASURED_VECTORS)] for v in V]
-            chooser.measure(
-                lambda name: self._product(name, run, batch, weight, few),
-                few[0].shape[0],
-                samples,
-                self.device,
-            )
+            try:
+                chooser.measure(
+                    lambda name, m: self._product(name, run, batch, weight, [v[:m] for v in V]),
+                    k,
+                    samples,
+                    self.device,
+                )
+            except SecondDerivativeError as error:
+                # Double-backward is impossible here: the approximate first-order product.
+                chooser.choice = "finite_difference"
+                chooser.failed["double_backward"] = str(error.__cause__ or error)[:200]
+                warnings.warn(
+                    f"{error.reason}: Hessian products of this model fall back to central "
+                    "differences of gradients (backend='finite_difference'; about 1e-5 "
+                    "relative in float32 for smooth models, see "
+                    "landscape.operators.finite_difference).",
+                    FiniteDifferenceWarning,
+                    stacklevel=4,
+                )
         return self._product(chooser.choice, run, batch, weight, V)
+
+    @property
+    def _first_order(self) -> bool:  # type: ignore[override]
+        return self.backend == "finite_difference"
 
     def _product(
         self, name: str, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
     ) -> tuple[list[Tensor], Tensor]:
         if name == "forward_over_reverse":
             return self._forward_over_reverse(run, batch, weight, V)
+        if name == "finite_difference":
+            return finite_difference_product(run, batch, weight, V)
         return self._double_backward(run, batch, weight, V, batched=name == "double_backward")
 
     def _forward_over_reverse(
@@ -157,16 +189,38 @@ class HessianOperator(CurvatureOperator):
         # derivatives without writing .grad, and no functional_call overhead is paid. The
         # gradient graph is built once; the k columns go back through it either in one
         # batched call (vmap inside autograd) or one call each with the graph retained.
+        try:
+            return self._double_backward_columns(run, batch, weight, V, batched)
+        except RuntimeError as error:
+            reason = _no_second_derivative(error)
+            if reason is None:
+                raise
+            raise SecondDerivativeError(
+                f"{reason} ({str(error).splitlines()[0][:160]}): pass "
+                "backend='finite_difference' (first-order autograd only, approximate; see "
+                "landscape.operators.finite_difference).",
+                reason,
+            ) from error
+
+    def _double_backward_columns(
+        self, run: Evaluation, batch: Any, weight: float, V: list[Tensor], batched: bool
+    ) -> tuple[list[Tensor], Tensor]:
         params = run.params
         with torch.enable_grad():
             loss = run.loss(batch, weight)
             grads = torch.autograd.grad(loss, params, create_graph=True, materialize_grads=True)
         used = [i for i, g in enumerate(grads) if g.requires_grad]
+        custom = _custom_functions(loss)
+        if any(_once_differentiable(f) for f in custom) or (len(used) < len(grads) and custom):
+            # A @once_differentiable backward runs without a graph: on torch 2.13 its
+            # second derivatives silently read as zero. Likewise a gradient that depends on
+            # no parameter behind a custom Function (rather than a loss linear in it).
+            raise RuntimeError("double backward through a custom Function is not implemented")
         k = V[0].shape[0]
         if not used:  # the loss is linear in the selected parameters
             return [torch.zeros_like(v) for v in V], loss.detach()
         outputs = [grads[i] for i in used]
-        step = (self.chunk_size or k) if batched else 1
+        step = (self.chunk_size or BATCHED_COLUMNS) if batched else 1
         chunks = []
         for start in range(0, k, step):
             stop = min(start + step, k)
@@ -194,6 +248,74 @@ class HessianOperator(CurvatureOperator):
         if len(chunks) == 1:
             return list(chunks[0]), loss.detach()
         return [torch.cat(c) for c in zip(*chunks)], loss.detach()
+
+
+class FiniteDifferenceWarning(UserWarning):
+    """Double-backward is impossible through the model: products are central differences."""
+
+
+class SecondDerivativeError(RuntimeError):
+    """Double-backward is impossible through the model (an op has no second derivative)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_NO_SECOND_DERIVATIVE = (
+    ("differentiate twice", "a custom autograd.Function marked @once_differentiable"),
+    (
+        "through a custom Function",
+        "a custom autograd.Function whose backward is not differentiable",
+    ),
+    ("double backward", "an op without double-backward"),
+    ("derivative for", "an op whose backward has no derivative"),
+)
+
+
+def _custom_functions(loss: Tensor) -> list[type]:
+    """Return the custom ``autograd.Function`` classes in the autograd graph of ``loss``.
+
+    Returns
+    -------
+    list of type
+        Their classes (once each).
+    """
+    found: dict[type, None] = {}
+    seen, stack = set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            found[node._forward_cls] = None  # type: ignore[attr-defined]
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return list(found)
+
+
+def _once_differentiable(function: type) -> bool:
+    # torch.autograd.function.once_differentiable wraps backward in a function of its own
+    # module (functools.wraps keeps the name): recognized by where its code lives.
+    code = getattr(getattr(function, "backward", None), "__code__", None)
+    return code is not None and code.co_filename.endswith(
+        ("autograd/function.py", "autograd\\function.py")
+    )
+
+
+def _no_second_derivative(error: RuntimeError) -> str | None:
+    """Return why ``error`` means the model has no second derivatives, or ``None``.
+
+    Returns
+    -------
+    str or None
+        A description of the cause.
+    """
+    text = str(error)
+    for marker, reason in _NO_SECOND_DERIVATIVE:
+        if marker in text and ("not implemented" in text or marker != "derivative for"):
+            return f"double-backward is impossible through this model: {reason}"
+    return None
 
 
 def hessian(

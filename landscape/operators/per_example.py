@@ -123,7 +123,7 @@ def sample_gradients(run: Evaluation, batch: Any, chunk_size: int) -> Iterator[S
     per_sample = run.problem.vectorize(grad(loss_and_value, has_aux=True), _WHAT, (None, 0, 0))
     for lo, rows, weights in samples.chunks(chunk_size):
         grads, losses = per_sample(run.theta, rows, weights)
-        G = run.problem.space.flatten(grads, batch_dims=1)
+        G = run.problem.space.flatten(grads, batch_dims=1).to(run.problem.space.dtype)
         del grads  # free the per-parameter copy before G is consumed
         yield SampleChunk(
             samples.index[lo : lo + len(weights)], G.detach(), losses.detach(), weights

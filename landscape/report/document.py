@@ -205,6 +205,8 @@ def _header_lines(metadata: Mapping[str, Any], title: str) -> list[str]:
     if metadata.get("loss"):
         facts.append(f"loss {metadata['loss']}")
     device = ", ".join(str(metadata[k]) for k in ("device", "dtype") if metadata.get(k))
+    if metadata.get("precision") not in (None, "model"):
+        device += f" (curvature on a {metadata['precision']})"
     if device:
         facts.append(device)
     for key in ("seed", "budget"):

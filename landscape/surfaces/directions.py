@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from landscape.problem import unwrap_model
+
 __all__ = [
     "Direction",
     "direction_between",
@@ -27,6 +29,7 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _trainable(model: nn.Module) -> dict[str, Tensor]:
+    model = unwrap_model(model)
     named = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     if not named:
         raise ValueError(f"{type(model).__name__} has no trainable parameters to move along.")
@@ -180,7 +183,10 @@ def orthogonalize(directions: Sequence[Mapping[str, Tensor]]) -> list[Direction]
 def _parameters_of(
     source: nn.Module | Mapping[str, Tensor], names: Sequence[str]
 ) -> dict[str, Tensor]:
-    table = dict(source.named_parameters()) if isinstance(source, nn.Module) else dict(source)
+    if isinstance(source, nn.Module):
+        table = dict(unwrap_model(source).named_parameters())
+    else:
+        table = dict(source)
     missing = [n for n in names if n not in table]
     if missing:
         raise ValueError(
@@ -232,6 +238,7 @@ def direction_between(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tens
 
 def _state(checkpoint: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
     if isinstance(checkpoint, nn.Module):
+        checkpoint = unwrap_model(checkpoint)
         return {n: p.detach() for n, p in checkpoint.named_parameters() if p.requires_grad}
     return {
         n: t

@@ -30,7 +30,7 @@ from landscape._paths import check_writable
 from landscape.batches import concatenate, map_tensors
 from landscape.data import DataSource
 from landscape.losses import BatchLoss, Count, Criterion, Objective
-from landscape.problem import Problem, evaluation_mode
+from landscape.problem import Problem, evaluation_mode, unwrap_model
 
 __all__ = ["Surface", "surface"]
 
@@ -685,6 +685,7 @@ def surface(
     >>> s.loss.shape, float(s.loss[1]) == s.origin_loss
     ((3,), True)
     """
+    model = unwrap_model(model)
     start_time = time.perf_counter()
     if bn not in ("eval", "recompute", "batch"):
         raise ValueError(f"bn must be 'eval', 'recompute' or 'batch'; got {bn!r}.")
@@ -749,6 +750,7 @@ def surface(
         batch_loss=batch_loss,
         count=count,
         mode="train" if bn == "batch" and vectorize else "eval",
+        precision="model",  # the loss as the model computes it, in its own dtype
         max_batches=max_batches,
         max_samples=max_samples,
         cache=cache,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from landscape.problem import unwrap_model
 from landscape.surfaces.directions import _dot, direction_between
 from landscape.surfaces.grid import Surface, surface
 
@@ -97,6 +98,7 @@ def interpolate(
         raise ValueError(f"num must be an integer >= 2; got {num!r}.")
     if extend < 0:
         raise ValueError(f"extend must be non-negative; got {extend!r}.")
+    model_a, model_b = unwrap_model(model_a), unwrap_model(model_b)
     _check_same_architecture(model_a, model_b)
     step = 1.0 / (num - 1)
     outside = math.floor(extend / step + 1e-9)
@@ -167,6 +169,7 @@ def plane(
     T. Garipov, P. Izmailov, D. Podoprikhin, D. Vetrov, A. G. Wilson, "Loss surfaces, mode
     connectivity, and fast ensembling of DNNs", NeurIPS 2018, arXiv:1802.10026.
     """
+    model_a, model_b, model_c = (unwrap_model(m) for m in (model_a, model_b, model_c))
     _check_same_architecture(model_a, model_b, model_c)
     u = direction_between(model_a, model_b)
     v = direction_between(model_a, model_c)

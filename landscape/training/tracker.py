@@ -46,6 +46,7 @@ from landscape.operators.curvature import Mode
 from landscape.operators.hessian import HessianOperator, hessian
 from landscape.operators.scaled import diagonal_congruence
 from landscape.params import ParamSelector
+from landscape.problem import unwrap_model
 
 __all__ = ["SharpnessTracker"]
 
@@ -216,6 +217,7 @@ class SharpnessTracker:
             raise ValueError(
                 f"preconditioned must be 'auto', True or False; got {preconditioned!r}."
             )
+        model = unwrap_model(model)
         self.model = model
         self.every = every
         self.k = k
