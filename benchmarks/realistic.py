@@ -11,7 +11,7 @@ BatchNorm/LayerNorm weights and shifts) of the three new ones is moved by N(0, 0
 as training would: at exactly 0, loss-landscapes' filter normalization divides by zero.
 
 * ``resnet20``: a CIFAR ResNet-20 (``benchmarks/models.py``: He et al. 2016, option-A
-  shortcuts, BatchNorm, 269,722 parameters) on 512 random 3x32x32 images in batches of 128,
+  shortcuts, BatchNorm, 269,722 parameters) on 256 random 3x32x32 images in batches of 128,
   cross-entropy, BatchNorm running statistics set from train-mode forwards over the data;
 * ``gpt2``: ``transformers.GPT2LMHeadModel`` (vocab 2048, n_embd 192, 4 layers, 4 heads,
   n_positions 128, dropout 0; 2.2M parameters) on 32 random sequences of 128 tokens in
@@ -166,7 +166,7 @@ TARGET_SURFACE = 1.2  # x forward pass per point
 @dataclass(frozen=True)
 class Sizes:
     resnet_blocks: int = 3
-    resnet_samples: int = 512
+    resnet_samples: int = 256
     resnet_batch: int = 128
     gpt2: tuple[int, int, int, int, int] = (2048, 192, 4, 4, 128)  # vocab, embd, layers, heads, T
     gpt2_sequences: int = 32

@@ -26,6 +26,7 @@ thorough  all samples: top-20 / bottom-5 (tol 1e-5), trace 300, density 20×100,
 from __future__ import annotations
 
 import datetime
+import math
 import platform
 import time
 from collections.abc import Iterator, Mapping
@@ -47,6 +48,7 @@ from landscape.metrics.layerwise import layerwise
 from landscape.metrics.learning_rate import max_learning_rate
 from landscape.metrics.thresholds import optimizer_settings
 from landscape.operators.hessian import hessian
+from landscape.planning import Plan, fit, measure_costs
 from landscape.problem import Problem, unwrap_model
 from landscape.report.document import Comparison, Report
 from landscape.surfaces.directions import random_directions
@@ -246,10 +248,12 @@ def analyze(
     seed: int = 0,
     progress: bool = True,
     surfaces: bool = True,
-    backend: str = "auto",
     learning_rates: bool = True,
     path: str | None = None,
-) -> Report:
+    backend: str = "auto",
+    time_budget: float | None = None,
+    dry_run: bool = False,
+) -> Report | Plan:
     r"""Analyze the loss landscape around ``model`` on ``loader``: numbers, plots, a report.
 
     Runs, with the settings of ``budget`` (see :data:`BUDGETS` and the module docstring):
@@ -287,16 +291,25 @@ def analyze(
     backend : str, optional
         How Hessian products are computed (see :class:`landscape.HessianOperator`):
         ``"auto"`` (default) measures the candidates on the model's first batch and
-        records its choice in ``report["costs"]``; a fixed backend makes the report bitwise
-        reproducible anywhere.
+        records its choice in ``report["metadata"]["backend"]``; a fixed backend makes the
+        report bitwise reproducible anywhere.
+    time_budget : float, optional
+        Seconds the analysis may take: the unit costs are measured on the model first, each
+        stage is predicted, and the budget's settings are scaled down to fit
+        (:mod:`landscape.planning`); the report's ``"plan"`` section has what was scaled and
+        the predicted and measured seconds of every stage.
+    dry_run : bool, optional
+        Measure and plan, print the plan and return it (a :class:`~landscape.planning.Plan`)
+        without running the stages.
     path : str, optional
         Save the report to this HDF5 file when done.
 
     Returns
     -------
-    Report
+    Report or Plan
         ``print(report.summary())``, ``report.plot("spectrum")``, ``report.save("run.h5")``,
-        ``report.to_html("run.html")``; displays itself in Jupyter.
+        ``report.to_html("run.html")``; displays itself in Jupyter. With ``dry_run``, the
+        plan.
 
     Raises
     ------
@@ -324,16 +337,26 @@ def analyze(
     _check_seed(seed)
     if path is not None:  # fail now, not after the whole analysis
         path = check_writable(path, "report")
-    settings = BUDGETS[budget]
+    settings = dict(BUDGETS[budget])
     start = time.perf_counter()
     generator_seed = int(seed)
+    losses = {"batch_loss": batch_loss, "count": count}
+    plan = None
+    if time_budget is not None or dry_run:
+        plan = _plan(
+            model, loader, loss_fn, losses, budget, time_budget, backend, optimizer,
+            surfaces=surfaces, learning_rates=learning_rates,
+        )  # fmt: skip
+        if dry_run:
+            print(plan.table())
+            return plan
+        settings = plan.settings
     names = ["loss", "eigenvalues", "trace", "density", "layerwise"]
     names += ["surfaces"] if surfaces else []
     names += ["sharpness", "coherence"]
     names += ["learning_rate"] if learning_rates else []
     stages = _Stages(names, progress, f"landscape.analyze ({budget})")
     data: dict[str, Any] = {}
-    losses = {"batch_loss": batch_loss, "count": count}
     options = {**losses, "backend": backend, "max_samples": settings["curvature_samples"]}
     try:
         with stages.stage("loss"):
@@ -470,6 +493,9 @@ def analyze(
         stages.close()
 
     data["costs"] = stages.costs
+    if plan is not None:
+        plan.measured = {name: cost["seconds"] for name, cost in stages.costs.items()}
+        data["plan"] = plan.to_dict()
     data["metadata"] = _metadata(model, loader, budget, seed, start, loss_fn, losses)
     data["metadata"]["backend"] = {"requested": backend, **H.backend_choices}
     data["metadata"]["precision"] = H.problem.precision
@@ -477,6 +503,25 @@ def analyze(
     if path is not None:
         report.save(path)
     return report
+
+
+def _plan(
+    model: nn.Module,
+    loader: Any,
+    loss_fn: Criterion | None,
+    losses: dict[str, Any],
+    budget: str,
+    time_budget: float | None,
+    backend: str,
+    optimizer: torch.optim.Optimizer | None,
+    **options: bool,
+) -> Plan:
+    settings = BUDGETS[budget]
+    units = measure_costs(model, loader, loss_fn, losses, settings["curvature_samples"], backend)
+    kinds = {"sgd", "adam"} | ({optimizer_settings(optimizer).kind} if optimizer else set())
+    seconds = math.inf if time_budget is None else time_budget - units.seconds
+    fitted, scaled, predicted = fit(settings, units, seconds, optimizers=len(kinds), **options)
+    return Plan(budget, time_budget or math.inf, fitted, scaled, predicted, units)
 
 
 @contextmanager

@@ -544,6 +544,25 @@ def _cost_section(items: Sequence[tuple[str, Any, Any, Any]], title: str) -> _Se
     return _Section(title, rows, ["stage", "HVPs", "passes", "seconds"])
 
 
+def _plan_section(data: Mapping[str, Any]) -> _Section | None:
+    plan = _mapping(data.get("plan"))
+    predicted, measured = _mapping(plan.get("predicted")), _mapping(plan.get("measured"))
+    if not predicted:
+        return None
+    rows = []
+    for stage, seconds in predicted.items():
+        actual, guess = _num(measured.get(stage)), _num(seconds)
+        ratio = actual / guess if actual is not None and guess else None
+        rows.append([stage, _g(guess, 3), _g(actual, 3), _g(ratio, 2)])
+    budget = _num(plan.get("time_budget"))
+    title = f"Time plan (budget {budget:.0f} s)" if budget is not None else "Time plan"
+    notes = [
+        f"plan for {budget:.0f} s: scaled {name} {a} -> {b}"
+        for name, (a, b) in _mapping(plan.get("scaled")).items()
+    ]
+    return _Section(title, rows, ["stage", "predicted s", "measured s", "ratio"], notes)
+
+
 # -- metrics shared by the tables -------------------------------------------------------------
 @dataclass(frozen=True)
 class _Metric:
@@ -1534,7 +1553,8 @@ class Report(_Document):
         sections = [s for s in (b(data) for b in builders) if s is not None]
         sections += _lr_sections(data)
         cost = _cost_section(_cost_items(data), "Cost")
-        return sections + ([cost] if cost is not None else [])
+        plan = _plan_section(data)
+        return sections + [s for s in (cost, plan) if s is not None]
 
     def _available(self, kind: str) -> bool:
         data = self._data

@@ -1,0 +1,409 @@
+r"""Planning ``analyze`` by time: measure what one product costs, predict every stage, fit.
+
+``analyze(model, loader, time_budget=seconds)`` first measures, on the model and its data,
+the unit costs every stage is made of (:func:`measure_costs`): one Hessian product over the
+curvature samples, a vector in a block of eight, a no-grad forward pass and a gradient per
+sample, a per-example gradient. Each stage's cost is then a count of those units, read off
+its settings (:func:`stage_costs`; the counts of Lanczos products are typical values, the
+rest are exact). If the budget's settings do not fit, :func:`fit` scales them down — first
+the samples the curvature stages use, then the density's probes and steps, the surfaces'
+grids and the learning-rate sweep — until the prediction fits, and records what it changed.
+The report keeps the plan: per stage the predicted and the measured seconds.
+
+The prediction is a model, not a promise: Lanczos stops when it converges, and the first
+product of a kind of block also measures the backends (:mod:`landscape.operators._backends`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape.batches import select_rows
+from landscape.operators.hessian import hessian
+from landscape.operators.per_example import per_example_gradients
+from landscape.problem import Problem
+
+__all__ = ["Plan", "UnitCosts", "fit", "measure_costs", "stage_costs"]
+
+# Typical product counts of the Lanczos stages (measured with benchmarks/analyze.py): the
+# top-k pairs converge in about 3k + 6 products, the bottom ones use a share of their cap.
+_TOP_PRODUCTS = (3, 6)
+_BOTTOM_PRODUCTS = (30, 40)
+_LR_PRODUCTS = 12  # products per mini-batch sharpness (k = 1, tol 1e-3, warm-started)
+# Gradient passes per sharpness measure (value-and-gradient evaluations; GAM adds HVPs).
+_SHARPNESS_GRADIENTS = {"sam": 12, "asam": 12, "gam": 3, "m_sam": 12}
+_SHARPNESS_FORWARDS = {"pacbayes": 150, "pacbayes_mag": 150}
+_MIN_SAMPLES = 64  # the curvature stages never go below this many samples
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Measured seconds of the units every stage is made of.
+
+    Attributes
+    ----------
+    single : float
+        One Hessian product over the curvature samples.
+    block_vector : float
+        One vector in a block of eight, over the curvature samples.
+    forward_sample : float
+        A no-grad forward pass, per sample.
+    gradient_sample : float
+        A gradient of the mean loss, per sample (batched).
+    per_example_sample : float
+        A per-example gradient, per sample (vectorized, or the exact loop).
+    curvature_samples : int
+        The samples the products were measured on.
+    num_samples : int
+        Samples in the data.
+    seconds : float
+        What measuring cost.
+    """
+
+    single: float
+    block_vector: float
+    forward_sample: float
+    gradient_sample: float
+    per_example_sample: float
+    curvature_samples: int
+    num_samples: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        """Return the costs as a plain dictionary.
+
+        Returns
+        -------
+        dict
+            Field names to values.
+        """
+        return {k: float(v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Plan:
+    """What ``analyze`` will run within a time budget, and how long each stage should take.
+
+    Attributes
+    ----------
+    budget : str
+        The budget the settings were taken from.
+    time_budget : float
+        Seconds allowed.
+    settings : dict
+        The settings that run (after scaling).
+    scaled : dict
+        ``{setting: [from, to]}`` for every setting changed to fit.
+    predicted : dict
+        Predicted seconds per stage.
+    units : UnitCosts
+        The measured unit costs.
+    measured : dict
+        Measured seconds per stage, once run.
+    """
+
+    budget: str
+    time_budget: float
+    settings: dict[str, Any]
+    scaled: dict[str, list[Any]]
+    predicted: dict[str, float]
+    units: UnitCosts
+    measured: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        """Predicted seconds of all stages, plus the measurement already spent."""
+        return sum(self.predicted.values()) + self.units.seconds
+
+    def table(self) -> str:
+        """Return the plan as plain text: scaled settings, then predicted (and measured) times.
+
+        Returns
+        -------
+        str
+            The table.
+        """
+        lines = [
+            f"plan for {self.time_budget:.0f} s (budget {self.budget!r}; measuring took "
+            f"{self.units.seconds:.1f} s): predicted {self.total:.1f} s"
+        ]
+        for name, (before, after) in self.scaled.items():
+            lines.append(f"  scaled {name}: {before} -> {after}")
+        if not self.scaled:
+            lines.append("  the budget's settings fit as they are")
+        head = f"  {'stage':<15}{'predicted s':>12}"
+        lines.append(head + (f"{'measured s':>12}{'ratio':>8}" if self.measured else ""))
+        for name, seconds in self.predicted.items():
+            row = f"  {name:<15}{seconds:>12.2f}"
+            if name in self.measured:
+                actual = self.measured[name]
+                row += f"{actual:>12.2f}{actual / seconds if seconds > 0 else math.nan:>8.2f}"
+            lines.append(row)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plan as plain values (for the report).
+
+        Returns
+        -------
+        dict
+            Its fields.
+        """
+        return {
+            "budget": self.budget,
+            "time_budget": float(self.time_budget),
+            "scaled": {k: [str(a), str(b)] for k, (a, b) in self.scaled.items()},
+            "predicted": dict(self.predicted),
+            "measured": dict(self.measured),
+            "units": self.units.to_dict(),
+        }
+
+
+def _seconds(fn: Callable[[], object], repeats: int = 2) -> float:
+    fn()  # warm-up: first-call costs, the backend measurement
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_costs(
+    model: nn.Module,
+    data: Any,
+    loss_fn: Any,
+    losses: Mapping[str, Any],
+    curvature_samples: int | None,
+    backend: str = "auto",
+) -> UnitCosts:
+    """Measure the unit costs of :class:`UnitCosts` on the model and its data.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; never modified.
+    data : iterable of batches, or one batch
+        The data.
+    loss_fn : callable or None
+        As for :func:`landscape.analyze`.
+    losses : mapping
+        ``batch_loss`` and ``count``.
+    curvature_samples : int or None
+        Samples the curvature stages use.
+    backend : str, optional
+        The Hessian backend.
+
+    Returns
+    -------
+    UnitCosts
+        The costs.
+    """
+    start = time.perf_counter()
+    H = hessian(model, data, loss_fn, **losses, backend=backend, max_samples=curvature_samples)
+    P = H.shape[0]
+    generator = torch.Generator().manual_seed(0)
+    v = torch.randn(P, 1, generator=generator, dtype=H.dtype).to(H.device)
+    V = torch.randn(P, 8, generator=generator, dtype=H.dtype).to(H.device)
+    single = _seconds(lambda: H @ v)
+    block = _seconds(lambda: H @ V) / 8
+    n_c = H.num_samples
+    problem = Problem(model, data, loss_fn, **losses, shard=False)
+
+    def forward() -> None:
+        with problem.evaluation() as run, torch.no_grad():
+            for batch in problem.batches():
+                run.loss(batch.data, batch.weight)
+
+    def gradient() -> None:
+        with problem.evaluation() as run:
+            for batch in problem.batches():
+                with torch.enable_grad():
+                    torch.autograd.grad(
+                        run.loss(batch.data, batch.weight), run.params, allow_unused=True
+                    )
+
+    n = problem.num_samples
+    forward_sample = _seconds(forward, 1) / n
+    gradient_sample = _seconds(gradient, 1) / n
+    first = next(problem.batches())
+    few = min(16, first.num_samples)
+    sample = select_rows(first.data, slice(0, few), first.num_samples)
+    per_example = (
+        _seconds(lambda: per_example_gradients(model, [sample], loss_fn, **losses), 1) / few
+    )
+    return UnitCosts(
+        single=single,
+        block_vector=block,
+        forward_sample=forward_sample,
+        gradient_sample=gradient_sample,
+        per_example_sample=per_example,
+        curvature_samples=n_c,
+        num_samples=n,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _samples(settings: Mapping[str, Any], key: str, n: int) -> int:
+    value = settings.get(key)
+    return n if value is None else min(int(value), n)
+
+
+def stage_costs(
+    settings: Mapping[str, Any],
+    units: UnitCosts,
+    *,
+    surfaces: bool = True,
+    learning_rates: bool = True,
+    optimizers: int = 2,
+) -> dict[str, float]:
+    """Predict the seconds of every ``analyze`` stage from its settings and the unit costs.
+
+    Parameters
+    ----------
+    settings : mapping
+        A budget's settings (:data:`landscape.analysis.BUDGETS`).
+    units : UnitCosts
+        Measured unit costs.
+    surfaces, learning_rates : bool, optional
+        Whether those stages run.
+    optimizers : int, optional
+        Optimizers the learning-rate stage analyzes.
+
+    Returns
+    -------
+    dict
+        ``{stage: seconds}`` in the order the stages run.
+
+    Examples
+    --------
+    >>> units = UnitCosts(1.0, 0.5, 1e-3, 3e-3, 1e-2, 512, 2000, 0.0)
+    >>> costs = stage_costs({**ls.BUDGETS["fast"]}, units)
+    >>> round(costs["trace"], 1)  # (30 + 10) vectors in blocks at 0.5 s each
+    20.0
+    """
+    n = units.num_samples
+    n_c = _samples(settings, "curvature_samples", n)
+    ratio = n_c / max(units.curvature_samples, 1)  # products scale with the samples used
+    single, vector = units.single * ratio, units.block_vector * ratio
+    gradient_pass = units.gradient_sample * n_c
+    forward_pass = units.forward_sample * n_c
+    top, bottom = settings["top_k"], settings["bottom_k"]
+    cap = max(150, 50 * bottom)
+    eig = (_TOP_PRODUCTS[0] * top + _TOP_PRODUCTS[1]) + min(
+        cap, _BOTTOM_PRODUCTS[0] * bottom + _BOTTOM_PRODUCTS[1]
+    )
+    probes, steps = settings["density"]
+    costs = {
+        "loss": units.forward_sample * n,
+        "eigenvalues": eig * single,
+        "trace": (settings["trace_matvecs"] + settings["frobenius_matvecs"]) * vector,
+        "density": probes * steps * (vector if probes > 1 else single),
+        "layerwise": settings["layer_probes"] * vector,
+    }
+    if surfaces:
+        points = settings["surface_1d"] + settings["surface_2d"] ** 2
+        costs["surfaces"] = points * units.forward_sample * _samples(settings, "surface_samples", n)
+    costs["sharpness"] = sum(
+        _SHARPNESS_GRADIENTS.get(m, 0) * gradient_pass
+        + _SHARPNESS_FORWARDS.get(m, 0) * forward_pass
+        for m in settings["sharpness"]
+    )
+    costs["coherence"] = units.per_example_sample * _samples(settings, "coherence_samples", n)
+    if learning_rates:
+        # Mini-batch products cost about their share of the samples (never below a twentieth:
+        # small batches pay overheads); Adam's moments are one per-example pass.
+        sizes = [n_c // 4**i for i in range(settings["lr_sizes"])]
+        draws = sum(settings["lr_batches"] * max(b / n_c, 0.05) for b in sizes)
+        per_optimizer = draws * _LR_PRODUCTS * single
+        moments = units.per_example_sample * n_c
+        exact = units.per_example_sample * settings["exact_samples"] * 10
+        costs["learning_rate"] = optimizers * per_optimizer + moments + exact
+    return costs
+
+
+# What fit may shrink, in order: (setting, smallest value).
+_KNOBS: tuple[tuple[str, Any], ...] = (
+    ("curvature_samples", _MIN_SAMPLES),
+    ("surface_samples", _MIN_SAMPLES),
+    ("density", (2, 10)),
+    ("surface_2d", 5),
+    ("surface_1d", 11),
+    ("lr_batches", 1),
+    ("coherence_samples", 32),
+    ("trace_matvecs", 12),
+)
+
+
+def _shrink(name: str, value: Any, floor: Any, factor: float, n: int) -> Any:
+    if name == "density":
+        probes, steps = value
+        scale = math.sqrt(factor)
+        return (max(floor[0], int(probes * scale)), max(floor[1], int(steps * scale)))
+    if value is None:
+        value = n
+    if isinstance(value, int):
+        return max(floor, int(value * factor))
+    return value
+
+
+def fit(
+    settings: Mapping[str, Any],
+    units: UnitCosts,
+    seconds: float,
+    **options: Any,
+) -> tuple[dict[str, Any], dict[str, list[Any]], dict[str, float]]:
+    """Scale ``settings`` down until the predicted stages fit in ``seconds``.
+
+    Settings are shrunk in the order of ``_KNOBS`` (the samples of the curvature stages
+    first), each by the factor the prediction is over, never below its floor; the budget's
+    settings are never raised.
+
+    Parameters
+    ----------
+    settings : mapping
+        A budget's settings.
+    units : UnitCosts
+        Measured unit costs.
+    seconds : float
+        Time available for the stages.
+    **options
+        ``surfaces``, ``learning_rates``, ``optimizers`` for :func:`stage_costs`.
+
+    Returns
+    -------
+    tuple
+        ``(settings, scaled, predicted)``: the settings that fit (or the smallest ones),
+        ``{setting: [from, to]}``, and the predicted seconds per stage.
+
+    Examples
+    --------
+    >>> units = UnitCosts(1.0, 0.5, 1e-3, 3e-3, 1e-2, 512, 2000, 0.0)
+    >>> fitted, scaled, predicted = fit(ls.BUDGETS["fast"], units, 60.0)
+    >>> sum(predicted.values()) <= 60.0, "curvature_samples" in scaled
+    (True, True)
+    """
+    current = dict(settings)
+    n = units.num_samples
+    predicted = stage_costs(current, units, **options)
+    for _ in range(4):  # a few rounds: each knob shrinks by what is still over
+        for name, floor in _KNOBS:
+            total = sum(predicted.values())
+            if total <= seconds:
+                break
+            before = current[name]
+            current[name] = _shrink(name, before, floor, max(seconds, 0.0) / total, n)
+            predicted = stage_costs(current, units, **options)
+    scaled = {
+        name: [settings[name], current[name]]
+        for name, _ in _KNOBS
+        if current[name] != settings[name] and not (settings[name] is None and current[name] == n)
+    }
+    return current, scaled, predicted

@@ -1,0 +1,101 @@
+"""analyze by time: the cost model, the fit, and the plan a report keeps.
+
+Predictions are checked against the counts of units they are made of (exact arithmetic on
+made-up unit costs), never against wall-clock times: how close they come to real times is
+measured by benchmarks/analyze.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import landscape as ls
+from landscape.planning import Plan, UnitCosts, fit, stage_costs
+
+UNITS = UnitCosts(
+    single=2.0,
+    block_vector=1.0,
+    forward_sample=1e-3,
+    gradient_sample=3e-3,
+    per_example_sample=1e-2,
+    curvature_samples=512,
+    num_samples=2000,
+    seconds=0.0,
+)
+
+
+def test_stage_costs_count_the_units_of_each_stage():
+    settings = dict(ls.BUDGETS["standard"])  # 2048 curvature samples, but 2000 exist
+    costs = stage_costs(settings, UNITS)
+    ratio = 2000 / 512  # products cost their share of the curvature samples
+    assert costs["trace"] == pytest.approx((99 + 30) * 1.0 * ratio)
+    assert costs["density"] == pytest.approx(10 * 80 * 1.0 * ratio)
+    assert costs["layerwise"] == pytest.approx(30 * 1.0 * ratio)
+    assert costs["surfaces"] == pytest.approx((41 + 25**2) * 1e-3 * 2000)
+    assert costs["loss"] == pytest.approx(2.0)
+    assert costs["coherence"] == pytest.approx(512 * 1e-2)
+    assert list(costs) == [
+        "loss", "eigenvalues", "trace", "density", "layerwise", "surfaces", "sharpness",
+        "coherence", "learning_rate",
+    ]  # fmt: skip
+    without = stage_costs(settings, UNITS, surfaces=False, learning_rates=False)
+    assert "surfaces" not in without and "learning_rate" not in without
+
+
+def test_fit_scales_down_to_the_budget_and_says_what_it_scaled():
+    settings = ls.BUDGETS["standard"]
+    full = sum(stage_costs(settings, UNITS).values())
+    fitted, scaled, predicted = fit(settings, UNITS, full / 4)
+    assert sum(predicted.values()) <= full / 4
+    assert predicted == stage_costs(fitted, UNITS)
+    assert scaled["curvature_samples"][0] == 2048 and scaled["curvature_samples"][1] < 2000
+    for name, (before, after) in scaled.items():
+        assert fitted[name] == after and settings[name] == before
+    assert fitted["density"][0] <= 10 and fitted["density"][1] <= 80  # never raised
+    # A budget that is large enough changes nothing.
+    same, nothing, _ = fit(settings, UNITS, math.inf)
+    assert same == dict(settings) and nothing == {}
+
+
+def test_fit_stops_at_the_floors():
+    fitted, _, predicted = fit(ls.BUDGETS["fast"], UNITS, 1e-6)
+    assert fitted["curvature_samples"] == 64 and fitted["density"] == (2, 10)
+    assert fitted["surface_2d"] == 5 and fitted["lr_batches"] == 1
+    assert sum(predicted.values()) > 1e-6  # the smallest settings, reported as predicted
+
+
+def _problem():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    X, y = torch.randn(600, 6), torch.randint(0, 3, (600,))
+    return model, [(X[i : i + 100], y[i : i + 100]) for i in range(0, 600, 100)]
+
+
+def test_a_dry_run_plans_without_analyzing(capsys):
+    model, data = _problem()
+    plan = ls.analyze(model, data, dry_run=True, progress=False)
+    assert isinstance(plan, Plan) and plan.measured == {}
+    assert set(plan.predicted) >= {"eigenvalues", "density", "learning_rate"}
+    assert plan.units.curvature_samples == 512 and plan.units.single > 0
+    assert "plan for inf s" in capsys.readouterr().out
+
+
+def test_a_time_budget_runs_the_scaled_settings_and_keeps_the_plan(tmp_path):
+    model, data = _problem()
+    plan = ls.analyze(model, data, dry_run=True, progress=False, time_budget=1e-3)
+    assert plan.settings["curvature_samples"] == 64  # nothing fits: the floors
+    report = ls.analyze(
+        model, data, time_budget=1e-3, progress=False, surfaces=False, learning_rates=False
+    )
+    kept = report["plan"]
+    assert set(kept["predicted"]) == set(kept["measured"]) == set(report["costs"])
+    assert kept["scaled"]["curvature_samples"] == ["512", "64"]
+    steps = int(kept["scaled"]["density"][1].strip("()").split(",")[1])
+    assert report["density"]["passes"] == steps  # the scaled density ran
+    report.save(tmp_path / "run.h5")
+    assert ls.load(tmp_path / "run.h5")["plan"] == kept
+    assert "plan for" in report.summary()
