@@ -8,6 +8,10 @@ the wall time of ``ls.analyze(model, loader, budget=...)`` and the cost of each 
 passes over the data, seconds) as recorded in the report. The issue's target: ``"fast"``
 well under a minute on a 2-core CPU.
 
+With ``--time-budgets S1 S2 ...``: ``ls.analyze(..., budget="standard", time_budget=S)`` for
+each, with its plan — the settings it scaled, and per stage the predicted and the measured
+seconds and their ratio (the target: within 1.5x) — and the total against the budget.
+
 How to run
 ----------
 ``.venv/bin/python benchmarks/analyze.py [--budgets fast standard] [--output PATH]``;
@@ -59,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budgets", nargs="+", default=["fast", "standard"])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--time-budgets", nargs="*", type=float, default=[])
     args = parser.parse_args()
     torch.manual_seed(0)
     loader = mnist1d_loader()
@@ -82,10 +87,28 @@ def main() -> None:
                 f"  {stage:<14} {cost['seconds']:7.2f} s  {int(cost['hvps']):5d} HVPs  "
                 f"{int(cost['passes']):5d} passes"
             )
+    planned = []
+    for seconds_allowed in args.time_budgets:
+        start = time.perf_counter()
+        report = ls.analyze(
+            model, loader, budget="standard", optimizer=opt, progress=False,
+            time_budget=seconds_allowed,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        plan = report["plan"]
+        planned.append({"time_budget": seconds_allowed, "seconds": seconds, "plan": plan})
+        print(f"time_budget {seconds_allowed:.0f} s (standard): took {seconds:.1f} s")
+        for name, (a, b) in plan["scaled"].items():
+            print(f"  scaled {name}: {a} -> {b}")
+        for stage, guess in plan["predicted"].items():
+            actual = plan["measured"][stage]
+            print(f"  {stage:<14} predicted {guess:7.2f} s  measured {actual:7.2f} s  "
+                  f"ratio {actual / guess:5.2f}")  # fmt: skip
     out = {
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
         "model": {"params": params, "samples": 2000},
         "runs": rows,
+        "time_budgets": planned,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(out, indent=2))
