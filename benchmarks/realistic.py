@@ -107,6 +107,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -1389,6 +1390,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="timed calls after the warm-up, median reported (default 3, 1 with --quick)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--trace-cap", type=int, default=None, help="our trace's matvec budget (default 1000)"
+    )
+    parser.add_argument(
+        "--density",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("PROBES", "STEPS"),
+        help="SLQ density size for us and PyHessian (default 10 80)",
+    )
     parser.add_argument("--skip-peers", action="store_true", help="time ours only")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON file")
     parser.add_argument(
@@ -1408,6 +1420,10 @@ def run_child(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     (name,) = args.workloads
     sizes = QUICK if args.quick else FULL
+    if args.trace_cap is not None:
+        sizes = dataclasses.replace(sizes, trace_cap=args.trace_cap)
+    if args.density is not None:
+        sizes = dataclasses.replace(sizes, density=tuple(args.density))
     tasks = args.tasks or DEFAULT_TASKS.get(name, ("products",))
     start = time.perf_counter()
     peers = available_peers(args.skip_peers)
@@ -1421,6 +1437,7 @@ def run_child(args: argparse.Namespace) -> int:
         "config": w.config,
         "peers": peers,
         "num_threads": torch.get_num_threads(),
+        "sizes": {"trace_cap": sizes.trace_cap, "density": list(sizes.density)},
         "tasks": {},
     }
     unit = gradient_unit(w, args.repeats)
@@ -1461,6 +1478,10 @@ def child_command(args: argparse.Namespace, name: str, output: Path) -> list[str
         command += ["--threads", str(args.threads)]
     if args.skip_peers:
         command.append("--skip-peers")
+    if args.trace_cap is not None:
+        command += ["--trace-cap", str(args.trace_cap)]
+    if args.density is not None:
+        command += ["--density", *map(str, args.density)]
     if args.tasks:
         command += ["--tasks", *args.tasks]
     return command
