@@ -210,12 +210,9 @@ def test_auto_backend_measures_chooses_and_matches():
     V = torch.randn(H.shape[0], 17, dtype=torch.float64)
     HV = H @ V
     wide = H.backend_choices["wide"]
-    assert wide["choice"] in ("double_backward_loop", "double_backward", "forward_over_reverse")
-    assert set(wide["seconds_per_vector_sample"]) == {
-        "double_backward_loop",
-        "double_backward",
-        "forward_over_reverse",
-    }
+    # float64: only the backends that reproduce double-backward to the last bits compete.
+    assert wide["choice"] in ("double_backward_loop", "double_backward")
+    assert set(wide["seconds_per_vector_sample"]) == {"double_backward_loop", "double_backward"}
     assert _rel(HV, cached_exact_hessian(case, H.param_names) @ V) < 1e-10
     assert torch.equal(H @ V, HV)  # measured once: every later product uses the choice
     # Another operator on the same model reuses the measurement.
@@ -226,11 +223,15 @@ def test_auto_backend_measures_chooses_and_matches():
 
 def test_auto_backend_drops_what_fails_on_the_model():
     # forward-over-reverse through mse_loss raises "ZeroTensors are immutable" (torch 2.13).
+    # In float32, where vmap(jvp(grad)) is a candidate (float64 leaves it out).
     case = CASES[2]
     model, batches = case.build()
+    model = model.float()
+    batches = [tuple(t.float() if t.is_floating_point() else t for t in b) for b in batches]
     H = ls.hessian(model, batches, case.loss_fn)
     v = torch.randn(H.shape[0], 1, dtype=torch.float64)
-    assert _rel(H @ v, cached_exact_hessian(case, H.param_names) @ v) < 1e-10
+    exact = cached_exact_hessian(case, H.param_names) @ v
+    assert _rel((H @ v.float()).double(), exact) < 1e-5
     single = H.backend_choices["single"]
     assert single["choice"] == "double_backward" and "forward_over_reverse" in single["failed"]
 

@@ -39,12 +39,8 @@ def test_hessian_products_are_exact(case):
     before = snapshot(case.model)
     H = ls.hessian(case.model, case.batches)
     V = _probe(case, 3)
-    # Llama's RMSNorm and rotary embedding compute in float32 inside a float64 model, so a
-    # backend other than double-backward (auto may measure vmap(jvp(grad)) fastest) differs
-    # from the double-backward truth by ~7e-8; the others agree to 1e-16.
-    rtol = 2e-7 if case.id == "llama" else 1e-8
-    assert _rel(H @ V, zoo.truth_hvp(case, V)) < rtol
-    assert _rel(H @ V[:, 0], zoo.truth_hvp(case, V[:, :1])[:, 0]) < rtol
+    assert _rel(H @ V, zoo.truth_hvp(case, V)) < 1e-8
+    assert _rel(H @ V[:, 0], zoo.truth_hvp(case, V[:, :1])[:, 0]) < 1e-8
     assert H.total_weight == sum(case.weight(b) for b in case.batches)
     assert_unchanged(case.model, before)
 
