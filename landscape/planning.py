@@ -36,10 +36,16 @@ __all__ = ["Plan", "UnitCosts", "fit", "measure_costs", "stage_costs"]
 # top-k pairs converge in about 3k + 6 products, the bottom ones use a share of their cap.
 _TOP_PRODUCTS = (3, 6)
 _BOTTOM_PRODUCTS = (30, 40)
-_LR_PRODUCTS = 12  # products per mini-batch sharpness (k = 1, tol 1e-3, warm-started)
+_LR_PRODUCTS = 15  # products per mini-batch sharpness (k = 1, tol 1e-3, warm-started)
+# Hutch++ and the Frobenius estimate push blocks of about m/3 columns: chunked, plus the
+# sketch's QR, they cost 1.3-1.8x a vector in a block of eight (benchmarks/analyze.py).
+_TRACE_FACTOR = 1.5
 # Gradient passes per sharpness measure (value-and-gradient evaluations; GAM adds HVPs).
 _SHARPNESS_GRADIENTS = {"sam": 12, "asam": 12, "gam": 3, "m_sam": 12}
 _SHARPNESS_FORWARDS = {"pacbayes": 150, "pacbayes_mag": 150}
+# Coherence costs its per-example gradients plus their moments and per-layer summaries:
+# 1.6x the per-example gradients alone (benchmarks/analyze.py, 128-485 samples).
+_COHERENCE_PER_EXAMPLE = 1.6
 _MIN_SAMPLES = 64  # the curvature stages never go below this many samples
 
 
@@ -65,6 +71,16 @@ class UnitCosts:
         Samples in the data.
     seconds : float
         What measuring cost.
+    product_overhead : float
+        Seconds of a Hessian product that do not scale with the samples (Python, autograd
+        graph set-up, the backend's bookkeeping): a product over ``n`` samples costs
+        ``product_overhead + (single - product_overhead) * n / curvature_samples``.
+    pass_overhead : float
+        The same for a gradient pass: ``pass_overhead + gradient_sample * n``.
+    block_overhead : float
+        The same for a vector in a block of eight.
+    forward_overhead : float
+        The same for a forward pass: ``forward_overhead + forward_sample * n``.
     """
 
     single: float
@@ -75,6 +91,81 @@ class UnitCosts:
     curvature_samples: int
     num_samples: int
     seconds: float
+    product_overhead: float = 0.0
+    pass_overhead: float = 0.0
+    block_overhead: float = 0.0
+    forward_overhead: float = 0.0
+
+    def block_scale(self, n: int) -> float:
+        """Return the cost of a block vector over ``n`` samples relative to the measured one.
+
+        Parameters
+        ----------
+        n : int
+            Samples.
+
+        Returns
+        -------
+        float
+            As :meth:`product_scale`, with ``block_overhead`` and ``block_vector``.
+        """
+        if self.block_vector <= 0:
+            return n / max(self.curvature_samples, 1)
+        share = min(max(self.block_overhead / self.block_vector, 0.0), 1.0)
+        return share + (1.0 - share) * n / max(self.curvature_samples, 1)
+
+    def forward_pass(self, n: int) -> float:
+        """Return the seconds of one no-grad forward pass over ``n`` samples.
+
+        Parameters
+        ----------
+        n : int
+            Samples.
+
+        Returns
+        -------
+        float
+            ``forward_overhead + forward_sample * n``.
+        """
+        return self.forward_overhead + self.forward_sample * n
+
+    def product_scale(self, n: int) -> float:
+        """Return the cost of a product over ``n`` samples relative to the measured one.
+
+        Parameters
+        ----------
+        n : int
+            Samples.
+
+        Returns
+        -------
+        float
+            ``(overhead + (single - overhead) * n / curvature_samples) / single``.
+
+        Examples
+        --------
+        >>> UnitCosts(2.0, 1.0, 0, 0, 0, 100, 100, 0.0, product_overhead=0.5).product_scale(50)
+        0.625
+        """
+        if self.single <= 0:
+            return n / max(self.curvature_samples, 1)
+        share = min(max(self.product_overhead / self.single, 0.0), 1.0)
+        return share + (1.0 - share) * n / max(self.curvature_samples, 1)
+
+    def gradient_pass(self, n: int) -> float:
+        """Return the seconds of one gradient pass over ``n`` samples.
+
+        Parameters
+        ----------
+        n : int
+            Samples.
+
+        Returns
+        -------
+        float
+            ``pass_overhead + gradient_sample * n``.
+        """
+        return self.pass_overhead + self.gradient_sample * n
 
     def to_dict(self) -> dict[str, float]:
         """Return the costs as a plain dictionary.
@@ -215,24 +306,40 @@ def measure_costs(
     single = _seconds(lambda: H @ v)
     block = _seconds(lambda: H @ V) / 8
     n_c = H.num_samples
+    # The same on a few samples: what a product costs beyond its share of the samples (on
+    # small subsets and mini-batches the fixed costs dominate; a proportional model was
+    # 2-3x low there).
+    few_samples = max(1, min(_MIN_SAMPLES // 4, n_c // 8))
+    H_few = hessian(model, data, loss_fn, **losses, backend=backend, max_samples=few_samples)
+    single_few = _seconds(lambda: H_few @ v)
+    block_few = _seconds(lambda: H_few @ V) / 8
+    product_overhead = _intercept(single_few, H_few.num_samples, single, n_c)
+    block_overhead = _intercept(block_few, H_few.num_samples, block, n_c)
     problem = Problem(model, data, loss_fn, **losses, shard=False)
+    problem_few = Problem(model, data, loss_fn, **losses, shard=False, max_samples=few_samples)
 
-    def forward() -> None:
-        with problem.evaluation() as run, torch.no_grad():
-            for batch in problem.batches():
+    def forward(on: Problem = problem) -> None:
+        with on.evaluation() as run, torch.no_grad():
+            for batch in on.batches():
                 run.loss(batch.data, batch.weight)
 
-    def gradient() -> None:
-        with problem.evaluation() as run:
-            for batch in problem.batches():
+    def gradient(on: Problem = problem) -> None:
+        with on.evaluation() as run:
+            for batch in on.batches():
                 with torch.enable_grad():
                     torch.autograd.grad(
                         run.loss(batch.data, batch.weight), run.params, allow_unused=True
                     )
 
     n = problem.num_samples
-    forward_sample = _seconds(forward, 1) / n
-    gradient_sample = _seconds(gradient, 1) / n
+    forward_all = _seconds(forward, 1)
+    forward_few = _seconds(lambda: forward(problem_few), 2)
+    forward_overhead = _intercept(forward_few, problem_few.num_samples, forward_all, n)
+    forward_sample = (forward_all - forward_overhead) / n
+    gradient_all = _seconds(gradient, 1)
+    gradient_few = _seconds(lambda: gradient(problem_few), 2)
+    pass_overhead = _intercept(gradient_few, problem_few.num_samples, gradient_all, n)
+    gradient_sample = (gradient_all - pass_overhead) / n
     first = next(problem.batches())
     few = min(16, first.num_samples)
     sample = select_rows(first.data, slice(0, few), first.num_samples)
@@ -248,7 +355,30 @@ def measure_costs(
         curvature_samples=n_c,
         num_samples=n,
         seconds=time.perf_counter() - start,
+        product_overhead=product_overhead,
+        pass_overhead=pass_overhead,
+        block_overhead=block_overhead,
+        forward_overhead=forward_overhead,
     )
+
+
+def _intercept(seconds_few: float, few: int, seconds_many: float, many: int) -> float:
+    """Return the fixed part ``a`` of ``seconds = a + b * samples`` through two measurements.
+
+    Returns
+    -------
+    float
+        ``a``, clipped to ``[0, seconds_many]``.
+
+    Examples
+    --------
+    >>> _intercept(1.5, 10, 6.0, 100)
+    1.0
+    """
+    if many <= few:
+        return 0.0
+    slope = max(seconds_many - seconds_few, 0.0) / (many - few)
+    return min(max(seconds_few - slope * few, 0.0), seconds_many)
 
 
 def _samples(settings: Mapping[str, Any], key: str, n: int) -> int:
@@ -286,15 +416,15 @@ def stage_costs(
     --------
     >>> units = UnitCosts(1.0, 0.5, 1e-3, 3e-3, 1e-2, 512, 2000, 0.0)
     >>> costs = stage_costs({**ls.BUDGETS["fast"]}, units)
-    >>> round(costs["trace"], 1)  # (30 + 10) vectors in blocks at 0.5 s each
-    20.0
+    >>> round(costs["trace"], 1)  # (30 + 10) vectors in wide blocks at 1.5 x 0.5 s each
+    30.0
     """
     n = units.num_samples
     n_c = _samples(settings, "curvature_samples", n)
-    ratio = n_c / max(units.curvature_samples, 1)  # products scale with the samples used
-    single, vector = units.single * ratio, units.block_vector * ratio
-    gradient_pass = units.gradient_sample * n_c
-    forward_pass = units.forward_sample * n_c
+    ratio = units.product_scale(n_c)  # products: a fixed part plus their share of samples
+    single, vector = units.single * ratio, units.block_vector * units.block_scale(n_c)
+    gradient_pass = units.gradient_pass(n_c)
+    forward_pass = units.forward_pass(n_c)
     top, bottom = settings["top_k"], settings["bottom_k"]
     cap = max(150, 50 * bottom)
     eig = (_TOP_PRODUCTS[0] * top + _TOP_PRODUCTS[1]) + min(
@@ -302,27 +432,30 @@ def stage_costs(
     )
     probes, steps = settings["density"]
     costs = {
-        "loss": units.forward_sample * n,
+        "loss": units.forward_pass(n),
         "eigenvalues": eig * single,
-        "trace": (settings["trace_matvecs"] + settings["frobenius_matvecs"]) * vector,
+        "trace": _TRACE_FACTOR
+        * (settings["trace_matvecs"] + settings["frobenius_matvecs"])
+        * vector,
         "density": probes * steps * (vector if probes > 1 else single),
         "layerwise": settings["layer_probes"] * vector,
     }
     if surfaces:
         points = settings["surface_1d"] + settings["surface_2d"] ** 2
-        costs["surfaces"] = points * units.forward_sample * _samples(settings, "surface_samples", n)
+        costs["surfaces"] = points * units.forward_pass(_samples(settings, "surface_samples", n))
     costs["sharpness"] = sum(
         _SHARPNESS_GRADIENTS.get(m, 0) * gradient_pass
         + _SHARPNESS_FORWARDS.get(m, 0) * forward_pass
         for m in settings["sharpness"]
     )
-    costs["coherence"] = units.per_example_sample * _samples(settings, "coherence_samples", n)
+    coherence_samples = _samples(settings, "coherence_samples", n)
+    costs["coherence"] = _COHERENCE_PER_EXAMPLE * units.per_example_sample * coherence_samples
     if learning_rates:
-        # Mini-batch products cost about their share of the samples (never below a twentieth:
-        # small batches pay overheads); Adam's moments are one per-example pass.
-        sizes = [n_c // 4**i for i in range(settings["lr_sizes"])]
-        draws = sum(settings["lr_batches"] * max(b / n_c, 0.05) for b in sizes)
-        per_optimizer = draws * _LR_PRODUCTS * single
+        # Mini-batch products: the fixed part plus their share of the samples; Adam's moments
+        # are one per-example pass.
+        sizes = [max(n_c // 4**i, 1) for i in range(settings["lr_sizes"])]
+        draws = sum(settings["lr_batches"] * units.product_scale(b) for b in sizes)
+        per_optimizer = draws * _LR_PRODUCTS * units.single
         moments = units.per_example_sample * n_c
         exact = units.per_example_sample * settings["exact_samples"] * 10
         costs["learning_rate"] = optimizers * per_optimizer + moments + exact

@@ -32,12 +32,12 @@ def test_stage_costs_count_the_units_of_each_stage():
     settings = dict(ls.BUDGETS["standard"])  # 2048 curvature samples, but 2000 exist
     costs = stage_costs(settings, UNITS)
     ratio = 2000 / 512  # products cost their share of the curvature samples
-    assert costs["trace"] == pytest.approx((99 + 30) * 1.0 * ratio)
+    assert costs["trace"] == pytest.approx(1.5 * (99 + 30) * 1.0 * ratio)
     assert costs["density"] == pytest.approx(10 * 80 * 1.0 * ratio)
     assert costs["layerwise"] == pytest.approx(30 * 1.0 * ratio)
     assert costs["surfaces"] == pytest.approx((41 + 25**2) * 1e-3 * 2000)
     assert costs["loss"] == pytest.approx(2.0)
-    assert costs["coherence"] == pytest.approx(512 * 1e-2)
+    assert costs["coherence"] == pytest.approx(1.6 * 512 * 1e-2)
     assert list(costs) == [
         "loss", "eigenvalues", "trace", "density", "layerwise", "surfaces", "sharpness",
         "coherence", "learning_rate",
