@@ -57,7 +57,7 @@ def test_outliers_and_bulk_edge():
     d = ls.spectral_density(_matrix(torch.cat([outliers, bulk])), num_probes=4, num_steps=60)
     assert d.num_outliers == 3
     assert torch.allclose(d.outliers, outliers, rtol=1e-8)
-    assert float(bulk.max()) < d.bulk_edge < 20.0
+    assert d.bulk_edge == pytest.approx(float(bulk.max()), rel=1e-3)  # top bulk Ritz value
     assert d.gap_ratio > 5
 
 
@@ -66,6 +66,88 @@ def test_no_clear_gap_is_reported_as_such():
     d = ls.spectral_density(_matrix(eigs), num_probes=4, num_steps=40)
     assert d.num_outliers == 0 and d.bulk_edge is None
     assert d.gap_ratio < 1.3
+
+
+def _papyan_15a(n=2000, seed=0):
+    # Papyan (2020), Fig. 15a: Y = diag(5, 4, 3, 0, ...) + Z Z^T / n, Z i.i.d. N(0, 1).
+    g = torch.Generator().manual_seed(seed)
+    Z = torch.randn(n, n, generator=g, dtype=torch.float64)
+    Y = Z @ Z.T / n
+    Y[0, 0] += 5.0
+    Y[1, 1] += 4.0
+    Y[2, 2] += 3.0
+    return Y
+
+
+def test_papyan_outliers_near_the_bulk_edge_are_found():
+    # The ratio rule misses the third outlier: 4.469 / 3.957 = 1.13 < 1.3. The exact top
+    # eigenvalues of this sample are the 6.230, 5.328, 4.469 and edge 3.957.
+    Y = _papyan_15a()
+    exact = torch.linalg.eigvalsh(Y).flip(0)
+    d = ls.spectral_density(Y, num_probes=10, num_steps=80)
+    assert d.num_outliers == 3
+    assert torch.allclose(d.outliers, exact[:3], rtol=1e-8)
+    assert d.bulk_edge == pytest.approx(float(exact[3]), rel=1e-3)
+    assert d.outlier_separations.shape == (3,)
+    assert float(d.outlier_separations.min()) > 3.0  # 6.6 sigma for the third
+    assert find_ratio_rule_count(exact[:12]) < 3
+
+
+def find_ratio_rule_count(top):
+    return ls.find_outliers(top, gap=1.3)[0].numel()
+
+
+@pytest.mark.parametrize("theta, expected", [(0.5, 0), (0.9, 0), (2.0, 1), (3.0, 1)])
+def test_spiked_wigner_outliers_appear_exactly_above_the_bbp_threshold(theta, expected):
+    # W GOE with semicircle on [-2, 2]; W + theta u u^T has an outlier at theta + 1/theta
+    # exactly when theta > 1 (Baik, Ben Arous, Peche 2005; Peche 2006).
+    n = 1000
+    g = torch.Generator().manual_seed(int(theta * 10))
+    W = torch.randn(n, n, generator=g, dtype=torch.float64)
+    W = (W + W.T) / (2 * n) ** 0.5
+    u = torch.randn(n, generator=g, dtype=torch.float64)
+    A = W + theta * torch.outer(u, u) / u.norm() ** 2
+    d = ls.spectral_density(A, num_probes=10, num_steps=80)
+    assert d.num_outliers == expected
+    if expected:
+        assert float(d.outliers[0]) == pytest.approx(theta + 1 / theta, abs=0.05)
+        assert d.bulk_edge == pytest.approx(2.0, abs=0.05)
+    else:
+        assert d.bulk_edge is None
+
+
+def test_split_outliers_needs_a_gap_wider_than_the_bulk_spacing():
+    # A sparse but continuous tail: every gap is many kernel widths, none stands out.
+    ritz = torch.tensor([10.0, 8.7, 7.6, 6.6, 5.8, 5.1, 4.5, 4.0, 3.6])
+    out, sep, edge, _ = ls.split_outliers(ritz, torch.ones(9, dtype=torch.bool), 0.1)
+    assert out.numel() == 0 and sep.numel() == 0 and edge is None
+    # Unconverged values are never outliers.
+    ritz = torch.tensor([9.0, 3.0, 2.9, 2.8, 2.7])
+    converged = torch.tensor([False, True, True, True, True])
+    assert ls.split_outliers(ritz, converged, 0.1)[2] is None
+    assert ls.split_outliers(ritz, torch.ones(5, dtype=torch.bool), 0.1)[0].tolist() == [9.0]
+
+
+def test_log_density_of_a_heavy_tailed_spectrum():
+    # Papyan (2020), Fig. 15b: Y = Z Z^T / 1000, Z in R^{500 x 1000} i.i.d. Pareto(alpha=1);
+    # its eigenvalues span six decades. The CDF of log10(lambda) from the log-scale density
+    # against the exact one (measured Kolmogorov distance 0.03).
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    Z = torch.tensor(rng.pareto(1.0, (500, 1000)) + 1.0)
+    Y = Z @ Z.T / 1000
+    exact = torch.log10(torch.linalg.eigvalsh(Y))
+    assert float(exact.max() - exact.min()) > 5
+    d = ls.spectral_density(Y, num_probes=10, num_steps=80)
+    u, psi, below = d.log_density()
+    assert below == 0.0
+    assert float(torch.trapezoid(psi, u)) == pytest.approx(1.0, abs=1e-6)
+    cdf = torch.cumulative_trapezoid(psi, u)
+    empirical = (exact[None, :] <= u[1:, None]).double().mean(1)
+    assert float((cdf - empirical).abs().max()) < 0.1
+    # On a linear axis the kernel is far wider than the typical eigenvalue: no shape.
+    assert d.sigma > 100 * float(10 ** exact.median())
 
 
 def test_default_sigma_and_custom_grid():
@@ -106,8 +188,10 @@ def test_errors():
         ls.spectral_density(A, num_probes=0)
     with pytest.raises(ValueError, match="sigma"):
         ls.spectral_density(A, sigma=-1.0)
-    with pytest.raises(ValueError, match="gap"):
-        ls.spectral_density(A, gap=1.0)
+    with pytest.raises(ValueError, match="separation"):
+        ls.spectral_density(A, separation=0.0)
+    with pytest.raises(ValueError, match="contrast"):
+        ls.spectral_density(A, contrast=1.0)
 
 
 def test_negative_eigenvalue_fraction_and_mass():

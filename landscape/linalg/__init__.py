@@ -1,6 +1,6 @@
 """Spectral algorithms on any symmetric LinearOperator: eigenvalues, traces, densities."""
 
-from landscape.linalg.density import find_outliers, spectral_density
+from landscape.linalg.density import find_outliers, spectral_density, split_outliers
 from landscape.linalg.eigen import eigenvalues, power_iteration
 from landscape.linalg.results import Eigenpairs, Estimate, SpectralDensity
 from landscape.linalg.trace import (
@@ -26,6 +26,7 @@ __all__ = [
     "hutchpp_trace",
     "power_iteration",
     "spectral_density",
+    "split_outliers",
     "trace",
     "xtrace",
 ]

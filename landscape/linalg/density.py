@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 
 from landscape.linalg._random import as_generator, rademacher
-from landscape.linalg.lanczos import batched_lanczos
+from landscape.linalg.lanczos import Tridiagonal, batched_lanczos
 from landscape.linalg.results import SpectralDensity
 from landscape.operators.scipy_wrapper import as_operator
 
-__all__ = ["find_outliers", "spectral_density"]
+__all__ = ["find_outliers", "spectral_density", "split_outliers"]
 
 _REORTHOGONALIZE_BYTES = 2 * 1024**3
 
@@ -27,7 +27,8 @@ def spectral_density(
     grid: Tensor | int = 1024,
     seed: int | torch.Generator | None = 0,
     reorthogonalize: bool | str = "auto",
-    gap: float = 1.3,
+    separation: float = 3.0,
+    contrast: float = 3.0,
     max_outliers: int = 50,
     progress: bool = False,
 ) -> SpectralDensity:
@@ -55,13 +56,14 @@ def spectral_density(
     :math:`n_v` with a plot (the result carries them).
 
     **Outliers.** Following Sagun et al. and Papyan, the top of a Hessian spectrum is a few
-    outliers (about one per class) above a bulk near zero. From the first run's leading
-    converged top Ritz values :math:`\lambda_1 \ge \lambda_2 \ge \dots` (each with residual
-    below :math:`10^{-3}\max|\theta|`; at most ``max_outliers + 1``), the outlier count is
-    the :math:`c` maximizing :math:`\lambda_c/\lambda_{c+1}`, accepted only if that ratio
-    exceeds ``gap``; then the bulk edge is :math:`\sqrt{\lambda_c\lambda_{c+1}}`. Otherwise
-    the result reports no outliers and ``bulk_edge=None`` ("no clear gap") rather than
-    forcing a split.
+    outliers (about one per class) above a bulk. They are split off the first run's Ritz
+    values by :func:`split_outliers`: an outlier lies above a gap of at least ``separation``
+    kernel widths :math:`\sigma` that is also ``contrast`` times wider than the spacing of
+    the Ritz values just below it (the bulk's); the top bulk Ritz value estimates the bulk
+    edge, and each outlier carries its separation from it in units of :math:`\sigma`. A
+    ratio rule :math:`\lambda_c/\lambda_{c+1} > 1.3` misses outliers near a bulk far from
+    zero (Papyan 2020, Fig. 15a: 4.47 above an edge at 3.96); this one does not, and it
+    reports no outliers and ``bulk_edge=None`` ("no clear gap") only when no gap qualifies.
 
     Parameters
     ----------
@@ -83,8 +85,10 @@ def spectral_density(
         ``"auto"`` when that takes at most 2 GiB. Without it the quadrature stays accurate
         (Greenbaum 1989; Chen, Trogdon & Ubaru 2021) but Ritz values repeat ("ghosts"), so
         outliers are then not reported.
-    gap : float, optional
-        Minimum ratio of consecutive top eigenvalues that counts as a gap.
+    separation : float, optional
+        Smallest gap below an outlier, in kernel widths :math:`\sigma`.
+    contrast : float, optional
+        Smallest ratio of that gap to the widest of the next three gaps below it.
     max_outliers : int, optional
         Largest outlier count considered.
     progress : bool, optional
@@ -94,12 +98,14 @@ def spectral_density(
     -------
     SpectralDensity
         ``grid``, ``density``, ``nodes``, ``weights``, ``sigma``, ``outliers``,
-        ``bulk_edge``, ``gap_ratio``, ``num_matvecs``, ``num_passes``.
+        ``outlier_separations``, ``bulk_edge``, ``gap_ratio``, ``num_matvecs``,
+        ``num_passes``.
 
     Raises
     ------
     ValueError
-        For non-positive ``num_probes``/``num_steps``/``sigma`` or ``gap <= 1``.
+        For non-positive ``num_probes``/``num_steps``/``sigma``/``separation`` or
+        ``contrast <= 1``.
 
     References
     ----------
@@ -127,8 +133,10 @@ def spectral_density(
             raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be positive; got {sigma!r}.")
-    if not gap > 1:
-        raise ValueError(f"gap must exceed 1; got {gap!r}.")
+    if not separation > 0:
+        raise ValueError(f"separation must be positive (in kernel widths); got {separation!r}.")
+    if not contrast > 1:
+        raise ValueError(f"contrast must exceed 1; got {contrast!r}.")
     steps = min(num_steps, n)
     if reorthogonalize == "auto":
         itemsize = torch.empty(0, dtype=A.dtype).element_size()
@@ -153,8 +161,46 @@ def spectral_density(
     finally:
         if bar is not None:
             bar.close()
+    return density_from_lanczos(
+        tri,
+        sigma=sigma,
+        grid=grid,
+        outliers=bool(reorthogonalize),
+        separation=separation,
+        contrast=contrast,
+        max_outliers=max_outliers,
+    )
+
+
+def density_from_lanczos(
+    tri: Tridiagonal,
+    *,
+    sigma: float | None = None,
+    grid: Tensor | int = 1024,
+    outliers: bool = True,
+    separation: float = 3.0,
+    contrast: float = 3.0,
+    max_outliers: int = 50,
+) -> SpectralDensity:
+    """Assemble the SLQ density of :func:`spectral_density` from finished Lanczos runs.
+
+    Parameters
+    ----------
+    tri : Tridiagonal
+        The runs (one per probe).
+    sigma, grid, separation, contrast, max_outliers
+        As for :func:`spectral_density`.
+    outliers : bool, optional
+        Split outliers off the first run (only meaningful with reorthogonalized runs).
+
+    Returns
+    -------
+    SpectralDensity
+        The density, its nodes and weights, and the outlier split.
+    """
     theta, S = torch.linalg.eigh(tri.matrices())
     weights = S[:, 0, :] ** 2
+    num_probes, steps = theta.shape
     lo, hi = float(theta.min()), float(theta.max())
     width = float(sigma) if sigma is not None else max((hi - lo) / steps, 1e-12 * max(1, abs(hi)))
     if isinstance(grid, int):
@@ -164,23 +210,28 @@ def spectral_density(
     kernel = torch.exp(-0.5 * ((grid_t[:, None] - theta.reshape(1, -1)) / width) ** 2)
     density = kernel @ weights.reshape(-1) / (num_probes * width * math.sqrt(2 * math.pi))
 
-    outliers, edge, ratio = torch.zeros(0, dtype=torch.float64), None, 1.0
-    if reorthogonalize:
-        # The leading run of converged top Ritz values of the first probe (at most
-        # max_outliers + 1 of them): both sides of an accepted gap are then accurate.
+    empty = torch.zeros(0, dtype=torch.float64)
+    found, separations, edge, ratio = empty, empty, None, 1.0
+    if outliers:
+        # Without reorthogonalization Ritz values repeat (ghosts) and would pass for outliers.
         residuals = tri.residual_norms[0] * S[0, -1, :].abs()
-        order = torch.argsort(theta[0], descending=True)
-        ok = residuals[order] <= 1e-3 * max(abs(lo), abs(hi), 1e-300)
-        leading = int(torch.cumprod(ok.long(), 0).sum())
-        top = theta[0][order[: min(leading, max_outliers + 1)]]
-        outliers, edge, ratio = find_outliers(top, gap=gap)
+        converged = residuals <= 1e-3 * max(abs(lo), abs(hi), 1e-300)
+        found, separations, edge, ratio = split_outliers(
+            theta[0],
+            converged,
+            width,
+            separation=separation,
+            contrast=contrast,
+            max_outliers=max_outliers,
+        )
     return SpectralDensity(
         grid=grid_t,
         density=density,
         nodes=theta,
         weights=weights,
         sigma=width,
-        outliers=outliers,
+        outliers=found,
+        outlier_separations=separations,
         bulk_edge=edge,
         gap_ratio=ratio,
         num_matvecs=tri.num_matvecs,
@@ -224,3 +275,96 @@ def find_outliers(top: Tensor, *, gap: float = 1.3) -> tuple[Tensor, float | Non
     if best <= gap:
         return values[:0], None, best
     return values[: c + 1], math.sqrt(float(values[c]) * float(values[c + 1])), best
+
+
+_SPACING_GAPS = 3  # gaps below a candidate that measure the bulk's spacing
+
+
+def split_outliers(
+    ritz: Tensor,
+    converged: Tensor,
+    sigma: float,
+    *,
+    separation: float = 3.0,
+    contrast: float = 3.0,
+    max_outliers: int = 50,
+) -> tuple[Tensor, Tensor, float | None, float]:
+    r"""Split one Lanczos run's Ritz values into outliers and bulk at a clear gap.
+
+    With the Ritz values sorted :math:`\theta_1 \ge \theta_2 \ge \dots` and the gaps
+    :math:`g_j = \theta_j - \theta_{j+1}`, the split after :math:`c` qualifies when the
+    top :math:`c` values are converged and
+
+    .. math::
+        g_c \ge s\,\sigma \quad\text{and}\quad
+        g_c \ge \kappa \max(g_{c+1}, g_{c+2}, g_{c+3}),
+
+    the gap is wide against the kernel width :math:`\sigma` (the Ritz spacing of a
+    continuous bulk; edge fluctuations are far narrower) and against the bulk's own spacing
+    just below it (a sparse but continuous tail has no such gap). The lowest qualifying
+    split wins: everything above a clear gap is an outlier. The bulk edge is
+    :math:`\theta_{c+1}`, the top bulk Ritz value (it approaches the edge from below), and
+    each outlier's separation is :math:`(\theta_j - \theta_{c+1})/\sigma`.
+
+    Parameters
+    ----------
+    ritz : Tensor
+        The Ritz values of one run, any order.
+    converged : Tensor
+        Booleans, same order: which Ritz values have converged.
+    sigma : float
+        The density's kernel width.
+    separation : float, optional
+        :math:`s`, the smallest gap in kernel widths.
+    contrast : float, optional
+        :math:`\kappa`, the smallest ratio of the gap to the bulk spacing below it.
+    max_outliers : int, optional
+        Largest outlier count considered.
+
+    Returns
+    -------
+    outliers : Tensor
+        The values above the gap, descending (empty when there is no clear gap).
+    separations : Tensor
+        Their distances to the bulk edge in units of ``sigma``.
+    bulk_edge : float or None
+        :math:`\theta_{c+1}`, or ``None`` without a clear gap.
+    gap_ratio : float
+        :math:`\theta_c/\theta_{c+1}` at the split (without one, the largest ratio of
+        consecutive positive converged top values; 1.0 when there are none).
+
+    References
+    ----------
+    V. Papyan, "Traces of class/cross-class structure pervade deep learning spectra", JMLR
+    21, 2020 (Fig. 15a: outliers near the bulk edge). J. Baik, G. Ben Arous, S. Péché,
+    "Phase transition of the largest eigenvalue for nonnull complex sample covariance
+    matrices", Ann. Probab. 33(5), 2005.
+
+    Examples
+    --------
+    >>> ritz = torch.tensor([6.23, 5.33, 4.47, 3.95, 3.92, 3.88, 3.83, 3.2], dtype=torch.float64)
+    >>> out, sep, edge, _ = split_outliers(ritz, torch.ones(8, dtype=torch.bool), 0.08)
+    >>> out.tolist(), edge, [round(x, 1) for x in sep.tolist()]
+    ([6.23, 5.33, 4.47], 3.95, [28.5, 17.2, 6.5])
+    """
+    order = torch.argsort(ritz.double(), descending=True)
+    values = ritz.double()[order]
+    leading = int(torch.cumprod(converged[order].long(), 0).sum())
+    gaps = values[:-1] - values[1:]
+    split = None
+    for c in range(1, min(leading, max_outliers, values.numel() - 1) + 1):
+        below = gaps[c : c + _SPACING_GAPS]
+        if below.numel() == 0:
+            break
+        gap = float(gaps[c - 1])
+        if gap >= separation * sigma and gap >= contrast * float(below.max()):
+            split = c
+    empty = values[:0]
+    if split is None:
+        top = values[: min(leading, max_outliers + 1)]
+        top = top[top > 0]
+        ratio = float((top[:-1] / top[1:]).max()) if top.numel() >= 2 else 1.0
+        return empty, empty, None, ratio
+    edge = float(values[split])
+    ratio = float(values[split - 1] / values[split]) if edge > 0 else math.inf
+    return values[:split], (values[:split] - edge) / sigma, edge, ratio

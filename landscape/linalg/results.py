@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 __all__ = ["Eigenpairs", "Estimate", "SpectralDensity"]
@@ -98,11 +99,14 @@ class SpectralDensity:
     bulk_edge : float or None
         Upper edge of the bulk (``None`` when there is no clear gap).
     gap_ratio : float
-        Largest ratio of consecutive top Ritz values examined (the gap evidence).
+        Ratio of the values either side of the gap (without one, the largest ratio of
+        consecutive top Ritz values examined).
     num_matvecs : int
         Operator products used.
     num_passes : int
         ``matmat`` calls used.
+    outlier_separations : Tensor
+        Each outlier's distance to the bulk edge in kernel widths :math:`\sigma`.
     """
 
     grid: Tensor
@@ -115,6 +119,7 @@ class SpectralDensity:
     gap_ratio: float
     num_matvecs: int
     num_passes: int
+    outlier_separations: Tensor = field(default_factory=lambda: torch.zeros(0))
 
     @property
     def num_outliers(self) -> int:
@@ -132,6 +137,72 @@ class SpectralDensity:
         absolute = (self.weights * self.nodes.abs()).sum(1).mean()
         negative = (self.weights * self.nodes.clamp(max=0).abs()).sum(1).mean()
         return float(negative / absolute) if float(absolute) > 0 else 0.0
+
+    def log_density(
+        self, points: int = 512, sigma: float | None = None, floor: float | None = None
+    ) -> tuple[Tensor, Tensor, float]:
+        r"""Return the density of :math:`u = \log_{10}\lambda` over the positive spectrum.
+
+        Heavy-tailed spectra span decades, and a linear axis shows one spike at zero (Papyan
+        2020, Fig. 15b). The same quadrature nodes :math:`\theta_j` and weights
+        :math:`\tau_j` are broadened in :math:`u`:
+
+        .. math::
+            \psi(u) = \frac{1}{n_v} \sum_{l,j:\,\theta_j^{(l)} > f} \tau_j^{(l)}
+            \,\mathcal N\big(u;\, \log_{10}\theta_j^{(l)},\, s^2\big),
+
+        with :math:`s` = (range of :math:`\log_{10}\theta`) / ``num_steps`` by default. It
+        integrates to the estimated fraction of eigenvalues above the floor :math:`f`.
+
+        Parameters
+        ----------
+        points : int, optional
+            Grid points on :math:`[u_{\min} - 5s, u_{\max} + 5s]`.
+        sigma : float, optional
+            Kernel width :math:`s` in decades.
+        floor : float, optional
+            Nodes at or below it are left out (default :math:`10^{-8}\max\theta`: below it
+            Lanczos does not resolve eigenvalues from zero).
+
+        Returns
+        -------
+        grid : Tensor
+            :math:`u` values (decades).
+        density : Tensor
+            :math:`\psi(u)`.
+        mass_below : float
+            The estimated fraction of eigenvalues at or below the floor (zero and negative
+            ones included).
+
+        Raises
+        ------
+        ValueError
+            If no node is positive.
+
+        Examples
+        --------
+        >>> lam = torch.logspace(-2, 3, 200, dtype=torch.float64)
+        >>> d = ls.spectral_density(torch.diag(lam), num_probes=4, num_steps=60)
+        >>> u, psi, below = d.log_density()
+        >>> round(float(torch.trapezoid(psi, u)), 3), below
+        (1.0, 0.0)
+        """
+        nodes, weights = self.nodes.double(), self.weights.double()
+        top = float(nodes.max())
+        if top <= 0:
+            raise ValueError("the spectrum has no positive eigenvalues: no log-scale density.")
+        floor = 1e-8 * top if floor is None else float(floor)
+        keep = nodes > floor
+        u = torch.log10(nodes[keep])
+        w = weights[keep]
+        lo, hi = float(u.min()), float(u.max())
+        steps = nodes.shape[1]
+        width = float(sigma) if sigma is not None else max((hi - lo) / steps, 1e-3)
+        grid = torch.linspace(lo - 5 * width, hi + 5 * width, points, dtype=torch.float64)
+        kernel = torch.exp(-0.5 * ((grid[:, None] - u[None, :]) / width) ** 2)
+        density = kernel @ w / (nodes.shape[0] * width * (2 * torch.pi) ** 0.5)
+        below = float((weights * ~keep).sum(1).mean())
+        return grid, density, below
 
     def moment(self, order: int) -> float:
         r"""Return the quadrature estimate of :math:`\frac1P \operatorname{tr}(H^{order})`.
