@@ -22,10 +22,12 @@ from landscape.linalg import (
     hutchpp_trace,
     power_iteration,
     spectral_density,
+    split_outliers,
     trace,
     xtrace,
 )
 from landscape.metrics import (
+    BlockSpectra,
     CoherenceResult,
     LayerCurvature,
     LayerwiseResult,
@@ -35,6 +37,7 @@ from landscape.metrics import (
     SharpnessMeasure,
     SharpnessResult,
     Verification,
+    block_spectra,
     coherence,
     layerwise,
     max_learning_rate,
@@ -91,6 +94,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BUDGETS",
+    "BlockSpectra",
     "CoherenceResult",
     "Comparison",
     "CurvatureOperator",
@@ -123,6 +127,7 @@ __all__ = [
     "VectorizationWarning",
     "Verification",
     "analyze",
+    "block_spectra",
     "coherence",
     "compare",
     "diagonal",
@@ -162,6 +167,7 @@ __all__ = [
     "select_parameters",
     "sharpness",
     "spectral_density",
+    "split_outliers",
     "stability_threshold",
     "surface",
     "surface_to_vtk",

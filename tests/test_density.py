@@ -117,7 +117,8 @@ def test_spiked_wigner_outliers_appear_exactly_above_the_bbp_threshold(theta, ex
 
 
 def test_split_outliers_needs_a_gap_wider_than_the_bulk_spacing():
-    # A sparse but continuous tail: every gap is many kernel widths, none stands out.
+    # A sparse but continuous tail: every gap is many kernel widths, none stands out (and
+    # no ratio exceeds 1.3).
     ritz = torch.tensor([10.0, 8.7, 7.6, 6.6, 5.8, 5.1, 4.5, 4.0, 3.6])
     out, sep, edge, _ = ls.split_outliers(ritz, torch.ones(9, dtype=torch.bool), 0.1)
     assert out.numel() == 0 and sep.numel() == 0 and edge is None
@@ -188,6 +189,8 @@ def test_errors():
         ls.spectral_density(A, num_probes=0)
     with pytest.raises(ValueError, match="sigma"):
         ls.spectral_density(A, sigma=-1.0)
+    with pytest.raises(ValueError, match="gap"):
+        ls.spectral_density(A, gap=1.0)
     with pytest.raises(ValueError, match="separation"):
         ls.spectral_density(A, separation=0.0)
     with pytest.raises(ValueError, match="contrast"):

@@ -302,7 +302,10 @@ def analyse(model: nn.Module, X: Tensor, T: Tensor, setting: Setting, variant: V
     slq_seconds = time.perf_counter() - start
     mass = None
     if density.bulk_edge is not None:
-        above = (density.nodes > density.bulk_edge).to(density.weights.dtype)
+        # midway between the top bulk Ritz value and the lowest outlier: other probes' top
+        # bulk Ritz values may lie a little above the first probe's
+        threshold = 0.5 * (density.bulk_edge + float(density.outliers.min()))
+        above = (density.nodes > threshold).to(density.weights.dtype)
         mass = float((density.weights * above).sum(1).mean())
     G = ls.gauss_newton(model, data, loss_fn=loss_fn)
     g_top = ls.eigenvalues(G, k=variant.k, tol=1e-6)

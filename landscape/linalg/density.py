@@ -27,8 +27,9 @@ def spectral_density(
     grid: Tensor | int = 1024,
     seed: int | torch.Generator | None = 0,
     reorthogonalize: bool | str = "auto",
+    gap: float = 1.3,
     separation: float = 3.0,
-    contrast: float = 3.0,
+    contrast: float = 5.0,
     max_outliers: int = 50,
     progress: bool = False,
 ) -> SpectralDensity:
@@ -56,14 +57,14 @@ def spectral_density(
     :math:`n_v` with a plot (the result carries them).
 
     **Outliers.** Following Sagun et al. and Papyan, the top of a Hessian spectrum is a few
-    outliers (about one per class) above a bulk. They are split off the first run's Ritz
-    values by :func:`split_outliers`: an outlier lies above a gap of at least ``separation``
-    kernel widths :math:`\sigma` that is also ``contrast`` times wider than the spacing of
-    the Ritz values just below it (the bulk's); the top bulk Ritz value estimates the bulk
-    edge, and each outlier carries its separation from it in units of :math:`\sigma`. A
-    ratio rule :math:`\lambda_c/\lambda_{c+1} > 1.3` misses outliers near a bulk far from
-    zero (Papyan 2020, Fig. 15a: 4.47 above an edge at 3.96); this one does not, and it
-    reports no outliers and ``bulk_edge=None`` ("no clear gap") only when no gap qualifies.
+    outliers (about one per class) above a bulk. They are split off the first run's
+    converged Ritz values by :func:`split_outliers`: above the largest ratio gap
+    :math:`\lambda_c/\lambda_{c+1}` > ``gap`` (a bulk near zero), or above a gap of at
+    least ``separation`` kernel widths :math:`\sigma` that is also ``contrast`` times the
+    spacing of the Ritz values just below it (a bulk away from zero, where ratios are small:
+    Papyan 2020, Fig. 15a). The top bulk Ritz value estimates the bulk edge, each outlier
+    carries its separation from it in units of :math:`\sigma`, and the result reports no
+    outliers and ``bulk_edge=None`` ("no clear gap") only when no gap qualifies.
 
     Parameters
     ----------
@@ -85,8 +86,10 @@ def spectral_density(
         ``"auto"`` when that takes at most 2 GiB. Without it the quadrature stays accurate
         (Greenbaum 1989; Chen, Trogdon & Ubaru 2021) but Ritz values repeat ("ghosts"), so
         outliers are then not reported.
+    gap : float, optional
+        Smallest ratio of consecutive top eigenvalues that counts as a gap.
     separation : float, optional
-        Smallest gap below an outlier, in kernel widths :math:`\sigma`.
+        Smallest gap below an outlier, in kernel widths :math:`\sigma` (spacing rule).
     contrast : float, optional
         Smallest ratio of that gap to the widest of the next three gaps below it.
     max_outliers : int, optional
@@ -104,8 +107,8 @@ def spectral_density(
     Raises
     ------
     ValueError
-        For non-positive ``num_probes``/``num_steps``/``sigma``/``separation`` or
-        ``contrast <= 1``.
+        For non-positive ``num_probes``/``num_steps``/``sigma``/``separation``, or
+        ``gap <= 1`` or ``contrast <= 1``.
 
     References
     ----------
@@ -133,6 +136,8 @@ def spectral_density(
             raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be positive; got {sigma!r}.")
+    if not gap > 1:
+        raise ValueError(f"gap must exceed 1; got {gap!r}.")
     if not separation > 0:
         raise ValueError(f"separation must be positive (in kernel widths); got {separation!r}.")
     if not contrast > 1:
@@ -166,6 +171,7 @@ def spectral_density(
         sigma=sigma,
         grid=grid,
         outliers=bool(reorthogonalize),
+        gap=gap,
         separation=separation,
         contrast=contrast,
         max_outliers=max_outliers,
@@ -178,8 +184,9 @@ def density_from_lanczos(
     sigma: float | None = None,
     grid: Tensor | int = 1024,
     outliers: bool = True,
+    gap: float = 1.3,
     separation: float = 3.0,
-    contrast: float = 3.0,
+    contrast: float = 5.0,
     max_outliers: int = 50,
 ) -> SpectralDensity:
     """Assemble the SLQ density of :func:`spectral_density` from finished Lanczos runs.
@@ -188,7 +195,7 @@ def density_from_lanczos(
     ----------
     tri : Tridiagonal
         The runs (one per probe).
-    sigma, grid, separation, contrast, max_outliers
+    sigma, grid, gap, separation, contrast, max_outliers
         As for :func:`spectral_density`.
     outliers : bool, optional
         Split outliers off the first run (only meaningful with reorthogonalized runs).
@@ -220,6 +227,7 @@ def density_from_lanczos(
             theta[0],
             converged,
             width,
+            gap=gap,
             separation=separation,
             contrast=contrast,
             max_outliers=max_outliers,
@@ -285,24 +293,28 @@ def split_outliers(
     converged: Tensor,
     sigma: float,
     *,
+    gap: float = 1.3,
     separation: float = 3.0,
-    contrast: float = 3.0,
+    contrast: float = 5.0,
     max_outliers: int = 50,
 ) -> tuple[Tensor, Tensor, float | None, float]:
     r"""Split one Lanczos run's Ritz values into outliers and bulk at a clear gap.
 
-    With the Ritz values sorted :math:`\theta_1 \ge \theta_2 \ge \dots` and the gaps
-    :math:`g_j = \theta_j - \theta_{j+1}`, the split after :math:`c` qualifies when the
-    top :math:`c` values are converged and
+    With the converged top Ritz values sorted :math:`\theta_1 \ge \theta_2 \ge \dots`
+    and the gaps :math:`g_j = \theta_j - \theta_{j+1}`, a split after :math:`c` is clear
+    when either
 
-    .. math::
-        g_c \ge s\,\sigma \quad\text{and}\quad
-        g_c \ge \kappa \max(g_{c+1}, g_{c+2}, g_{c+3}),
+    * the ratio :math:`\theta_c/\theta_{c+1}` is the largest and exceeds ``gap`` (the
+      log-gap rule of Sagun et al. and Papyan, right for a bulk near zero), or
+    * :math:`g_c \ge s\,\sigma` and :math:`g_c \ge \kappa\max(g_{c+1}, g_{c+2},
+      g_{c+3})`: the gap is wide against the kernel width :math:`\sigma` (edge
+      fluctuations of a continuous bulk are far narrower) and against the bulk's own spacing
+      just below it (the top of a square-root edge has gaps within about 2x of each other,
+      so a sparse but continuous tail does not qualify). This finds outliers near a bulk far
+      from zero, where every ratio is small (Papyan 2020, Fig. 15a: 4.469 over an edge at
+      3.957, ratio 1.13, gap 20x the spacing below).
 
-    the gap is wide against the kernel width :math:`\sigma` (the Ritz spacing of a
-    continuous bulk; edge fluctuations are far narrower) and against the bulk's own spacing
-    just below it (a sparse but continuous tail has no such gap). The lowest qualifying
-    split wins: everything above a clear gap is an outlier. The bulk edge is
+    The lowest clear split wins: everything above it is an outlier. The bulk edge is
     :math:`\theta_{c+1}`, the top bulk Ritz value (it approaches the edge from below), and
     each outlier's separation is :math:`(\theta_j - \theta_{c+1})/\sigma`.
 
@@ -314,8 +326,10 @@ def split_outliers(
         Booleans, same order: which Ritz values have converged.
     sigma : float
         The density's kernel width.
+    gap : float, optional
+        Smallest ratio for the ratio rule.
     separation : float, optional
-        :math:`s`, the smallest gap in kernel widths.
+        :math:`s`, the smallest gap in kernel widths for the spacing rule.
     contrast : float, optional
         :math:`\kappa`, the smallest ratio of the gap to the bulk spacing below it.
     max_outliers : int, optional
@@ -351,20 +365,21 @@ def split_outliers(
     values = ritz.double()[order]
     leading = int(torch.cumprod(converged[order].long(), 0).sum())
     gaps = values[:-1] - values[1:]
-    split = None
+    top = values[: min(leading, max_outliers + 1)]
+    positive = top[top > 0]
+    ratios = positive[:-1] / positive[1:]
+    largest = float(ratios.max()) if ratios.numel() else 1.0
+    split = int(torch.argmax(ratios)) + 1 if largest > gap else None
     for c in range(1, min(leading, max_outliers, values.numel() - 1) + 1):
         below = gaps[c : c + _SPACING_GAPS]
         if below.numel() == 0:
             break
-        gap = float(gaps[c - 1])
-        if gap >= separation * sigma and gap >= contrast * float(below.max()):
-            split = c
+        width = float(gaps[c - 1])
+        if width >= separation * sigma and width >= contrast * float(below.max()):
+            split = max(c, split or 0)
     empty = values[:0]
     if split is None:
-        top = values[: min(leading, max_outliers + 1)]
-        top = top[top > 0]
-        ratio = float((top[:-1] / top[1:]).max()) if top.numel() >= 2 else 1.0
-        return empty, empty, None, ratio
+        return empty, empty, None, largest
     edge = float(values[split])
     ratio = float(values[split - 1] / values[split]) if edge > 0 else math.inf
     return values[:split], (values[:split] - edge) / sigma, edge, ratio

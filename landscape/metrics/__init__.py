@@ -1,5 +1,6 @@
 """Curvature metrics assembled from operators and spectral algorithms."""
 
+from landscape.metrics.block_spectra import BlockSpectra, block_spectra
 from landscape.metrics.coherence import (
     CoherenceResult,
     NoiseScale,
@@ -14,6 +15,7 @@ from landscape.metrics.thresholds import OptimizerSettings, optimizer_settings, 
 
 __all__ = [
     "MEASURES",
+    "BlockSpectra",
     "CoherenceResult",
     "LayerCurvature",
     "LayerwiseResult",
@@ -24,6 +26,7 @@ __all__ = [
     "SharpnessMeasure",
     "SharpnessResult",
     "Verification",
+    "block_spectra",
     "coherence",
     "layerwise",
     "max_learning_rate",

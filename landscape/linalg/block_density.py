@@ -1,0 +1,285 @@
+r"""Spectral densities of an operator's diagonal blocks, all in one set of passes.
+
+And their heterogeneity: Jensen-Shannon distances between the blocks' densities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import rel_entr
+from torch import Tensor
+
+from landscape.linalg._random import as_generator, rademacher
+from landscape.linalg.density import density_from_lanczos
+from landscape.linalg.lanczos import Tridiagonal, batched_lanczos
+from landscape.linalg.results import SpectralDensity
+from landscape.operators.base import LinearOperator
+from landscape.operators.scipy_wrapper import as_operator
+
+__all__ = ["block_densities", "js_distances", "mean_js"]
+
+_REORTHOGONALIZE_BYTES = 2 * 1024**3
+
+
+class _ColumnBlocks(LinearOperator):
+    r"""Column :math:`j` of ``V`` goes through :math:`P_{b(j)} A P_{b(j)}`, its block's part.
+
+    ``mask`` (shape ``(n, r)``) is 1 on the rows of each column's block. Masking the input as
+    well as the output makes each column's operator exactly the (zero-padded) diagonal block
+    :math:`A_{bb}`: cross-block terms :math:`A_{cb}` never enter.
+    """
+
+    is_symmetric = True
+
+    def __init__(self, A: LinearOperator, mask: Tensor) -> None:
+        super().__init__(A.shape, A.dtype, A.device)
+        self.A, self.mask = A, mask
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.mask * self.A.matmat(self.mask * V)
+
+    @property
+    def num_matvecs(self) -> int:
+        return self.A.num_matvecs
+
+    @property
+    def num_passes(self) -> int:
+        return self.A.num_passes
+
+
+def _indices(block: Any, n: int) -> Tensor:
+    if isinstance(block, slice):
+        return torch.arange(n)[block]
+    index = torch.as_tensor(block, dtype=torch.long).reshape(-1)
+    if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= n:
+        raise ValueError(f"a block's indices must be non-empty and within [0, {n}).")
+    return index
+
+
+def block_densities(
+    A: Any,
+    blocks: Sequence[slice | Sequence[int] | Tensor],
+    num_probes: int = 4,
+    num_steps: int = 60,
+    *,
+    seed: int | torch.Generator | None = 0,
+    reorthogonalize: bool | str = "auto",
+    grid: int = 512,
+    progress: bool = False,
+) -> list[SpectralDensity]:
+    r"""SLQ densities of the diagonal blocks :math:`A_{bb}` of a symmetric operator, batched.
+
+    Block :math:`b` (indices :math:`I_b`, size :math:`P_b`) gets its own Lanczos runs on
+    :math:`A_{bb}` from Rademacher probes supported on :math:`I_b`; every block's probe
+    columns go through **one** ``matmat`` per step, so the cost is ``num_steps`` passes over
+    the data for any number of blocks (``L * num_probes`` products per pass). Each density
+    estimates :math:`\frac{1}{P_b}\sum_i \delta(t - \lambda_i(A_{bb}))`, with the quadrature
+    moments :math:`\frac{1}{P_b}\operatorname{tr}(A_{bb}^p)` of
+    :func:`landscape.spectral_density`. Zhang et al. run one SLQ per block (``L`` times the
+    passes).
+
+    Parameters
+    ----------
+    A : LinearOperator, Tensor or ndarray
+        Symmetric operator.
+    blocks : sequence of slices or index sequences
+        The blocks' indices (disjoint in practice; any subsets work).
+    num_probes : int, optional
+        Probes per block.
+    num_steps : int, optional
+        Lanczos steps (capped by the smallest block's size is not needed: a run that
+        exhausts its block continues with zero weight).
+    seed : int or torch.Generator, optional
+        Randomness of the probes.
+    reorthogonalize : bool or "auto", optional
+        Full reorthogonalization (memory ``n * L * num_probes * num_steps``); ``"auto"``
+        when that takes at most 2 GiB. Outliers are split only with it.
+    grid : int, optional
+        Grid points of each density.
+    progress : bool, optional
+        A tqdm bar over the steps.
+
+    Returns
+    -------
+    list of SpectralDensity
+        One per block; ``num_passes`` is the shared count.
+
+    Raises
+    ------
+    ValueError
+        For no blocks, empty or out-of-range indices, or non-positive sizes.
+
+    References
+    ----------
+    Y. Zhang, C. Chen, T. Ding, Z. Li, R. Sun, Z.-Q. Luo, "Why transformers need Adam: a
+    Hessian perspective", NeurIPS 2024, arXiv:2402.16788.
+
+    Examples
+    --------
+    >>> A = torch.block_diag(torch.diag(torch.arange(1.0, 6.0)), 10 * torch.eye(3)).double()
+    >>> first, second = block_densities(A, [slice(0, 5), slice(5, 8)], num_steps=5)
+    >>> round(first.moment(1), 6), round(second.moment(1), 6), first.num_passes
+    (3.0, 10.0, 5)
+    """
+    A = as_operator(A)
+    n = A.shape[0]
+    if len(blocks) == 0:
+        raise ValueError("give at least one block.")
+    for name, value in (("num_probes", num_probes), ("num_steps", num_steps)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    indices = [_indices(b, n) for b in blocks]
+    r = len(indices) * num_probes
+    steps = min(num_steps, max(len(i) for i in indices))
+    if reorthogonalize == "auto":
+        itemsize = torch.empty(0, dtype=A.dtype).element_size()
+        reorthogonalize = n * r * steps * itemsize <= _REORTHOGONALIZE_BYTES
+    mask = torch.zeros(n, r, dtype=A.dtype, device=A.device)
+    for b, index in enumerate(indices):
+        mask[index.to(A.device), b * num_probes : (b + 1) * num_probes] = 1
+    generator = as_generator(seed)
+    probes = rademacher(n, r, generator, dtype=A.dtype, device=A.device) * mask
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="block densities (SLQ)", unit="pass", leave=False)
+    try:
+        tri = batched_lanczos(
+            _ColumnBlocks(A, mask),
+            probes,
+            steps,
+            reorthogonalize=bool(reorthogonalize),
+            generator=generator,
+            callback=(lambda _: bar.update(1)) if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    out = []
+    for b in range(len(indices)):
+        rows = slice(b * num_probes, (b + 1) * num_probes)
+        runs = Tridiagonal(
+            tri.alphas[rows],
+            tri.betas[rows],
+            tri.residual_norms[rows],
+            tri.num_matvecs,
+            tri.num_passes,
+        )
+        out.append(density_from_lanczos(runs, grid=grid, outliers=bool(reorthogonalize)))
+    return out
+
+
+def _kth_largest(density: SpectralDensity, k: int) -> float:
+    values = torch.sort(density.nodes[0].double(), descending=True).values
+    return float(values[min(k, values.numel()) - 1])
+
+
+def js_distances(
+    densities: Sequence[SpectralDensity],
+    *,
+    normalize: int | None = 10,
+    points: int = 2048,
+) -> np.ndarray:
+    r"""Jensen-Shannon distances between spectral densities (block heterogeneity).
+
+    Each density's nodes :math:`\theta` are divided by its ``normalize``-th largest Ritz
+    value (Zhang et al. normalize each block's spectrum so that scale does not count, only
+    shape), broadened with the density's own relative kernel width on one common grid, and
+    normalized to probability vectors :math:`p_b`; then
+
+    .. math::
+        \mathrm{JS}(p, q) = \sqrt{\tfrac12 \mathrm{KL}(p\|m) + \tfrac12 \mathrm{KL}(q\|m)},
+        \quad m = \tfrac12(p + q),
+
+    with base-2 logarithms, in :math:`[0, 1]` (as :func:`scipy.spatial.distance.jensenshannon`,
+    clipped at 0 against round-off).
+    :math:`\mathrm{JS}^0` is the mean over pairs :math:`b < c`.
+
+    Parameters
+    ----------
+    densities : sequence of SpectralDensity
+        One per block.
+    normalize : int or None, optional
+        Divide each spectrum by its k-th largest Ritz value (``None``: compare raw spectra).
+    points : int, optional
+        Grid points.
+
+    Returns
+    -------
+    ndarray
+        The symmetric ``(L, L)`` matrix of distances, zero on the diagonal.
+
+    Raises
+    ------
+    ValueError
+        If a normalizing eigenvalue is not positive.
+
+    Examples
+    --------
+    >>> A = torch.diag(torch.linspace(0.1, 1.0, 40)).double()
+    >>> d = block_densities(A, [slice(0, 40)], num_steps=10)[0]
+    >>> ten = block_densities(10 * A, [slice(0, 40)], num_steps=10)[0]
+    >>> bool(js_distances([d, ten])[0, 1] < 1e-6)
+    True
+    >>> bool(js_distances([d, ten], normalize=None)[0, 1] > 0.5)
+    True
+    """
+    scales = []
+    for d in densities:
+        scale = 1.0 if normalize is None else _kth_largest(d, normalize)
+        if not scale > 0:
+            raise ValueError(
+                f"the {normalize}-th largest eigenvalue of a block is {scale:.3g}; normalize by "
+                "a positive one (a smaller normalize=) or compare raw spectra (normalize=None)."
+            )
+        scales.append(scale)
+    nodes = [d.nodes.double() / s for d, s in zip(densities, scales, strict=True)]
+    widths = [d.sigma / s for d, s in zip(densities, scales, strict=True)]
+    lo = min(float(x.min()) - 5 * w for x, w in zip(nodes, widths, strict=True))
+    hi = max(float(x.max()) + 5 * w for x, w in zip(nodes, widths, strict=True))
+    grid = torch.linspace(lo, hi, points, dtype=torch.float64)
+    spacing = (hi - lo) / (points - 1)
+    vectors = []
+    for x, w, d in zip(nodes, widths, densities, strict=True):
+        width = max(w, spacing)  # a kernel narrower than the grid would fall between points
+        kernel = torch.exp(-0.5 * ((grid[:, None] - x.reshape(1, -1)) / width) ** 2)
+        p = (kernel @ d.weights.double().reshape(-1)).numpy()
+        p = np.where(p > 1e-200 * p.max(), p, 0.0)  # denormals: (p + q) / 2 would underflow
+        vectors.append(p / p.sum())
+    L = len(vectors)
+    out = np.zeros((L, L))
+    for i in range(L):
+        for j in range(i + 1, L):
+            out[i, j] = out[j, i] = _js(vectors[i], vectors[j])
+    return out
+
+
+def _js(p: np.ndarray, q: np.ndarray) -> float:
+    m = (p + q) / 2
+    divergence = (rel_entr(p, m).sum() + rel_entr(q, m).sum()) / (2 * math.log(2))
+    return math.sqrt(max(float(divergence), 0.0))  # round-off can make it -1e-17
+
+
+def mean_js(distances: np.ndarray) -> float:
+    r"""Return :math:`\mathrm{JS}^0`, the mean distance over block pairs (``nan`` for one block).
+
+    Parameters
+    ----------
+    distances : ndarray
+        The matrix of :func:`js_distances`.
+
+    Returns
+    -------
+    float
+        The mean of the strict upper triangle.
+    """
+    L = distances.shape[0]
+    if L < 2:
+        return math.nan
+    return float(distances[np.triu_indices(L, 1)].mean())
