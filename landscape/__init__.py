@@ -36,6 +36,8 @@ from landscape.metrics import (
     OptimizerSettings,
     SharpnessMeasure,
     SharpnessResult,
+    SubsetEstimate,
+    SubsetSpread,
     Verification,
     block_spectra,
     coherence,
@@ -44,6 +46,7 @@ from landscape.metrics import (
     noise_scale,
     sharpness,
     stability_threshold,
+    subset_spread,
 )
 from landscape.operators import (
     CurvatureOperator,
@@ -123,6 +126,8 @@ __all__ = [
     "SharpnessResult",
     "SharpnessTracker",
     "SpectralDensity",
+    "SubsetEstimate",
+    "SubsetSpread",
     "Surface",
     "VectorizationWarning",
     "Verification",
@@ -169,6 +174,7 @@ __all__ = [
     "spectral_density",
     "split_outliers",
     "stability_threshold",
+    "subset_spread",
     "surface",
     "surface_to_vtk",
     "trace",

@@ -11,6 +11,7 @@ from landscape.metrics.coherence import (
 from landscape.metrics.layerwise import LayerCurvature, LayerwiseResult, layerwise
 from landscape.metrics.learning_rate import LearningRateResult, Verification, max_learning_rate
 from landscape.metrics.sharpness import MEASURES, SharpnessMeasure, SharpnessResult, sharpness
+from landscape.metrics.subsets import SubsetEstimate, SubsetSpread, subset_spread
 from landscape.metrics.thresholds import OptimizerSettings, optimizer_settings, stability_threshold
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "ParamGSNR",
     "SharpnessMeasure",
     "SharpnessResult",
+    "SubsetEstimate",
+    "SubsetSpread",
     "Verification",
     "block_spectra",
     "coherence",
@@ -34,4 +37,5 @@ __all__ = [
     "optimizer_settings",
     "sharpness",
     "stability_threshold",
+    "subset_spread",
 ]
