@@ -39,13 +39,16 @@ from torch import nn
 
 from landscape._paths import check_writable
 from landscape.data import DataSource
+from landscape.linalg.block_density import js_distances, mean_js
 from landscape.linalg.density import spectral_density
 from landscape.linalg.eigen import eigenvalues
 from landscape.linalg.trace import frobenius_norm, trace
 from landscape.losses import BatchLoss, Count, Criterion
+from landscape.metrics.block_spectra import block_spectra, parameter_blocks
 from landscape.metrics.coherence import coherence
 from landscape.metrics.layerwise import layerwise
 from landscape.metrics.learning_rate import max_learning_rate
+from landscape.metrics.subsets import subset_spread
 from landscape.metrics.thresholds import optimizer_settings
 from landscape.operators.hessian import hessian
 from landscape.planning import Plan, fit, measure_costs
@@ -69,6 +72,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "frobenius_matvecs": 10,
         "density": (4, 30),
         "layer_probes": 10,
+        "block_density": (1, 20),
+        "subsets": 4,
         "surface_samples": 1024,
         "surface_1d": 21,
         "surface_2d": 11,
@@ -87,6 +92,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "frobenius_matvecs": 30,
         "density": (10, 80),
         "layer_probes": 30,
+        "block_density": (2, 40),
+        "subsets": 4,
         "surface_samples": 2048,
         "surface_1d": 41,
         "surface_2d": 25,
@@ -105,6 +112,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "frobenius_matvecs": 100,
         "density": (20, 100),
         "layer_probes": 100,
+        "block_density": (4, 80),
+        "subsets": 8,
         "surface_samples": None,
         "surface_1d": 51,
         "surface_2d": 51,
@@ -351,7 +360,7 @@ def analyze(
             print(plan.table())
             return plan
         settings = plan.settings
-    names = ["loss", "eigenvalues", "trace", "density", "layerwise"]
+    names = ["loss", "eigenvalues", "subsets", "trace", "density", "layerwise", "block_spectra"]
     names += ["surfaces"] if surfaces else []
     names += ["sharpness", "coherence"]
     names += ["learning_rate"] if learning_rates else []
@@ -388,6 +397,9 @@ def analyze(
             cost["hvps"] = top.num_matvecs + bottom.num_matvecs
             cost["passes"] = top.num_passes + bottom.num_passes
         data["eigenvalues"].update(cost)
+
+        with stages.stage("subsets") as cost:
+            data["subsets"] = _subsets(model, loader, loss_fn, options, settings, seed, cost)
 
         with stages.stage("trace") as cost:
             tr = trace(H, num_matvecs=settings["trace_matvecs"], seed=generator_seed + 2)
@@ -445,6 +457,11 @@ def analyze(
             "trace_stderr": [layer.trace_stderr for layer in layers.layers],
             **cost,
         }
+
+        with stages.stage("block_spectra") as cost:
+            blocks = _block_spectra(model, loader, loss_fn, options, settings, seed, cost)
+            if blocks is not None:
+                data["block_spectra"] = blocks
 
         if surfaces:
             with stages.stage("surfaces") as cost:
@@ -520,8 +537,98 @@ def _plan(
     units = measure_costs(model, loader, loss_fn, losses, settings["curvature_samples"], backend)
     kinds = {"sgd", "adam"} | ({optimizer_settings(optimizer).kind} if optimizer else set())
     seconds = math.inf if time_budget is None else time_budget - units.seconds
-    fitted, scaled, predicted = fit(settings, units, seconds, optimizers=len(kinds), **options)
+    blocks = len(parameter_blocks(model, "modules"))
+    fitted, scaled, predicted = fit(
+        settings, units, seconds, optimizers=len(kinds), blocks=blocks, **options
+    )
     return Plan(budget, time_budget or math.inf, fitted, scaled, predicted, units)
+
+
+def _subsets(
+    model: nn.Module,
+    loader: Any,
+    loss_fn: Criterion | None,
+    options: dict[str, Any],
+    settings: dict[str, Any],
+    seed: int,
+    cost: dict[str, float],
+) -> dict[str, Any]:
+    """λmax and the trace over disjoint subsets of the curvature sample (PyHessian #5).
+
+    Returns
+    -------
+    dict
+        Per quantity: value, subset values, interval, verdict, suggested samples.
+    """
+    population = Problem(model, loader, loss_fn, batch_loss=options.get("batch_loss"),
+                         count=options.get("count"), shard=False).num_samples  # fmt: skip
+    spread = subset_spread(
+        model,
+        loader,
+        loss_fn,
+        num_subsets=settings["subsets"],
+        population=population,
+        trace_matvecs=max(12, settings["trace_matvecs"] // 3),
+        tol=max(settings["tol"], 1e-3),
+        seed=seed + 11,
+        **options,
+    )
+    cost["hvps"], cost["passes"] = spread.num_matvecs, spread.num_passes
+    out: dict[str, Any] = {
+        "num_subsets": spread.num_subsets,
+        "samples": spread.samples,
+        "population": population,
+        "confidence": spread.confidence,
+    }
+    for name, e in (("lambda_max", spread.lambda_max), ("trace", spread.trace)):
+        out[name] = {
+            "value": e.value,
+            "subsets": list(e.subsets),
+            "low": e.interval[0],
+            "high": e.interval[1],
+            "resolved": bool(e.resolved),
+            "suggested_samples": int(e.suggested_samples),
+        }
+    return out
+
+
+def _block_spectra(
+    model: nn.Module,
+    loader: Any,
+    loss_fn: Criterion | None,
+    options: dict[str, Any],
+    settings: dict[str, Any],
+    seed: int,
+    cost: dict[str, float],
+) -> dict[str, Any] | None:
+    """Per-module Hessian spectra and their heterogeneity JS^0 (Zhang et al. 2024).
+
+    Returns
+    -------
+    dict or None
+        Names, sizes, the distance matrix and JS^0; ``None`` for a model with one block.
+    """
+    if len(parameter_blocks(model, "modules")) < 2:
+        return None
+    probes, steps = settings["block_density"]
+    result = block_spectra(
+        model, loader, loss_fn, blocks="modules", num_probes=probes, num_steps=steps,
+        normalize=None, seed=seed + 12, **options,
+    )  # fmt: skip
+    normalize: int | None = min(10, steps)
+    try:
+        distances = js_distances(result.densities, normalize=normalize)
+    except ValueError:  # a block without a positive k-th eigenvalue: compare raw spectra
+        normalize, distances = None, result.distances
+    cost["hvps"], cost["passes"] = result.num_matvecs, result.num_passes
+    return {
+        "names": list(result.names),
+        "sizes": list(result.sizes),
+        "distances": distances,
+        "heterogeneity": mean_js(distances),
+        "normalize": -1 if normalize is None else normalize,
+        "top": [float(d.nodes[0].max()) for d in result.densities],
+    }
 
 
 @contextmanager

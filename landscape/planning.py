@@ -393,6 +393,7 @@ def stage_costs(
     surfaces: bool = True,
     learning_rates: bool = True,
     optimizers: int = 2,
+    blocks: int = 1,
 ) -> dict[str, float]:
     """Predict the seconds of every ``analyze`` stage from its settings and the unit costs.
 
@@ -406,6 +407,8 @@ def stage_costs(
         Whether those stages run.
     optimizers : int, optional
         Optimizers the learning-rate stage analyzes.
+    blocks : int, optional
+        Modules with parameters (the block-spectra stage runs with two or more).
 
     Returns
     -------
@@ -431,14 +434,23 @@ def stage_costs(
         cap, _BOTTOM_PRODUCTS[0] * bottom + _BOTTOM_PRODUCTS[1]
     )
     probes, steps = settings["density"]
+    k = settings["subsets"]
+    trace_vectors = max(12, settings["trace_matvecs"] // 3)
+    per_sample = (_TOP_PRODUCTS[0] + _TOP_PRODUCTS[1]) * single + (
+        _TRACE_FACTOR * trace_vectors * vector
+    )
+    subsets = per_sample * (1 + k * units.product_scale(n_c // k) / max(ratio, 1e-12))
+    block_probes, block_steps = settings["block_density"]
     costs = {
         "loss": units.forward_pass(n),
         "eigenvalues": eig * single,
+        "subsets": subsets,
         "trace": _TRACE_FACTOR
         * (settings["trace_matvecs"] + settings["frobenius_matvecs"])
         * vector,
         "density": probes * steps * (vector if probes > 1 else single),
         "layerwise": settings["layer_probes"] * vector,
+        "block_spectra": blocks * block_probes * block_steps * vector if blocks > 1 else 0.0,
     }
     if surfaces:
         points = settings["surface_1d"] + settings["surface_2d"] ** 2

@@ -39,8 +39,8 @@ def test_stage_costs_count_the_units_of_each_stage():
     assert costs["loss"] == pytest.approx(2.0)
     assert costs["coherence"] == pytest.approx(1.6 * 512 * 1e-2)
     assert list(costs) == [
-        "loss", "eigenvalues", "trace", "density", "layerwise", "surfaces", "sharpness",
-        "coherence", "learning_rate",
+        "loss", "eigenvalues", "subsets", "trace", "density", "layerwise", "block_spectra",
+        "surfaces", "sharpness", "coherence", "learning_rate",
     ]  # fmt: skip
     without = stage_costs(settings, UNITS, surfaces=False, learning_rates=False)
     assert "surfaces" not in without and "learning_rate" not in without

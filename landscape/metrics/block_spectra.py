@@ -21,7 +21,7 @@ from landscape.metrics.layerwise import _groups, _subtrees
 from landscape.operators.hessian import hessian
 from landscape.problem import unwrap_model
 
-__all__ = ["BlockSpectra", "block_spectra"]
+__all__ = ["BlockSpectra", "block_spectra", "parameter_blocks"]
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,15 @@ class BlockSpectra:
         }
 
 
-def _block_groups(model: nn.Module, blocks: Any) -> list[tuple[str, list[str]]]:
-    """Resolve ``blocks`` into ``(name, parameter_names)`` pairs.
+def parameter_blocks(model: nn.Module, blocks: Any) -> list[tuple[str, list[str]]]:
+    """Resolve ``blocks`` (as for :func:`block_spectra`) into ``(name, parameter_names)`` pairs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model.
+    blocks : "parameters", "modules", list of module names, or mapping
+        As for :func:`block_spectra`.
 
     Returns
     -------
@@ -111,6 +118,7 @@ def _block_groups(model: nn.Module, blocks: Any) -> list[tuple[str, list[str]]]:
     ValueError
         For an unknown keyword, unknown parameter names, or a group without parameters.
     """
+    model = unwrap_model(model)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     if blocks == "parameters":
         return [(n, [n]) for n in trainable]
@@ -208,7 +216,7 @@ def block_spectra(
     (('0', '2'), 10, (2, 2))
     """
     model = unwrap_model(model)
-    groups = _block_groups(model, blocks)
+    groups = parameter_blocks(model, blocks)
     names = list(dict.fromkeys(n for _, group in groups for n in group))
     H = hessian(model, data, loss_fn, params=names, **options)
     slices = H.space.slices() if hasattr(H, "space") else None

@@ -327,6 +327,64 @@ def _layerwise_section(data: Mapping[str, Any]) -> _Section | None:
     return _Section("Per-layer curvature", rows, header, notes)
 
 
+def _subsets_section(data: Mapping[str, Any]) -> _Section | None:
+    section = _mapping(data.get("subsets"))
+    if not section:
+        return None
+    rows = []
+    for key, name in (("lambda_max", "λmax"), ("trace", "trace")):
+        e = _mapping(section.get(key))
+        if not e:
+            continue
+        values = [float(v) for v in np.asarray(e.get("subsets", []), dtype=float).reshape(-1)]
+        spread = f"{_g(min(values))} … {_g(max(values))}" if values else "—"
+        needed, population = e.get("suggested_samples"), section.get("population")
+        if e.get("resolved"):
+            verdict = "resolved"
+        elif population is not None and needed is not None and needed > population:
+            verdict = f"not resolved: needs about {_count(needed)} samples, more than the data has"
+        else:
+            verdict = f"not resolved: needs about {_count(needed)} samples"
+        interval = f"[{_g(e.get('low'))}, {_g(e.get('high'))}]"
+        rows.append([name, _g(e.get("value")), spread, interval, verdict])
+    k, n = section.get("num_subsets"), section.get("samples")
+    confidence = _num(section.get("confidence")) or 0.95
+    header = ["quantity", f"on {_count(n)} samples", f"over {k} subsets", "interval", "verdict"]
+    notes = [
+        f"{confidence:.0%} interval for all {_count(section.get('population'))} samples from "
+        "the spread over disjoint subsets (t quantile, finite population; λmax's small-sample "
+        "bias removed); resolved when its half width is within 10 % of the value"
+    ]
+    return _Section("Curvature across data subsets", rows, header, notes)
+
+
+def _block_spectra_section(data: Mapping[str, Any]) -> _Section | None:
+    section = _mapping(data.get("block_spectra"))
+    names = list(section.get("names") or [])
+    if len(names) < 2:
+        return None
+    D = np.asarray(section.get("distances"), dtype=float)
+    sizes = list(np.asarray(section.get("sizes", []), dtype=object).reshape(-1))
+    rows = [
+        [str(n), _count(sizes[i]) if i < len(sizes) else "—", _g(D[i].sum() / (len(names) - 1))]
+        for i, n in enumerate(names[:_MAX_LAYERS])
+    ]
+    normalize = section.get("normalize")
+    how = (
+        "raw spectra"
+        if normalize in (None, -1)
+        else f"each normalized by its {normalize}th-largest eigenvalue"
+    )
+    notes = [
+        f"JS⁰ = {_g(section.get('heterogeneity'))}: mean Jensen-Shannon distance between the "
+        f"blocks' Hessian spectral densities ({how}); large values mean block heterogeneity, "
+        "where Adam tends to beat SGD (Zhang et al., NeurIPS 2024)"
+    ]
+    if len(names) > _MAX_LAYERS:
+        notes.append(f"{len(names) - _MAX_LAYERS} more blocks not shown")
+    return _Section("Block heterogeneity", rows, ["block", "parameters", "mean JS"], notes)
+
+
 def _measures(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     measures = _mapping(_mapping(data.get("sharpness")).get("measures"))
     return {str(k): v for k, v in measures.items() if isinstance(v, Mapping)}
@@ -1545,7 +1603,9 @@ class Report(_Document):
         builders = (
             _loss_section,
             _hessian_section,
+            _subsets_section,
             _layerwise_section,
+            _block_spectra_section,
             _sharpness_section,
             _coherence_section,
             _surfaces_section,
