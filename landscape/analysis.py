@@ -399,7 +399,10 @@ def analyze(
         data["eigenvalues"].update(cost)
 
         with stages.stage("subsets") as cost:
-            data["subsets"] = _subsets(model, loader, loss_fn, options, settings, seed, cost)
+            try:
+                data["subsets"] = _subsets(model, loader, loss_fn, options, settings, seed, cost)
+            except ValueError as error:  # too few samples for k subsets: say so, go on
+                data["subsets"] = {"note": str(error)}
 
         with stages.stage("trace") as cost:
             tr = trace(H, num_matvecs=settings["trace_matvecs"], seed=generator_seed + 2)
@@ -592,6 +595,9 @@ def _subsets(
     return out
 
 
+_BLOCK_PRODUCTS = 400
+
+
 def _block_spectra(
     model: nn.Module,
     loader: Any,
@@ -610,7 +616,11 @@ def _block_spectra(
     """
     if len(parameter_blocks(model, "modules")) < 2:
         return None
+
     probes, steps = settings["block_density"]
+    blocks = len(parameter_blocks(model, "modules"))
+    # at most _BLOCK_PRODUCTS products: fewer steps for many blocks (never below 10)
+    steps = max(10, min(steps, _BLOCK_PRODUCTS // max(blocks * probes, 1)))
     result = block_spectra(
         model, loader, loss_fn, blocks="modules", num_probes=probes, num_steps=steps,
         normalize=None, seed=seed + 12, **options,

@@ -450,7 +450,12 @@ def stage_costs(
         * vector,
         "density": probes * steps * (vector if probes > 1 else single),
         "layerwise": settings["layer_probes"] * vector,
-        "block_spectra": blocks * block_probes * block_steps * vector if blocks > 1 else 0.0,
+        "block_spectra": min(
+            blocks * block_probes * block_steps, max(400, 10 * blocks * block_probes)
+        )
+        * vector
+        if blocks > 1
+        else 0.0,
     }
     if surfaces:
         points = settings["surface_1d"] + settings["surface_2d"] ** 2
@@ -472,6 +477,19 @@ def stage_costs(
         exact = units.per_example_sample * settings["exact_samples"] * 10
         costs["learning_rate"] = optimizers * per_optimizer + moments + exact
     return costs
+
+
+def _block_products(blocks: int, probes: int, steps: int) -> int:
+    """Products of ``analyze``'s block-spectra stage (at most 400; none for one block).
+
+    Returns
+    -------
+    int
+        ``blocks * probes * steps``, with the steps cut to fit 400 but never below 10.
+    """
+    if blocks < 2:
+        return 0
+    return blocks * probes * max(10, min(steps, 400 // max(blocks * probes, 1)))
 
 
 # What fit may shrink, in order: (setting, smallest value).

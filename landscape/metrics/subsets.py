@@ -201,19 +201,33 @@ def spread_interval(
 def _split(problem: Problem, k: int) -> tuple[list[list[Any]], int]:
     """Cut every batch into ``k`` row chunks; subset ``i`` takes chunk ``i`` of each batch.
 
+    A batch of fewer than ``k`` samples goes whole to the next subset in turn.
+
     Returns
     -------
     tuple
         The ``k`` lists of sub-batches and the number of samples.
+
+    Raises
+    ------
+    ValueError
+        If some subset gets no sample.
     """
     parts: list[list[Any]] = [[] for _ in range(k)]
-    samples = 0
+    samples = turn = 0
     for batch in problem.batches():
         samples += batch.num_samples
         if batch.num_samples < k:
+            parts[turn % k].append(batch.data)
+            turn += 1
             continue
         for i, rows in enumerate(torch.tensor_split(torch.arange(batch.num_samples), k)):
             parts[i].append(select_rows(batch.data, rows, batch.num_samples))
+    if any(not part for part in parts):
+        raise ValueError(
+            f"{samples} samples in {turn} small batches cannot fill {k} subsets; pass more "
+            "data or a smaller num_subsets."
+        )
     return parts, samples
 
 

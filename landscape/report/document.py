@@ -331,6 +331,8 @@ def _subsets_section(data: Mapping[str, Any]) -> _Section | None:
     section = _mapping(data.get("subsets"))
     if not section:
         return None
+    if "lambda_max" not in section:
+        return _Section("Curvature across data subsets", [], None, [str(section.get("note"))])
     rows = []
     for key, name in (("lambda_max", "λmax"), ("trace", "trace")):
         e = _mapping(section.get(key))
