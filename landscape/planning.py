@@ -109,10 +109,7 @@ class UnitCosts:
         float
             As :meth:`product_scale`, with ``block_overhead`` and ``block_vector``.
         """
-        if self.block_vector <= 0:
-            return n / max(self.curvature_samples, 1)
-        share = min(max(self.block_overhead / self.block_vector, 0.0), 1.0)
-        return share + (1.0 - share) * n / max(self.curvature_samples, 1)
+        return self._scale(self.block_overhead, self.block_vector, n)
 
     def forward_pass(self, n: int) -> float:
         """Return the seconds of one no-grad forward pass over ``n`` samples.
@@ -147,9 +144,12 @@ class UnitCosts:
         >>> UnitCosts(2.0, 1.0, 0, 0, 0, 100, 100, 0.0, product_overhead=0.5).product_scale(50)
         0.625
         """
-        if self.single <= 0:
+        return self._scale(self.product_overhead, self.single, n)
+
+    def _scale(self, overhead: float, unit: float, n: int) -> float:
+        if unit <= 0:
             return n / max(self.curvature_samples, 1)
-        share = min(max(self.product_overhead / self.single, 0.0), 1.0)
+        share = min(max(overhead / unit, 0.0), 1.0)
         return share + (1.0 - share) * n / max(self.curvature_samples, 1)
 
     def gradient_pass(self, n: int) -> float:

@@ -15,8 +15,8 @@ from scipy.special import rel_entr
 from torch import Tensor
 
 from landscape.linalg._random import as_generator, rademacher
-from landscape.linalg.density import density_from_lanczos
-from landscape.linalg.lanczos import Tridiagonal, batched_lanczos
+from landscape.linalg.density import density_from_lanczos, lanczos_with_progress
+from landscape.linalg.lanczos import Tridiagonal
 from landscape.linalg.results import SpectralDensity
 from landscape.operators.base import LinearOperator
 from landscape.operators.scipy_wrapper import as_operator
@@ -144,23 +144,15 @@ def block_densities(
         mask[index.to(A.device), b * num_probes : (b + 1) * num_probes] = 1
     generator = as_generator(seed)
     probes = rademacher(n, r, generator, dtype=A.dtype, device=A.device) * mask
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="block densities (SLQ)", unit="pass", leave=False)
-    try:
-        tri = batched_lanczos(
-            _ColumnBlocks(A, mask),
-            probes,
-            steps,
-            reorthogonalize=bool(reorthogonalize),
-            generator=generator,
-            callback=(lambda _: bar.update(1)) if bar is not None else None,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    tri = lanczos_with_progress(
+        _ColumnBlocks(A, mask),
+        probes,
+        steps,
+        bool(reorthogonalize),
+        generator,
+        progress,
+        "block densities (SLQ)",
+    )
     out = []
     for b in range(len(indices)):
         rows = slice(b * num_probes, (b + 1) * num_probes)

@@ -149,23 +149,9 @@ def spectral_density(
     generator = as_generator(seed)
     probes = rademacher(n, num_probes, generator, dtype=A.dtype, device=A.device)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="spectral density (SLQ)", unit="pass", leave=False)
-    try:
-        tri = batched_lanczos(
-            A,
-            probes,
-            steps,
-            reorthogonalize=bool(reorthogonalize),
-            generator=generator,
-            callback=(lambda _: bar.update(1)) if bar is not None else None,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    tri = lanczos_with_progress(
+        A, probes, steps, bool(reorthogonalize), generator, progress, "spectral density (SLQ)"
+    )
     return density_from_lanczos(
         tri,
         sigma=sigma,
@@ -176,6 +162,41 @@ def spectral_density(
         contrast=contrast,
         max_outliers=max_outliers,
     )
+
+
+def lanczos_with_progress(
+    A: Any,
+    probes: Tensor,
+    steps: int,
+    reorthogonalize: bool,
+    generator: torch.Generator,
+    progress: bool,
+    description: str,
+) -> Tridiagonal:
+    """Run :func:`batched_lanczos` from ``probes``, with a tqdm bar over the steps if asked.
+
+    Returns
+    -------
+    Tridiagonal
+        The runs.
+    """
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=description, unit="pass", leave=False)
+    try:
+        return batched_lanczos(
+            A,
+            probes,
+            steps,
+            reorthogonalize=reorthogonalize,
+            generator=generator,
+            callback=(lambda _: bar.update(1)) if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def density_from_lanczos(
