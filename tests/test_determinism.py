@@ -76,3 +76,35 @@ def test_auto_backend_agrees_with_every_fixed_backend_to_rounding():
         torch.testing.assert_close(
             density.nodes, results["auto"].nodes, rtol=1e-4, atol=1e-6, msg=backend
         )
+
+
+@pytest.fixture
+def deterministic_algorithms():
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def test_auto_measures_nothing_under_deterministic_algorithms(deterministic_algorithms):
+    # Like cudnn.benchmark: timing would make the backend (and the last bits) depend on the
+    # load; torch's deterministic switch makes "auto" take its default without timing.
+    from determinism_worker import problem
+
+    import landscape as ls
+
+    densities, choices = [], []
+    for _ in range(2):
+        model, batches = problem()  # a fresh model: no choice shared with the last one
+        H = ls.hessian(model, batches)
+        densities.append(ls.spectral_density(H, 3, 20, seed=7))
+        ls.eigenvalues(H, k=1, seed=0)  # single vectors too
+        choices.append(H.backend_choices)
+    assert choices[0] == choices[1]
+    assert {kind: c["choice"] for kind, c in choices[0].items()} == {
+        "single": "double_backward",
+        "block": "double_backward_loop",
+    }
+    assert all(c["seconds_per_vector_sample"] == {} for c in choices[0].values())
+    assert torch.equal(densities[0].nodes, densities[1].nodes)
+    assert torch.equal(densities[0].weights, densities[1].weights)

@@ -171,6 +171,16 @@ def test_ctrl_c_inside_the_loader_leaves_the_model_unchanged(bars, stage_pass):
 
 
 def test_the_model_still_analyzes_after_an_interrupt(stage_calls):
+    # Bitwise comparison across runs: "auto" must not choose backends by timing.
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        _analyze_after_an_interrupt(stage_calls)
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _analyze_after_an_interrupt(stage_calls):
     model, batches = _model()
     with pytest.raises(KeyboardInterrupt):
         ls.analyze(model, batches, _Interrupt(stage_calls["trace"][0]), progress=False)

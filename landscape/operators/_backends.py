@@ -23,6 +23,12 @@ factor of two): a learning-rate sweep measures once. On a 5.4M-parameter ViT on 
 the measurement costs about 7 gradient passes for single vectors and 28 for blocks,
 against 2.5-3.3 per vector afterwards; pass a fixed ``backend`` to skip it.
 
+Timing makes the choice depend on the machine's load, and the backends agree only to the
+last bits (they sum in different orders), so two runs of one seed can differ by an ulp —
+as with ``torch.backends.cudnn.benchmark``. Under ``torch.use_deterministic_algorithms(True)``
+``auto`` measures nothing and takes the default (one double-backward call for a single
+vector, the retained-graph loop for blocks): results are then bitwise reproducible.
+
 The batched and vmap backends hold one set of backward activations per column: their
 columns go through in chunks of at most ``BATCHED_COLUMNS`` and ``VMAP_COLUMNS`` (or
 ``chunk_size``), which bounds memory.
@@ -142,6 +148,9 @@ class BackendChooser:
             Whatever the default candidate raises (the model's genuine errors; also
             ``NotImplementedError``).
         """
+        if torch.are_deterministic_algorithms_enabled():
+            self.choice = self.default  # no timing: the same backend on every run
+            return self.choice
         few = min(vectors, _FEW)
         with Timer(device) as warm_up:  # first-call allocations and caches; raises the
             product(self.default, few)  # model's genuine errors

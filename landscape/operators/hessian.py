@@ -152,19 +152,27 @@ class HessianOperator(CurvatureOperator):
                     samples,
                     self.device,
                 )
+                if not chooser.seconds:  # nothing was run (deterministic mode): run it now
+                    return self._product(chooser.choice, run, batch, weight, V)
             except SecondDerivativeError as error:
-                # Double-backward is impossible here: the approximate first-order product.
-                chooser.choice = "finite_difference"
-                chooser.failed["double_backward"] = str(error.__cause__ or error)[:200]
-                warnings.warn(
-                    f"{error.reason}: Hessian products of this model fall back to central "
-                    "differences of gradients (backend='finite_difference'; about 1e-5 "
-                    "relative in float32 for smooth models, see "
-                    "landscape.operators.finite_difference).",
-                    FiniteDifferenceWarning,
-                    stacklevel=4,
-                )
+                self._fall_back_to_finite_differences(chooser, error)
         return self._product(chooser.choice, run, batch, weight, V)
+
+    @staticmethod
+    def _fall_back_to_finite_differences(
+        chooser: BackendChooser, error: SecondDerivativeError
+    ) -> None:
+        # Double-backward is impossible here: the approximate first-order product.
+        chooser.choice = "finite_difference"
+        chooser.failed["double_backward"] = str(error.__cause__ or error)[:200]
+        warnings.warn(
+            f"{error.reason}: Hessian products of this model fall back to central "
+            "differences of gradients (backend='finite_difference'; about 1e-5 "
+            "relative in float32 for smooth models, see "
+            "landscape.operators.finite_difference).",
+            FiniteDifferenceWarning,
+            stacklevel=5,
+        )
 
     @property
     def _first_order(self) -> bool:  # type: ignore[override]
