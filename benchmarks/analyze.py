@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import landscape as ls
+from landscape.records import jsonable
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "analyze.json"
 
@@ -80,12 +81,12 @@ def main() -> None:
         start = time.perf_counter()
         report = ls.analyze(model, loader, budget=budget, optimizer=opt, progress=False)
         seconds = time.perf_counter() - start
-        rows.append({"budget": budget, "seconds": seconds, "stages": report["costs"]})
+        stages = {name: cost.to_dict() for name, cost in report.costs.items()}
+        rows.append({"budget": budget, "seconds": seconds, "stages": stages})
         print(f"{budget}: {seconds:.1f} s ({params} parameters, 2000 samples)")
-        for stage, cost in report["costs"].items():
+        for stage, cost in report.costs.items():
             print(
-                f"  {stage:<14} {cost['seconds']:7.2f} s  {int(cost['hvps']):5d} HVPs  "
-                f"{int(cost['passes']):5d} passes"
+                f"  {stage:<14} {cost.seconds:7.2f} s  {cost.hvps:5d} HVPs  {cost.passes:5d} passes"
             )
     planned = []
     for seconds_allowed in args.time_budgets:
@@ -95,13 +96,14 @@ def main() -> None:
             time_budget=seconds_allowed,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-        plan = report["plan"]
-        planned.append({"time_budget": seconds_allowed, "seconds": seconds, "plan": plan})
+        plan = report.plan
+        planned.append({"time_budget": seconds_allowed, "seconds": seconds,
+                        "plan": jsonable(plan)})  # fmt: skip
         print(f"time_budget {seconds_allowed:.0f} s (standard): took {seconds:.1f} s")
-        for name, (a, b) in plan["scaled"].items():
+        for name, (a, b) in plan.scaled.items():
             print(f"  scaled {name}: {a} -> {b}")
-        for stage, guess in plan["predicted"].items():
-            actual = plan["measured"][stage]
+        for stage, guess in plan.predicted.items():
+            actual = plan.measured[stage]
             print(f"  {stage:<14} predicted {guess:7.2f} s  measured {actual:7.2f} s  "
                   f"ratio {actual / guess:5.2f}")  # fmt: skip
     out = {

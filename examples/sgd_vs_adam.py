@@ -61,7 +61,7 @@ def main() -> None:
         f"\ndistance travelled from the initialization: SGD {distances['SGD']:.3g}, "
         f"Adam {distances['Adam']:.3g}; between the minima: {between.norm():.3g}"
     )
-    barrier = comparison["interpolation"]["barrier"]
+    barrier = comparison.interpolation.barrier
     print(f"loss barrier on the straight line SGD -> Adam: {barrier:.4g}")
 
     num = 15 if args.quick else 41
@@ -81,8 +81,8 @@ def main() -> None:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
         ls.plot_surface_2d(plane, ax=axes[0], kind="filled", log=True)
         axes[0].set_title("loss on the plane through A = init, B = SGD, C = Adam")
-        line = comparison["interpolation"]
-        axes[1].plot(line["t"], line["loss"], "o-", markersize=3)
+        line = comparison.interpolation.path
+        axes[1].plot(line.coords[0], line.loss, "o-", markersize=3)
         axes[1].set_xlabel("t   (θ = (1 - t) θ_SGD + t θ_Adam)")
         axes[1].set_ylabel("training loss")
         axes[1].set_title(f"linear interpolation SGD → Adam (barrier {barrier:.3g})")

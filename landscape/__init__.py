@@ -66,6 +66,7 @@ from landscape.params import ParamSpace, select_parameters
 from landscape.problem import Problem, VectorizationWarning
 from landscape.report import (
     Comparison,
+    Finding,
     Report,
     load,
     plot_eigenvalues,
@@ -107,6 +108,7 @@ __all__ = [
     "Eigenpairs",
     "EmpiricalFisherOperator",
     "Estimate",
+    "Finding",
     "GaussNewtonOperator",
     "HFSharpnessCallback",
     "HessianOperator",

@@ -25,6 +25,7 @@ thorough  all samples: top-20 / bottom-5 (tol 1e-5), trace 300, density 20×100,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import platform
@@ -39,23 +40,32 @@ from torch import nn
 
 from landscape._paths import check_writable
 from landscape.data import DataSource
-from landscape.linalg.block_density import js_distances, mean_js
+from landscape.linalg.block_density import js_distances
 from landscape.linalg.density import spectral_density
 from landscape.linalg.eigen import eigenvalues
+from landscape.linalg.results import Estimate
 from landscape.linalg.trace import frobenius_norm, trace
 from landscape.losses import BatchLoss, Count, Criterion
-from landscape.metrics.block_spectra import block_spectra, parameter_blocks
+from landscape.metrics.block_spectra import BlockSpectra, block_spectra, parameter_blocks
 from landscape.metrics.coherence import coherence
 from landscape.metrics.layerwise import layerwise
 from landscape.metrics.learning_rate import max_learning_rate
-from landscape.metrics.subsets import subset_spread
+from landscape.metrics.sharpness import SharpnessResult, sharpness
+from landscape.metrics.subsets import SubsetSpread, subset_spread
 from landscape.metrics.thresholds import optimizer_settings
 from landscape.operators.hessian import hessian
 from landscape.planning import Plan, fit, measure_costs
 from landscape.problem import Problem, unwrap_model
+from landscape.report.contents import (
+    ExtremeEigenvalues,
+    Interpolation,
+    LearningRates,
+    LossValue,
+    StageCost,
+)
 from landscape.report.document import Comparison, Report
 from landscape.surfaces.directions import random_directions
-from landscape.surfaces.grid import surface
+from landscape.surfaces.grid import Surface, surface
 from landscape.surfaces.paths import interpolate
 
 __all__ = ["BUDGETS", "analyze", "compare"]
@@ -198,14 +208,15 @@ def evaluate(
     Returns
     -------
     dict
-        ``{"value": loss, "accuracy": accuracy or None}``.
+        ``{"value": loss, "accuracy": accuracy or None, "num_classes": C or None}`` (the
+        width of a classifier's output, for per-sample classification).
 
     Examples
     --------
     >>> model = nn.Linear(3, 2)
     >>> out = evaluate(model, (torch.randn(8, 3), torch.randint(0, 2, (8,))))
-    >>> sorted(out)
-    ['accuracy', 'value']
+    >>> sorted(out), out["num_classes"]
+    (['accuracy', 'num_classes', 'value'], 2)
     """
     _check_model(model)
     problem = Problem(
@@ -218,7 +229,7 @@ def evaluate(
         shard=False,
     )
     total, correct, units = 0.0, 0.0, 0.0
-    classified = True
+    classified, classes = True, None
     with problem.evaluation() as run, torch.no_grad():
         for batch in problem.batches():
             loss, outputs = run.forward(batch.data, batch.weight)
@@ -229,8 +240,22 @@ def evaluate(
                 continue
             correct += float(hits[0])
             units += float(hits[1])
+            if classes is None and problem.objective.weighs_samples:
+                classes = _num_classes(outputs)
     accuracy = correct / units if classified and units > 0 else None
-    return {"value": total / problem.total_weight, "accuracy": accuracy}
+    return {
+        "value": total / problem.total_weight,
+        "accuracy": accuracy,
+        "num_classes": classes if classified else None,
+    }
+
+
+def _num_classes(outputs: Any) -> int | None:
+    # The width of a per-sample classifier's logits (None for other outputs).
+    logits = outputs if isinstance(outputs, torch.Tensor) else getattr(outputs, "logits", None)
+    if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[-1] > 1:
+        return int(logits.shape[-1])
+    return None
 
 
 def _default_batch_sizes(b: int, n: int, count: int) -> list[int]:
@@ -300,7 +325,7 @@ def analyze(
     backend : str, optional
         How Hessian products are computed (see :class:`landscape.HessianOperator`):
         ``"auto"`` (default) measures the candidates on the model's first batch and
-        records its choice in ``report["metadata"]["backend"]``; a fixed backend makes the
+        records its choice in ``report.metadata["backend"]``; a fixed backend makes the
         report bitwise reproducible anywhere.
     time_budget : float, optional
         Seconds the analysis may take: the unit costs are measured on the model first, each
@@ -337,8 +362,8 @@ def analyze(
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> data = [(torch.randn(16, 4), torch.randint(0, 3, (16,))) for _ in range(2)]
     >>> report = analyze(model, data, progress=False, surfaces=False, learning_rates=False)
-    >>> report["eigenvalues"]["top"].shape
-    (3,)
+    >>> report.eigenvalues.top.values.shape
+    torch.Size([3])
     """
     _check_model(model)
     model = unwrap_model(model)
@@ -365,82 +390,38 @@ def analyze(
     names += ["sharpness", "coherence"]
     names += ["learning_rate"] if learning_rates else []
     stages = _Stages(names, progress, f"landscape.analyze ({budget})")
-    data: dict[str, Any] = {}
+    found: dict[str, Any] = {"notes": {}}
     options = {**losses, "backend": backend, "max_samples": settings["curvature_samples"]}
     try:
         with stages.stage("loss"):
-            data["loss"] = evaluate(model, loader, loss_fn, **losses)
+            loss = evaluate(model, loader, loss_fn, **losses)
+            found["loss"] = LossValue(loss["value"], loss["accuracy"], loss["num_classes"])
         H = hessian(model, loader, loss_fn, **options)
         P = H.shape[0]
 
         with stages.stage("eigenvalues") as cost:
-            top_k = min(settings["top_k"], P)
-            top = eigenvalues(H, k=top_k, which="largest", tol=settings["tol"], seed=seed)
-            bottom_k = min(settings["bottom_k"], P)
-            with _quiet():
-                bottom = eigenvalues(
-                    H,
-                    k=bottom_k,
-                    which="smallest",
-                    tol=settings["tol"],
-                    seed=generator_seed + 1,
-                    max_matvecs=max(150, 50 * bottom_k),
-                )
-            data["eigenvalues"] = {
-                "top": _arr(top.values),
-                "top_residuals": _arr(top.residuals),
-                "top_converged": [bool(c) for c in top.converged],
-                "bottom": _arr(bottom.values),
-                "bottom_residuals": _arr(bottom.residuals),
-                "bottom_converged": [bool(c) for c in bottom.converged],
-            }
-            cost["hvps"] = top.num_matvecs + bottom.num_matvecs
-            cost["passes"] = top.num_passes + bottom.num_passes
-        data["eigenvalues"].update(cost)
+            found["eigenvalues"] = _eigenvalues(H, P, settings, generator_seed)
+            cost["hvps"] = found["eigenvalues"].num_matvecs
+            cost["passes"] = found["eigenvalues"].num_passes
 
         with stages.stage("subsets") as cost:
             try:
-                data["subsets"] = _subsets(model, loader, loss_fn, options, settings, seed, cost)
+                found["subsets"] = _subsets(model, loader, loss_fn, options, settings, seed, cost)
             except ValueError as error:  # too few samples for k subsets: say so, go on
-                data["subsets"] = {"note": str(error)}
+                found["notes"]["subsets"] = str(error)
 
         with stages.stage("trace") as cost:
             tr = trace(H, num_matvecs=settings["trace_matvecs"], seed=generator_seed + 2)
             fro = frobenius_norm(H, settings["frobenius_matvecs"], seed=generator_seed + 3)
             cost["hvps"] = tr.num_matvecs + fro.num_matvecs
             cost["passes"] = tr.num_passes + fro.num_passes
-        data["trace"] = {
-            "value": tr.value,
-            "stderr": tr.stderr,
-            "method": tr.method,
-            "num_hvps": tr.num_matvecs,
-            "num_passes": tr.num_passes,
-        }
-        data["frobenius"] = {
-            "value": fro.value,
-            "stderr": fro.stderr,
-            "num_hvps": fro.num_matvecs,
-            "num_passes": fro.num_passes,
-        }
+        found["trace"], found["frobenius"] = _without_samples(tr), _without_samples(fro)
 
         with stages.stage("density") as cost:
             probes, steps = settings["density"]
             density = spectral_density(H, probes, min(steps, P), seed=generator_seed + 4)
             cost["hvps"], cost["passes"] = density.num_matvecs, density.num_passes
-        data["density"] = {
-            "grid": _arr(density.grid),
-            "density": _arr(density.density),
-            "nodes": _arr(density.nodes),
-            "weights": _arr(density.weights),
-            "sigma": float(density.sigma),
-            "num_outliers": density.num_outliers,
-            "outliers": _arr(density.outliers),
-            "bulk_edge": density.bulk_edge,
-            "gap_ratio": float(density.gap_ratio),
-            "negative_fraction": density.negative_fraction,
-            "negative_mass_ratio": density.negative_mass_ratio,
-            **cost,
-        }
+        found["density"] = density
 
         with stages.stage("layerwise") as cost:
             layers = layerwise(
@@ -453,39 +434,26 @@ def analyze(
                 **options,
             )
             cost["hvps"], cost["passes"] = layers.num_matvecs, layers.num_passes
-        data["layerwise"] = {
-            "names": [layer.name for layer in layers.layers],
-            "num_params": [layer.num_params for layer in layers.layers],
-            "trace": [layer.trace for layer in layers.layers],
-            "trace_stderr": [layer.trace_stderr for layer in layers.layers],
-            **cost,
-        }
+        found["layerwise"] = layers
 
         with stages.stage("block_spectra") as cost:
-            blocks = _block_spectra(model, loader, loss_fn, options, settings, seed, cost)
-            if blocks is not None:
-                data["block_spectra"] = blocks
+            found["block_spectra"] = _block_spectra(
+                model, loader, loss_fn, options, settings, seed, cost
+            )
 
         if surfaces:
             with stages.stage("surfaces") as cost:
-                data.update(
+                found.update(
                     _surfaces(model, loader, loss_fn, losses, settings, generator_seed, cost)
                 )
 
         with stages.stage("sharpness") as cost:
-            data["sharpness"] = _sharpness(
-                model,
-                loader,
-                loss_fn,
-                {**losses, "backend": backend},
-                settings,
-                top,
-                generator_seed,
-                cost,
+            found["sharpness"] = _sharpness(
+                model, loader, loss_fn, losses, settings, generator_seed, cost
             )
 
         with stages.stage("coherence") as cost:
-            coh = coherence(
+            found["coherence"] = coherence(
                 model,
                 loader,
                 loss_fn,
@@ -494,12 +462,11 @@ def analyze(
                 max_samples=settings["coherence_samples"],
                 seed=generator_seed + 7,
             )
-            data["coherence"] = _flat_numbers(coh.to_dict())
-            cost["passes"] = int(getattr(coh, "num_passes", 0))
+            cost["passes"] = int(found["coherence"].num_passes)
 
         if learning_rates:
             with stages.stage("learning_rate") as cost:
-                data["learning_rate"] = _learning_rates(
+                found["learning_rate"] = _learning_rates(
                     model,
                     loader,
                     loss_fn,
@@ -512,17 +479,47 @@ def analyze(
     finally:
         stages.close()
 
-    data["costs"] = stages.costs
     if plan is not None:
         plan.measured = {name: cost["seconds"] for name, cost in stages.costs.items()}
-        data["plan"] = plan.to_dict()
-    data["metadata"] = _metadata(model, loader, budget, seed, start, loss_fn, losses)
-    data["metadata"]["backend"] = {"requested": backend, **H.backend_choices}
-    data["metadata"]["precision"] = H.problem.precision
-    report = Report(data)
+    metadata = _metadata(model, loader, budget, seed, start, loss_fn, losses)
+    metadata["backend"] = {"requested": backend, **H.backend_choices}
+    metadata["precision"] = H.problem.precision
+    report = Report(
+        metadata=metadata,
+        costs={name: StageCost(int(c["hvps"]), int(c["passes"]), c["seconds"])
+               for name, c in stages.costs.items()},
+        plan=plan,
+        **found,
+    )  # fmt: skip
     if path is not None:
         report.save(path)
     return report
+
+
+def _eigenvalues(H: Any, P: int, settings: dict[str, Any], seed: int) -> ExtremeEigenvalues:
+    """Return the top and bottom eigenvalues with their residuals (not the vectors).
+
+    Returns
+    -------
+    ExtremeEigenvalues
+        Both runs.
+    """
+    top = eigenvalues(H, k=min(settings["top_k"], P), which="largest", tol=settings["tol"],
+                      seed=seed)  # fmt: skip
+    with _quiet():
+        bottom = eigenvalues(
+            H,
+            k=min(settings["bottom_k"], P),
+            which="smallest",
+            tol=settings["tol"],
+            seed=seed + 1,
+            max_matvecs=max(150, 50 * settings["bottom_k"]),
+        )
+    return ExtremeEigenvalues(top.without_vectors(), bottom.without_vectors(), settings["tol"])
+
+
+def _without_samples(estimate: Estimate) -> Estimate:
+    return dataclasses.replace(estimate, samples=None)
 
 
 def _plan(
@@ -555,12 +552,12 @@ def _subsets(
     settings: dict[str, Any],
     seed: int,
     cost: dict[str, float],
-) -> dict[str, Any]:
+) -> SubsetSpread:
     """λmax and the trace over disjoint subsets of the curvature sample (PyHessian #5).
 
     Returns
     -------
-    dict
+    SubsetSpread
         Per quantity: value, subset values, interval, verdict, suggested samples.
     """
     population = Problem(model, loader, loss_fn, batch_loss=options.get("batch_loss"),
@@ -577,22 +574,7 @@ def _subsets(
         **options,
     )
     cost["hvps"], cost["passes"] = spread.num_matvecs, spread.num_passes
-    out: dict[str, Any] = {
-        "num_subsets": spread.num_subsets,
-        "samples": spread.samples,
-        "population": population,
-        "confidence": spread.confidence,
-    }
-    for name, e in (("lambda_max", spread.lambda_max), ("trace", spread.trace)):
-        out[name] = {
-            "value": e.value,
-            "subsets": list(e.subsets),
-            "low": e.interval[0],
-            "high": e.interval[1],
-            "resolved": bool(e.resolved),
-            "suggested_samples": int(e.suggested_samples),
-        }
-    return out
+    return spread
 
 
 _BLOCK_PRODUCTS = 400
@@ -606,39 +588,32 @@ def _block_spectra(
     settings: dict[str, Any],
     seed: int,
     cost: dict[str, float],
-) -> dict[str, Any] | None:
+) -> BlockSpectra | None:
     """Per-module Hessian spectra and their heterogeneity JS^0 (Zhang et al. 2024).
 
     Returns
     -------
-    dict or None
-        Names, sizes, the distance matrix and JS^0; ``None`` for a model with one block.
+    BlockSpectra or None
+        The blocks' densities and distances (normalized by each block's 10th-largest
+        eigenvalue where every block has one); ``None`` for a model with one block.
     """
-    if len(parameter_blocks(model, "modules")) < 2:
-        return None
-
-    probes, steps = settings["block_density"]
     blocks = len(parameter_blocks(model, "modules"))
+    if blocks < 2:
+        return None
+    probes, steps = settings["block_density"]
     # at most _BLOCK_PRODUCTS products: fewer steps for many blocks (never below 10)
     steps = max(10, min(steps, _BLOCK_PRODUCTS // max(blocks * probes, 1)))
     result = block_spectra(
         model, loader, loss_fn, blocks="modules", num_probes=probes, num_steps=steps,
         normalize=None, seed=seed + 12, **options,
     )  # fmt: skip
-    normalize: int | None = min(10, steps)
+    cost["hvps"], cost["passes"] = result.num_matvecs, result.num_passes
+    normalize = min(10, steps)
     try:
         distances = js_distances(result.densities, normalize=normalize)
     except ValueError:  # a block without a positive k-th eigenvalue: compare raw spectra
-        normalize, distances = None, result.distances
-    cost["hvps"], cost["passes"] = result.num_matvecs, result.num_passes
-    return {
-        "names": list(result.names),
-        "sizes": list(result.sizes),
-        "distances": distances,
-        "heterogeneity": mean_js(distances),
-        "normalize": -1 if normalize is None else normalize,
-        "top": [float(d.nodes[0].max()) for d in result.densities],
-    }
+        return result
+    return dataclasses.replace(result, distances=distances, normalize=normalize)
 
 
 @contextmanager
@@ -650,17 +625,6 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _flat_numbers(d: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep the entries of a result's ``to_dict`` that carry a value.
-
-    Returns
-    -------
-    dict
-        The entries that are not ``None``.
-    """
-    return {k: v for k, v in d.items() if v is not None}
-
-
 def _surfaces(
     model: nn.Module,
     loader: Any,
@@ -669,7 +633,7 @@ def _surfaces(
     settings: dict[str, Any],
     seed: int,
     cost: dict[str, float],
-) -> dict[str, Any]:
+) -> dict[str, Surface]:
     dirs = random_directions(model, n=2, norm="filter", ignore="biasbn", seed=seed + 6)
     common = {
         "loss_fn": loss_fn,
@@ -681,27 +645,7 @@ def _surfaces(
     num = settings["surface_2d"]
     plane = surface(model, loader, dirs, np.linspace(-1, 1, num), **common)
     cost["passes"] = line.num_points + plane.num_points  # one loss evaluation per point
-    return {
-        "surface_1d": {
-            "coords": line.coords[0],
-            "loss": line.loss,
-            "accuracy": line.accuracy,
-            "origin_loss": line.origin_loss,
-            "norm": "filter",
-            "num_points": line.num_points,
-            "seconds": line.seconds,
-        },
-        "surface_2d": {
-            "coords_x": plane.coords[0],
-            "coords_y": plane.coords[1],
-            "loss": plane.loss,
-            "accuracy": plane.accuracy,
-            "origin_loss": plane.origin_loss,
-            "norm": "filter",
-            "num_points": plane.num_points,
-            "seconds": plane.seconds,
-        },
-    }
+    return {"surface_1d": line, "surface_2d": plane}
 
 
 def _sharpness(
@@ -710,12 +654,10 @@ def _sharpness(
     loss_fn: Criterion | None,
     losses: dict[str, Any],
     settings: dict[str, Any],
-    top: Any,
     seed: int,
     cost: dict[str, float],
-) -> dict[str, Any]:
-    from landscape.metrics.sharpness import sharpness
-
+) -> SharpnessResult:
+    # λmax is the eigenvalue stage's; the sharpness stage adds the perturbation measures.
     result = sharpness(
         model,
         loader,
@@ -725,16 +667,9 @@ def _sharpness(
         seed=seed + 8,
         max_samples=settings["curvature_samples"],
     )
-    out = result.to_dict()
-    measures = out.setdefault("measures", {})
-    measures["lambda_max"] = {
-        "value": float(top.values[0]),
-        "invariant": False,
-        "invariance": "not invariant to layer rescaling (Dinh et al. 2017)",
-    }
-    cost["passes"] = sum(int(m.get("num_passes", 0) or 0) for m in measures.values())
-    cost["hvps"] = sum(int(m.get("num_hvps", 0) or 0) for m in measures.values())
-    return out
+    cost["passes"] = sum(m.num_passes for m in result.measures.values())
+    cost["hvps"] = sum(m.num_hvps for m in result.measures.values())
+    return result
 
 
 def _learning_rates(
@@ -746,7 +681,7 @@ def _learning_rates(
     optimizer: torch.optim.Optimizer | None,
     seed: int,
     cost: dict[str, float],
-) -> dict[str, Any]:
+) -> LearningRates:
     first = next(iter(model.parameters()))
     source = DataSource(
         loader,
@@ -760,12 +695,12 @@ def _learning_rates(
     b = _loader_batch_size(loader) or sizes_seen[0]
     sizes = _default_batch_sizes(b, n, settings["lr_sizes"])
     kinds: dict[str, Any] = {"sgd": "sgd", "adam": "adam"}
-    out: dict[str, Any] = {"loader_batch_size": b}
+    own = None
     if optimizer is not None:
         # The user's own optimizer (with its hyperparameters and state) under its kind's name.
         own = optimizer_settings(optimizer).kind
         kinds[own] = optimizer
-        out["optimizer_kind"] = own
+    results = {}
     for name, opt in kinds.items():
         result = max_learning_rate(
             model,
@@ -779,10 +714,10 @@ def _learning_rates(
             max_samples=settings["curvature_samples"],
             seed=seed + 9,
         )
-        out[name] = result.to_dict()
+        results[name] = result
         cost["hvps"] += result.num_hvps
         cost["passes"] += result.num_passes
-    return out
+    return LearningRates(results, loader_batch_size=b, optimizer_kind=own)
 
 
 def _metadata(
@@ -925,7 +860,7 @@ def compare(
     >>> b = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     >>> data = (torch.randn(32, 4), torch.randint(0, 3, (32,)))
     >>> c = compare({"a": a, "b": b}, data, progress=False)    # doctest: +SKIP
-    >>> c["interpolation"]["barrier"] >= 0                      # doctest: +SKIP
+    >>> c.interpolation.barrier >= 0                           # doctest: +SKIP
     True
     """
     if not isinstance(models, Mapping):
@@ -972,32 +907,12 @@ def compare(
         count=count,
         progress=False,
     )
-    data: dict[str, Any] = {
-        "names": names,
-        "reports": {name: r.data for name, r in reports.items()},
-        "interpolation": {
-            "pair": [a, b],
-            "t": path_ab.coords[0],
-            "loss": path_ab.loss,
-            "accuracy": path_ab.accuracy,
-            "barrier": float(path_ab.barrier()),
-        },
-        "surfaces_2d": {
-            name: r.data["surface_2d"] for name, r in reports.items() if "surface_2d" in r.data
-        },
-        "learning_rate": {
-            name: r.data["learning_rate"]
-            for name, r in reports.items()
-            if "learning_rate" in r.data
-        },
-        "metadata": {
-            "budget": budget,
-            "seed": seed,
-            "names": names,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        },
+    metadata = {
+        "budget": budget,
+        "seed": seed,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    comparison = Comparison(data)
+    comparison = Comparison(reports, Interpolation((a, b), path_ab), metadata)
     if path is not None:
         comparison.save(path)
     return comparison

@@ -29,6 +29,7 @@ from landscape.batches import select_rows
 from landscape.operators.hessian import hessian
 from landscape.operators.per_example import per_example_gradients
 from landscape.problem import Problem
+from landscape.records import Record
 
 __all__ = ["Plan", "UnitCosts", "fit", "measure_costs", "stage_costs"]
 
@@ -50,7 +51,7 @@ _MIN_SAMPLES = 64  # the curvature stages never go below this many samples
 
 
 @dataclass(frozen=True)
-class UnitCosts:
+class UnitCosts(Record):
     """Measured seconds of the units every stage is made of.
 
     Attributes
@@ -167,19 +168,9 @@ class UnitCosts:
         """
         return self.pass_overhead + self.gradient_sample * n
 
-    def to_dict(self) -> dict[str, float]:
-        """Return the costs as a plain dictionary.
-
-        Returns
-        -------
-        dict
-            Field names to values.
-        """
-        return {k: float(v) for k, v in self.__dict__.items()}
-
 
 @dataclass
-class Plan:
+class Plan(Record):
     """What ``analyze`` will run within a time budget, and how long each stage should take.
 
     Attributes
@@ -238,23 +229,6 @@ class Plan:
                 row += f"{actual:>12.2f}{actual / seconds if seconds > 0 else math.nan:>8.2f}"
             lines.append(row)
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the plan as plain values (for the report).
-
-        Returns
-        -------
-        dict
-            Its fields.
-        """
-        return {
-            "budget": self.budget,
-            "time_budget": float(self.time_budget),
-            "scaled": {k: [str(a), str(b)] for k, (a, b) in self.scaled.items()},
-            "predicted": dict(self.predicted),
-            "measured": dict(self.measured),
-            "units": self.units.to_dict(),
-        }
 
 
 def _seconds(fn: Callable[[], object], repeats: int = 2) -> float:

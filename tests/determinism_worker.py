@@ -85,7 +85,7 @@ def compute(name: str) -> dict[str, Any]:
         if name == "analyze":
             result = ls.analyze(
                 model, batches, budget="fast", seed=SEED, progress=False, backend=BACKEND
-            ).data
+            ).to_dict()
         elif name == "max_learning_rate":
             result = {
                 opt: ls.max_learning_rate(

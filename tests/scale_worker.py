@@ -130,16 +130,14 @@ def main(out: str | None = None) -> dict:
         "widths": list(WIDTHS),
         "threads": torch.get_num_threads(),
         "seconds": seconds,
-        "stage_seconds": {k: round(v["seconds"], 2) for k, v in report["costs"].items()},
-        "stage_hvps": {k: int(v["hvps"]) for k, v in report["costs"].items()},
+        "stage_seconds": {k: round(v.seconds, 2) for k, v in report.costs.items()},
+        "stage_hvps": {k: int(v.hvps) for k, v in report.costs.items()},
         "peak_rss_before_analyze_gib": before / 2**30,
         "peak_rss_gib": peak_rss_bytes() / 2**30,
         "sampled_peak_rss_gib_per_stage": {k: round(v, 2) for k, v in peaks.items()},
-        "top_eigenvalues": [float(v) for v in report["eigenvalues"]["top"]],
-        "trace": float(report["trace"]["value"]),
-        "surface_points": int(
-            report["surface_1d"]["num_points"] + report["surface_2d"]["num_points"]
-        ),
+        "top_eigenvalues": [float(v) for v in report.eigenvalues.top.values],
+        "trace": float(report.trace.value),
+        "surface_points": int(report.surface_1d.num_points + report.surface_2d.num_points),
     }
     text = json.dumps(record, indent=2)
     print(text)

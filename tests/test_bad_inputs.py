@@ -277,7 +277,7 @@ def test_interpolate_and_plane_mismatched_architectures(problem):
 # -- files ---------------------------------------------------------------------------------------
 def _saved(tmp_path, name="good.h5"):
     path = tmp_path / name
-    ls.Report({"loss": {"value": 1.0}, "x": {"a": np.ones(3)}}).save(path)
+    ls.Report(metadata={"x": {"a": np.ones(3)}}).save(path)
     return path
 
 
@@ -320,8 +320,8 @@ LOAD_CASES = {
         "corrupt landscape report: no data group",
     ),
     "bad-encoding": (
-        lambda p: _edit(p, lambda f: f["data/x"].attrs.__setitem__("@type", "bogus")),
-        "data/x: unknown group type 'bogus'",
+        lambda p: _edit(p, lambda f: f["data/metadata/x"].attrs.__setitem__("@type", "bogus")),
+        "data/metadata/x: unknown group type 'bogus'",
     ),
     "foreign-format": (
         lambda p: _edit(p, lambda f: f.attrs.__setitem__("format", "keras")),
@@ -524,7 +524,7 @@ def test_bad_output_paths_fail_before_any_work(problem, tmp_path):
         ls.analyze(model, untouchable, path=tmp_path, **QUIET)
     with pytest.raises(FileNotFoundError, match=r"cannot write the comparison to .*does not exist"):
         ls.compare({"a": model, "b": _other_model()}, untouchable, path=missing, **QUIET)
-    report = ls.Report({"loss": {"value": 1.0}})
+    report = ls.Report(metadata={"loss": 1.0})
     with pytest.raises(FileNotFoundError, match=r"cannot write the report to .*does not exist"):
         report.save(missing)
     with pytest.raises(IsADirectoryError, match="is a directory"):
@@ -578,8 +578,8 @@ def test_failing_overwrite_keeps_the_previous_surface_file(problem, tmp_path):
 def test_failing_save_leaves_no_file(tmp_path):
     # a failing save over an existing file keeps it: tests/test_documents.py
     path = tmp_path / "r.h5"
-    with pytest.raises(TypeError, match="data/loss/value: cannot store a object"):
-        ls.Report({"loss": {"value": object()}}).save(path)
+    with pytest.raises(TypeError, match="data/metadata/value: cannot store a object"):
+        ls.Report(metadata={"value": object()}).save(path)
     assert os.listdir(tmp_path) == []
 
 

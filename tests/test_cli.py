@@ -160,13 +160,13 @@ def test_analyze_state_dict_into_a_factory_model(project, capsys):
     assert code == 0
     assert "Landscape report: Sequential" in out and "wrote 1 files" in out
     report = ls.load(project / "run.h5")
-    assert report["metadata"]["num_params"] == 64 * 16 + 16 + 16 * 10 + 10
+    assert report.metadata["num_params"] == 64 * 16 + 16 + 16 * 10 + 10
     expected = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10))
     expected.load_state_dict(torch.load(project / "ok.pt"))
     import mymodels
 
     data = mymodels.batches()
-    assert report["loss"]["value"] == pytest.approx(ls.evaluate(expected, data)["value"])
+    assert report.loss.value == pytest.approx(ls.evaluate(expected, data)["value"])
 
 
 def test_analyze_whole_saved_model_and_file_factory(project, capsys):

@@ -107,18 +107,18 @@ def test_analyze(device, reference):
     model, batches = _on(device)
     report = ls.analyze(model, batches, progress=False)
     expected = reference["analyze"]
-    assert report["metadata"]["device"].startswith(device.type)
-    assert report["loss"]["value"] == pytest.approx(expected["loss"]["value"], rel=1e-5)
-    assert report["loss"]["accuracy"] == expected["loss"]["accuracy"]
-    assert _rel(report["eigenvalues"]["top"], expected["eigenvalues"]["top"]) < 1e-3
-    assert report["trace"]["value"] == pytest.approx(expected["trace"]["value"], rel=1e-3)
-    assert _rel(report["surface_2d"]["loss"], expected["surface_2d"]["loss"]) < 1e-5
+    assert report.metadata["device"].startswith(device.type)
+    assert report.loss.value == pytest.approx(expected.loss.value, rel=1e-5)
+    assert report.loss.accuracy == expected.loss.accuracy
+    got, want = report.eigenvalues.top.values, expected.eigenvalues.top.values
+    assert _rel(got.cpu().numpy(), want.numpy()) < 1e-3
+    assert report.trace.value == pytest.approx(expected.trace.value, rel=1e-3)
+    assert _rel(report.surface_2d.loss, expected.surface_2d.loss) < 1e-5
     for kind in ("sgd", "adam"):
-        got = report["learning_rate"][kind]["lr_max"]
-        np.testing.assert_allclose(got, expected["learning_rate"][kind]["lr_max"], rtol=1e-2)
-    assert report["sharpness"]["measures"]["sam"]["value"] == pytest.approx(
-        expected["sharpness"]["measures"]["sam"]["value"], rel=1e-2
-    )
+        got = report.learning_rate.results[kind].lr_max
+        np.testing.assert_allclose(got, expected.learning_rate.results[kind].lr_max, rtol=1e-2)
+    sam, want_sam = report.sharpness["sam"].value, expected.sharpness["sam"].value
+    assert sam == pytest.approx(want_sam, rel=1e-2)
 
 
 # -- benchmarks/gpu.py ---------------------------------------------------------------------------

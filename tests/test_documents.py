@@ -1,4 +1,6 @@
-"""Report and Comparison documents: exact HDF5 round trips, JSON, HTML, figures and errors."""
+"""Report and Comparison documents: typed records, HDF5 round trips, version-1 files, JSON,
+summaries, figures and pages.
+"""
 
 import json
 import math
@@ -15,8 +17,11 @@ import h5py
 import matplotlib
 import numpy as np
 import pytest
+import torch
 
-from landscape.report import document
+from landscape.linalg.results import Estimate
+from landscape.report import codec, migrate
+from landscape.report.contents import LossValue, StageCost
 from landscape.report.document import FORMAT, Comparison, Report, load
 
 matplotlib.use("Agg")
@@ -24,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+DATA = Path(__file__).with_name("data")
 REPORT_KINDS = [
     "spectrum",
     "eigenvalues",
@@ -340,60 +346,85 @@ def assert_same(a, b, where="data"):
 
 @pytest.fixture(scope="module")
 def report():
-    return Report(report_data())
+    """A full report: the version-1 synthetic sections read into records."""
+    return migrate.report_from_version_1(report_data())
 
 
 @pytest.fixture(scope="module")
 def comparison():
-    return Comparison(comparison_data())
+    return migrate.comparison_from_version_1(comparison_data())
 
 
-# -- HDF5 ----------------------------------------------------------------------------------------
+# -- records and HDF5 ----------------------------------------------------------------------------
+def test_report_holds_result_records(report):
+    from landscape.linalg.results import Eigenpairs, SpectralDensity
+    from landscape.metrics.learning_rate import LearningRateResult
+
+    assert isinstance(report.eigenvalues.top, Eigenpairs) and report.eigenvalues.top.vectors is None
+    assert isinstance(report.density, SpectralDensity)
+    assert isinstance(report.learning_rate.results["sgd"], LearningRateResult)
+    assert report.eigenvalues.lambda_max == 25.0 and report.eigenvalues.lambda_min == -0.42
+    assert report.trace.value == 310.5 and report.trace.method == "hutch++"
+    # version 1 stored λmax twice; the sharpness section no longer does
+    assert "lambda_max" not in report.sharpness.measures
+    assert math.isinf(report.sharpness["sam"].value)
+
+
 def test_report_round_trip_is_exact(report, tmp_path):
     path = report.save(tmp_path / "r.h5")
     assert path == str(tmp_path / "r.h5")
     loaded = load(path)
     assert type(loaded) is Report
-    assert_same(report.data, loaded.data)
+    assert_same(report.to_dict(), loaded.to_dict())
+    assert loaded.summary() == report.summary()
+    assert torch.equal(loaded.density.nodes, report.density.nodes)
     with h5py.File(path, "r") as f:
         assert f.attrs["format"] == FORMAT
-        assert f.attrs["format_version"] == 1
+        assert f.attrs["format_version"] == codec.FORMAT_VERSION == 2
         assert f.attrs["kind"] == "report"
-        # the documented layout: scalars as attributes, arrays and number lists as datasets
+        # the documented layout: scalars as attributes, arrays as datasets
         assert isinstance(f["data/loss"].attrs["value"], np.floating)
         assert f["data/density/grid"].attrs["@kind"] == "ndarray"
-        assert f["data/learning_rate/sgd/lr_max"].attrs["@kind"] == "list"
-        assert "a%2Fb" in f["data/extras/keys"].attrs
     assert sorted(os.listdir(tmp_path)) == ["r.h5"]
 
 
 def test_comparison_round_trip_is_exact(comparison, tmp_path):
     loaded = load(comparison.save(str(tmp_path / "c.h5")))
     assert type(loaded) is Comparison
-    assert_same(comparison.data, loaded.data)
+    assert_same(comparison.to_dict(), loaded.to_dict())
     assert loaded.names == ["sgd-run", "adam-run"]
-    assert_same(loaded.reports["adam-run"].data, comparison.data["reports"]["adam-run"])
+    assert loaded.interpolation.barrier == comparison.interpolation.barrier
+
+
+def test_the_codec_round_trips_every_plain_value_exactly(tmp_path):
+    extras = report_data()["extras"]
+    path = codec.write(tmp_path / "x.h5", "report", {"extras": extras})
+    kind, version, data = codec.read(path)
+    assert (kind, version) == ("report", 2)
+    assert_same({"extras": extras}, data)
+    with h5py.File(path, "r") as f:
+        assert "a%2Fb" in f["data/extras/keys"].attrs
 
 
 def test_save_replaces_and_refuses_unstorable_values(tmp_path):
     path = tmp_path / "r.h5"
-    Report({"loss": {"value": 1.0}}).save(path)
-    Report({"loss": {"value": 2.0}}).save(path)
-    assert load(path)["loss"] == {"value": 2.0}
-    with pytest.raises(TypeError, match="data/loss/value: cannot store a object"):
-        Report({"loss": {"value": object()}}).save(path)
+    Report(loss=LossValue(1.0)).save(path)
+    Report(loss=LossValue(2.0)).save(path)
+    assert load(path).loss == LossValue(2.0)
+    with pytest.raises(TypeError, match="data/metadata/x: cannot store a object"):
+        Report(metadata={"x": object()}).save(path)
     with pytest.raises(TypeError, match="keys must be strings"):
-        Report({"loss": {1: 2}}).save(path)
-    assert load(path)["loss"] == {"value": 2.0}
+        Report(metadata={1: 2}).save(path)
+    assert load(path).loss == LossValue(2.0)
     assert sorted(os.listdir(tmp_path)) == ["r.h5"]
 
 
 def test_a_save_failing_midway_leaves_the_old_file(report, tmp_path, monkeypatch):
     path = tmp_path / "r.h5"
-    old = Report({"loss": {"value": 1.0, "accuracy": None}, "trace": {"value": np.ones(3)}})
+    old = Report(loss=LossValue(1.0), trace=Estimate(3.0, 0.1, 10, 2, "hutch++"))
     old.save(path)
     calls = {"n": 0}
-    write = document._write_value
+    write = codec._write_value
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -401,44 +432,44 @@ def test_a_save_failing_midway_leaves_the_old_file(report, tmp_path, monkeypatch
             raise RuntimeError("disk full")
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(document, "_write_value", failing)
+    monkeypatch.setattr(codec, "_write_value", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         report.save(path)
     assert calls["n"] == 40
-    assert_same(load(path).data, old.data)
+    assert_same(load(path).to_dict(), old.to_dict())
     assert sorted(os.listdir(tmp_path)) == ["r.h5"]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_a_killed_save_leaves_the_old_file(tmp_path):
     path = tmp_path / "r.h5"
-    Report({"loss": {"value": 1.0}}).save(path)
+    Report(loss=LossValue(1.0)).save(path)
     script = textwrap.dedent(
         f"""
         import os, signal
-        import numpy as np
-        from landscape.report import document
-        write = document._write_value
+        from landscape.report import codec
+        from landscape.report.contents import LossValue
+        from landscape.report.document import Report
+        write = codec._write_value
         calls = [0]
         def killing(*args, **kwargs):
             calls[0] += 1
             if calls[0] == 5:
                 os.kill(os.getpid(), signal.SIGKILL)
             return write(*args, **kwargs)
-        document._write_value = killing
-        data = {{"loss": {{"value": 2.0}}, "x": {{str(i): np.ones(10) for i in range(9)}}}}
-        document.Report(data).save({str(path)!r})
+        codec._write_value = killing
+        Report(loss=LossValue(2.0), metadata={{str(i): i for i in range(9)}}).save({str(path)!r})
         """
     )
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
-    assert load(path)["loss"] == {"value": 1.0}
+    assert load(path).loss == LossValue(1.0)
     leftovers = [n for n in os.listdir(tmp_path) if n != "r.h5"]
     assert all(n.startswith(".r.h5.") and n.endswith(".tmp") for n in leftovers)
 
 
-def test_load_errors(tmp_path):
+def test_load_errors(report, tmp_path):
     missing = tmp_path / "nope.h5"
     with pytest.raises(FileNotFoundError, match=r"nope.h5"):
         load(missing)
@@ -457,40 +488,59 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match=r"not a landscape report.*'landscape.surface'"):
         load(surface)
     truncated = tmp_path / "truncated.h5"
-    Report(report_data()).save(truncated)
+    report.save(truncated)
     with open(truncated, "r+b") as f:
         f.truncate(os.path.getsize(truncated) // 2)
     with pytest.raises(ValueError, match=r"truncated.h5"):
         load(truncated)
     newer = tmp_path / "newer.h5"
-    Report({"loss": {"value": 1.0}}).save(newer)
+    Report(loss=LossValue(1.0)).save(newer)
     with h5py.File(newer, "r+") as f:
-        f.attrs["format_version"] = np.int64(2)
-    with pytest.raises(ValueError, match="format version 2, newer than version 1"):
+        f.attrs["format_version"] = np.int64(3)
+    with pytest.raises(ValueError, match="format version 3, newer than version 2"):
         load(newer)
+    wrong = tmp_path / "wrong.h5"
+    codec.write(wrong, "report", {"loss": {"accuracy": 0.5}})  # a record without its value
+    with pytest.raises(ValueError, match=r"corrupt landscape report.*'value' is missing"):
+        load(wrong)
+
+
+# -- version 1 -------------------------------------------------------------------------------------
+def test_version_1_files_still_load():
+    # Written by landscape at commit 8006436, the last to write format version 1.
+    synthetic = load(DATA / "v1_synthetic_report.h5")
+    assert type(synthetic) is Report
+    assert_same(synthetic.to_dict(), migrate.report_from_version_1(report_data()).to_dict())
+    real = load(DATA / "v1_compare_fast.h5")
+    assert type(real) is Comparison and real.names == ["SGD", "Adam"]
+    with h5py.File(DATA / "v1_compare_fast.h5", "r") as f:
+        stored = f["data/interpolation"].attrs["barrier"]
+    assert real.interpolation.barrier == pytest.approx(stored, rel=1e-12)
+    sgd = real.reports["SGD"]
+    assert sgd.learning_rate.optimizer_kind == "momentum"
+    assert sgd.learning_rate.own.current_lr == 0.1
+    assert sgd.eigenvalues.top.converged.all()
+    assert len(real.findings()) >= 4
+    for kind in real.plot_kinds():
+        assert isinstance(real.plot(kind), Figure), kind
 
 
 # -- JSON ----------------------------------------------------------------------------------------
-def test_to_dict_is_strict_json(report, comparison):
+def test_to_json_is_strict_json(report, comparison):
     for doc in (report, comparison):
-        out = doc.to_dict()
-        text = json.dumps(out, allow_nan=False)
-        assert json.loads(text) == out
-    out = report.to_dict()
-    assert out["density"]["nodes"] == report.data["density"]["nodes"].tolist()
+        out = json.loads(doc.to_json())
+        assert set(out) == set(doc.to_dict())
+    out = json.loads(report.to_json())
+    assert out["density"]["nodes"] == report.density.nodes.tolist()
     assert out["surface_2d"]["loss"][0][0] == "nan"
-    assert out["extras"]["inf"] == "inf" and math.isinf(float(out["extras"]["inf"]))
-    assert out["extras"]["floats_with_none"] == [1.0, None, "nan", "-inf"]
-    assert out["extras"]["tuple"] == [1, "two", 3.0]
-    assert out["extras"]["np_scalars"] == [1.5, 7, True, "nan"]
-    assert out["extras"]["unicode"] == ["a", "λμ", ""]
-    assert out["extras"]["complex"][0] == {"real": 1.0, "imag": 2.0}
+    assert out["sharpness"]["measures"]["sam"]["value"] == "inf"
 
 
 # -- summaries -----------------------------------------------------------------------------------
 def test_report_summary(report):
     text = report.summary()
     assert str(report) == text
+    assert text.split("\n\n")[1].startswith("Findings\n1. ")
     for needle in [
         "Landscape report: MLP(784-64-10)",
         "50,890 parameters",
@@ -500,11 +550,9 @@ def test_report_summary(report):
         "25  (residual 0.0001)",
         "λmin",
         "-0.42  (residual 0.0005)",
-        "trace",
         "310.5 ± 4.2  (hutch++)",
         "‖H‖_F",
         "41 ± 0.9",
-        "outliers",
         "1: 25",
         "bulk edge",
         "negative mass ratio",
@@ -512,38 +560,49 @@ def test_report_summary(report):
         "Per-layer curvature",
         "Sharpness",
         "Dinh et al. 2017",
-        "Gradient coherence",
+        "Gradient noise and coherence",
         "m_coherence",
         "Largest stable learning rate: sgd",
         "Largest stable learning rate: adam",
         "exact MS (SGD)",
         "stable ≤",
         "current lr 0.01",
-        "Loss surfaces",
+        "Loss surface",
         "11 × 7 points",
         "1 not finite",
     ]:
         assert needle in text, needle
-    # every sharpness measure is printed with its invariance flag
+    # unresolved estimates say so instead of printing a bare number
+    assert "b_simple_unbiased  not resolved (nan" in text
     rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")}
-    assert " no " in rows["lambda_max"] and " inf " in rows["sam"]
-    assert " yes " in rows["asam"]
-    # every stage's cost line, and the total
+    assert " inf " in rows["sam"] and " no " in rows["sam"] and " yes " in rows["asam"]
+    assert "lambda_max" not in rows  # λmax once, in the Hessian section
     cost = text.split("\nCost\n")[1].splitlines()
     assert cost[0].split() == ["stage", "HVPs", "passes", "seconds"]
-    stages = [line.split()[0] for line in cost[1:]]
-    assert stages == [*report.data["costs"], "total"]
+    assert [line.split()[0] for line in cost[1:]] == [*report.costs, "total"]
     assert cost[-1].split()[1:] == ["1262", "619", "5.1"]
 
 
-def test_report_summary_of_partial_data_and_cost_fallback():
+def test_negative_unbiased_estimates_and_fits_say_they_are_not_resolved(report):
+    from dataclasses import replace
+
+    coherence = replace(report.coherence, alpha_unbiased=-0.0006, b_simple_unbiased=-1664.0)
+    sgd = report.learning_rate.results["sgd"]
+    fit = replace(sgd, fit={"a": 2.0, "b": -7.8, "b_star": -3.89})
+    rates = replace(report.learning_rate, results={"sgd": fit})
+    text = replace(report, coherence=coherence, learning_rate=rates).summary()
+    assert "alpha_unbiased     not resolved (-0.0006" in text
+    assert "b_simple_unbiased  not resolved (-1664" in text
+    assert "no noise-dominated regime resolved: B* ≤ 0" in text and "-3.89" not in text
+
+
+def test_partial_reports():
     text = Report(
-        {"trace": {"value": 3.0, "num_hvps": 10, "num_passes": 10, "seconds": 0.1}}
+        trace=Estimate(3.0, 0.1, 10, 10, "hutch++"),
+        costs={"trace": StageCost(10, 10, 0.1)},
     ).summary()
-    assert "trace  3" in text and "trace  10    10      0.1" in text
-    assert Report({}).summary() == "Landscape report"
-    partial = {"sharpness": {"measures": {"sam": {"value": 0.5, "invariant": False}}}}
-    assert "sam      0.5" in Report(partial).summary()
+    assert "trace  3 ± 0.1  (hutch++)" in text and "trace  10    10      0.1" in text
+    assert Report().summary() == "Landscape report"
 
 
 def test_comparison_summary(comparison):
@@ -556,9 +615,15 @@ def test_comparison_summary(comparison):
     assert by_name["λmax"].rstrip().endswith("no †")
     assert by_name["sharpness: asam"].rstrip().endswith("yes")
     assert "25" in by_name["λmax"] and "6.25" in by_name["λmax"]
-    assert "Linear interpolation" in text and "loss barrier" in text
-    assert "Largest stable learning rate (lr_max): sgd" in text
-    assert "2-D loss surfaces" in text and "report sgd-run" in text and "interpolation" in text
+    assert "Linear interpolation" in text and "barrier" in text
+    assert "2-D loss surfaces" in text and "report sgd-run" in text
+    # each model's own optimizer first, the others after
+    text = load(DATA / "v1_compare_fast.h5").summary()
+    titles = [line for line in text.splitlines() if "Largest stable learning rate" in line]
+    assert titles[:2] == [
+        "SGD: Largest stable learning rate: momentum (in use)",
+        "Adam: Largest stable learning rate: adam (in use)",
+    ]
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -576,16 +641,8 @@ def test_every_report_plot_kind(report):
         assert isinstance(fig, Figure), kind
         assert _has_content(fig), kind
     spectrum = figures["spectrum"].axes[0]
-    assert spectrum.get_yscale() == "log"
-    assert any(line.get_linestyle() == ":" for line in spectrum.lines)  # outlier marked
+    assert any(line.get_linestyle() == ":" for line in spectrum.lines) or spectrum.collections
     assert len(figures["learning_rate"].axes[0].get_legend().get_texts()) >= 2
-
-
-def test_spectrum_without_a_consistent_density_is_drawn_directly():
-    data = report_data()["density"]
-    data = {k: data[k] for k in ("grid", "density", "outliers")}  # no nodes, no bulk edge
-    fig = Report({"density": data}).plot("spectrum")
-    assert fig.axes[0].get_yscale() == "log" and fig.axes[0].lines
 
 
 def test_every_comparison_plot_kind(comparison):
@@ -593,6 +650,7 @@ def test_every_comparison_plot_kind(comparison):
     for kind, fig in comparison.figures().items():
         assert isinstance(fig, Figure) and _has_content(fig), kind
     spectrum = comparison.plot("spectrum").axes[0]
+    assert spectrum.get_yscale() == "log"
     assert [t.get_text() for t in spectrum.get_legend().get_texts()] == ["sgd-run", "adam-run"]
     panels = comparison.plot("surfaces_2d").axes
     norms = {id(c.norm) for ax in panels[:2] for c in ax.collections if hasattr(c, "norm")}
@@ -601,31 +659,45 @@ def test_every_comparison_plot_kind(comparison):
 
 
 def test_unknown_or_missing_plot_kind_lists_the_available_ones():
-    report = Report({"loss": {"value": 1.0}, "trace": {"value": 2.0}})
+    report = Report(loss=LossValue(1.0), trace=Estimate(2.0, 0.1, 1, 1, "hutch++"))
     with pytest.raises(ValueError, match=r"unknown plot kind 'nope'.*\['metrics'\]"):
         report.plot("nope")
     with pytest.raises(ValueError, match=r"no data for plot kind 'spectrum'.*\['metrics'\]"):
         report.plot("spectrum")
     with pytest.raises(ValueError, match=r"available for this comparison are \[\]"):
-        Comparison({}).plot("metrics")
+        Comparison().plot("metrics")
 
 
 # -- HTML ----------------------------------------------------------------------------------------
 _EXTERNAL = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", re.IGNORECASE)
 
 
-def test_to_html_is_self_contained(report, comparison, tmp_path):
-    for doc, kinds in ((report, REPORT_KINDS), (comparison, COMPARISON_KINDS)):
+def test_to_html_is_self_contained_and_puts_findings_first(report, comparison, tmp_path):
+    for doc in (report, comparison):
         before = len(plt.get_fignums())
         path = doc.to_html(tmp_path / f"{type(doc).__name__}.html")
         assert len(plt.get_fignums()) == before  # figures closed
         page = Path(path).read_text(encoding="utf-8")
         assert page.startswith("<!DOCTYPE html>")
-        assert page.count("data:image/png;base64,") == len(kinds)
+        assert page.count("data:image/png;base64,") >= 4
         assert not _EXTERNAL.search(page) and "<script" not in page.lower()
         assert "could not be drawn" not in page
         assert "Dinh et al. 2017" in page
+        # findings before every table; details folded; definitions on hover
+        assert page.index("<h2>Findings</h2>") < page.index("<table>")
+        assert "<details><summary>" in page and '<abbr title="' in page
+        assert 'class="conf conf-' in page
     assert sorted(os.listdir(tmp_path)) == ["Comparison.html", "Report.html"]
+
+
+def test_the_page_shows_the_optimizer_in_use_first_and_folds_the_others(report):
+    from dataclasses import replace
+
+    rates = replace(report.learning_rate, optimizer_kind="sgd")
+    page = replace(report, learning_rate=rates)._repr_html_()
+    open_sgd = page.index("Largest stable learning rate: sgd (in use)")
+    folded_adam = page.index("<details><summary>Largest stable learning rate: adam")
+    assert open_sgd < folded_adam
 
 
 def test_repr_html(report, comparison):
@@ -636,15 +708,17 @@ def test_repr_html(report, comparison):
     assert "λmax" in page and "Sharpness" in page
     assert "data:image/png;base64," in comparison._repr_html_()
     # a figure that cannot be drawn is reported, not fatal
-    broken = Report({"surface_1d": {"coords": [0.0, 1.0], "loss": [np.nan, np.nan]}})
-    assert "could not be drawn" in broken._repr_html_()
+    from landscape.surfaces.grid import Surface
+
+    broken = Surface((np.array([0.0, 1.0]),), np.array([np.nan, np.nan]), None, 0.0, None, {})
+    assert "could not be drawn" in Report(surface_1d=broken)._repr_html_()
     assert len(plt.get_fignums()) == before
 
 
 def test_item_access(report):
-    assert report["trace"]["method"] == "hutch++"
-    assert "density" in report and "nope" not in report
+    assert report["trace"].method == "hutch++"
+    assert "density" in report and "nope" not in report and "plan" not in report
     with pytest.raises(KeyError, match="no section 'nope'"):
         report["nope"]
-    with pytest.raises(TypeError):
-        Report([1, 2])
+    with pytest.raises(KeyError, match="no section 'plan'"):
+        report["plan"]

@@ -220,7 +220,7 @@ def test_full_batch_lr_is_two_over_lambda_and_exact_threshold_agrees():
     assert r.lr_max[0] < r.lr_max[-1]
     assert 0.0 < r.scaling_exponent < 1.5
     assert r.lr_trace_bound == pytest.approx(2 / float(torch.trace(_mse_hessian(X))), rel=1e-9)
-    assert "Mulayoff" in r.table() and r.to_dict()["batch_sizes"] == [1, 4, 16, 48]
+    assert "Mulayoff" in r.table() and r.to_dict()["batch_sizes"].tolist() == [1, 4, 16, 48]
 
 
 def test_batch_sharpness_samples_are_exact_batch_eigenvalues():

@@ -91,11 +91,13 @@ def test_a_time_budget_runs_the_scaled_settings_and_keeps_the_plan(tmp_path):
     report = ls.analyze(
         model, data, time_budget=1e-3, progress=False, surfaces=False, learning_rates=False
     )
-    kept = report["plan"]
-    assert set(kept["predicted"]) == set(kept["measured"]) == set(report["costs"])
-    assert kept["scaled"]["curvature_samples"] == ["512", "64"]
-    steps = int(kept["scaled"]["density"][1].strip("()").split(",")[1])
-    assert report["density"]["passes"] == steps  # the scaled density ran
+    kept = report.plan
+    assert set(kept.predicted) == set(kept.measured) == set(report.costs)
+    assert kept.scaled["curvature_samples"] == [512, 64]
+    steps = kept.scaled["density"][1][1]
+    assert report.costs["density"].passes == steps  # the scaled density ran
     report.save(tmp_path / "run.h5")
-    assert ls.load(tmp_path / "run.h5")["plan"] == kept
+    loaded = ls.load(tmp_path / "run.h5").plan
+    assert loaded.scaled == kept.scaled and loaded.settings == kept.settings
+    assert loaded.predicted == kept.predicted and loaded.measured == kept.measured
     assert "plan for" in report.summary()

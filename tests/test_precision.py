@@ -99,7 +99,7 @@ def test_half_models_through_layerwise_surfaces_and_analyze():
     weights = [b["labels"].shape[0] for b in case.batches]
     assert s.origin_loss == pytest.approx(np.average(own, weights=weights), rel=1e-6)
     report = ls.analyze(model, case.batches, progress=False, learning_rates=False)
-    assert report["metadata"]["precision"] == "float32 copy"
+    assert report.metadata["precision"] == "float32 copy"
     assert "curvature on a float32 copy" in report.summary()
 
 
@@ -120,7 +120,7 @@ def test_compiled_and_data_parallel_models_give_the_eager_numbers():
     for wrapped in (torch.compile(model), nn.DataParallel(model)):
         assert torch.equal(ls.hessian(wrapped, batches, backend="double_backward") @ V, eager)
     report = ls.analyze(torch.compile(model), batches, progress=False, learning_rates=False)
-    assert np.isfinite(report["eigenvalues"]["top"]).all()
+    assert bool(report.eigenvalues.top.values.isfinite().all())
 
 
 def test_distributed_data_parallel_is_unwrapped(tmp_path):

@@ -344,7 +344,7 @@ def test_model_unchanged_and_output_complete(case):
         ),
         rel=1e-12,
     )
-    data = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    data = json.loads(r.to_json())
     assert data["measures"]["asam"]["invariant"] is True
     assert data["measures"]["sam"]["invariance"].startswith("not invariant")
     table = r.table().splitlines()

@@ -112,7 +112,7 @@ def test_one_hot_user_loss_goes_through_max_learning_rate_and_analyze():
     ref = ls.max_learning_rate(model, _data(), nn.CrossEntropyLoss(), batch_sizes=(4, "full"))
     np.testing.assert_allclose(r.lr_mean_square, ref.lr_mean_square, rtol=1e-8)
     report, _ = _warnings(lambda: ls.analyze(model, _data(), one_hot_loss, progress=False))
-    assert np.isfinite(report["learning_rate"]["sgd"]["lr_mean_square"]).all()
+    assert np.isfinite(report.learning_rate.results["sgd"].lr_mean_square).all()
 
 
 def test_parameter_paths_loop_with_the_same_numbers():

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from landscape.records import Record
+
 __all__ = ["Eigenpairs", "Estimate", "SpectralDensity"]
 
 
 @dataclass(frozen=True)
-class Estimate:
+class Estimate(Record):
     """A stochastic estimate with its standard error and cost.
 
     Attributes
@@ -42,7 +45,7 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class Eigenpairs:
+class Eigenpairs(Record):
     """Eigenvalues, eigenvectors (columns) and their certificates.
 
     Attributes
@@ -50,8 +53,9 @@ class Eigenpairs:
     values : Tensor
         Eigenvalues, shape ``(k,)``, in descending order (``"largest"``, ``"magnitude"``),
         ascending (``"smallest"``), or descending largest-first then smallest for ``"both"``.
-    vectors : Tensor
-        Unit eigenvectors in columns, shape ``(P, k)``.
+    vectors : Tensor or None
+        Unit eigenvectors in columns, shape ``(P, k)`` (``None`` where they were dropped:
+        :meth:`without_vectors`, reports).
     residuals : Tensor
         ``||H v_i - lambda_i v_i||`` for each pair, shape ``(k,)``.
     converged : Tensor
@@ -65,7 +69,7 @@ class Eigenpairs:
     """
 
     values: Tensor
-    vectors: Tensor
+    vectors: Tensor | None
     residuals: Tensor
     converged: Tensor
     num_matvecs: int
@@ -77,9 +81,19 @@ class Eigenpairs:
         """Whether every pair met the tolerance."""
         return bool(self.converged.all())
 
+    def without_vectors(self) -> Eigenpairs:
+        """Return the eigenvalues and certificates without the eigenvectors (for reports).
+
+        Returns
+        -------
+        Eigenpairs
+            The same pairs with ``vectors`` and ``named_vectors`` set to ``None``.
+        """
+        return dataclasses.replace(self, vectors=None, named_vectors=None)
+
 
 @dataclass(frozen=True)
-class SpectralDensity:
+class SpectralDensity(Record):
     r"""A smoothed eigenvalue density from stochastic Lanczos quadrature.
 
     Attributes

@@ -20,12 +20,13 @@ from landscape.losses import Criterion
 from landscape.metrics.layerwise import _groups, _subtrees
 from landscape.operators.hessian import hessian
 from landscape.problem import unwrap_model
+from landscape.records import Record
 
 __all__ = ["BlockSpectra", "block_spectra", "parameter_blocks"]
 
 
 @dataclass(frozen=True)
-class BlockSpectra:
+class BlockSpectra(Record):
     """Spectral densities of the Hessian's diagonal blocks and their distances.
 
     Attributes
@@ -76,26 +77,6 @@ class BlockSpectra:
             lines.append(f"{name:<32}{size:>9}{top:>12.4g}{d.moment(1):>12.4g}{js:>9.3f}")
         lines.append(f"JS^0 (mean over {L * (L - 1) // 2} pairs): {self.heterogeneity:.3f}")
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the summary as plain values (for a report).
-
-        Returns
-        -------
-        dict
-            Names, sizes, distances, JS^0, top Ritz values, mean eigenvalues and costs.
-        """
-        return {
-            "names": list(self.names),
-            "sizes": list(self.sizes),
-            "distances": self.distances,
-            "heterogeneity": self.heterogeneity,
-            "normalize": self.normalize,
-            "top": [float(d.nodes[0].max()) for d in self.densities],
-            "mean_eigenvalue": [d.moment(1) for d in self.densities],
-            "num_matvecs": self.num_matvecs,
-            "num_passes": self.num_passes,
-        }
 
 
 def parameter_blocks(model: nn.Module, blocks: Any) -> list[tuple[str, list[str]]]:

@@ -46,6 +46,7 @@ from landscape.operators.hessian import HessianOperator
 from landscape.operators.per_example import SampleChunk, check_chunk_size, per_example_pass
 from landscape.params import ParamSelector
 from landscape.problem import Evaluation, Problem
+from landscape.records import Record
 
 __all__ = ["CoherenceResult", "NoiseScale", "ParamGSNR", "coherence", "noise_scale"]
 
@@ -53,37 +54,6 @@ HessianMethod = Literal["probes", "exact"]
 
 _EXACT_MAX_DIM = 8192  # dense per-example Hessians (P x P each) beyond this are refused
 _PROBE_BLOCK_ENTRIES = 2**25  # bounds the (examples x P x probes) block of per-example HVPs
-
-
-def _json_float(x: float | None) -> float | None:
-    """Return ``x`` as a JSON-safe float (``None`` for ``None``, NaN and infinities).
-
-    Returns
-    -------
-    float or None
-        The value, or ``None`` when it is not a finite number.
-    """
-    if x is None or not math.isfinite(x):
-        return None
-    return float(x)
-
-
-def _json_list(t: Tensor | None) -> list[Any] | None:
-    """Return a tensor as nested lists of JSON-safe floats.
-
-    Returns
-    -------
-    list or None
-        Nested lists (non-finite entries as ``None``), or ``None`` for ``None``.
-    """
-    if t is None:
-        return None
-    values = t.detach().double().cpu().tolist()
-
-    def clean(v: Any) -> Any:
-        return [clean(x) for x in v] if isinstance(v, list) else _json_float(v)
-
-    return clean(values)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -101,26 +71,6 @@ def _ratio(num: float, den: float) -> float:
     return math.copysign(math.inf, num)
 
 
-def _fields(result: Any) -> dict[str, Any]:
-    """Return a result dataclass's fields, tensors and floats made JSON-safe.
-
-    Returns
-    -------
-    dict
-        ``{field: value}``.
-    """
-    out: dict[str, Any] = {}
-    for name in result.__dataclass_fields__:
-        value = getattr(result, name)
-        if isinstance(value, Tensor):
-            out[name] = _json_list(value)
-        elif isinstance(value, float):
-            out[name] = _json_float(value)
-        else:
-            out[name] = value
-    return out
-
-
 def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.6g}"
 
@@ -129,7 +79,7 @@ def _fmt(x: float | None) -> str:
 
 
 @dataclass(frozen=True)
-class ParamGSNR:
+class ParamGSNR(Record):
     r"""Gradient signal-to-noise ratio of one parameter tensor.
 
     Per entry :math:`j`, :math:`r_j = \bar g_j^2 / \operatorname{Var}_i(g_{ij})` (population
@@ -158,7 +108,7 @@ class ParamGSNR:
 
 
 @dataclass(frozen=True)
-class CoherenceResult:
+class CoherenceResult(Record):
     r"""Gradient coherence, noise scales, GSNR and (optionally) Hessian coherence at one point.
 
     All moments are population moments over the ``num_samples`` samples used (see the
@@ -315,22 +265,9 @@ class CoherenceResult:
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the result as JSON-serializable Python objects.
-
-        Returns
-        -------
-        dict
-            Floats (NaN and infinities as ``None``), ints, strings and lists.
-        """
-        out = _fields(self)
-        out["gsnr"] = [_fields(p) for p in self.gsnr]
-        out["notes"] = list(self.notes)
-        return out
-
 
 @dataclass(frozen=True)
-class NoiseScale:
+class NoiseScale(Record):
     r"""The two-batch-size estimate of the gradient noise scale.
 
     Attributes
@@ -412,16 +349,6 @@ class NoiseScale:
         ]
         width = max(len(k) for k, _ in rows) + 2
         return "\n".join(f"{k:<{width}}{v}" for k, v in rows)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the result as JSON-serializable Python objects.
-
-        Returns
-        -------
-        dict
-            Floats (NaN and infinities as ``None``), ints, bools and lists.
-        """
-        return _fields(self)
 
 
 # -- streaming moments -------------------------------------------------------------------------

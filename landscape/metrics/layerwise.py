@@ -14,6 +14,7 @@ from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion
 from landscape.operators.hessian import hessian
 from landscape.problem import unwrap_model
+from landscape.records import Record
 
 __all__ = ["LayerCurvature", "LayerwiseResult", "layerwise"]
 
@@ -21,7 +22,7 @@ _METRICS = ("trace", "top_eigenvalue")
 
 
 @dataclass(frozen=True)
-class LayerCurvature:
+class LayerCurvature(Record):
     """Curvature of one layer's diagonal Hessian block.
 
     Attributes
@@ -57,7 +58,7 @@ class LayerCurvature:
 
 
 @dataclass(frozen=True)
-class LayerwiseResult:
+class LayerwiseResult(Record):
     """A table of per-layer curvature.
 
     Attributes

@@ -50,6 +50,7 @@ from landscape.operators.hessian import HessianOperator
 from landscape.operators.scaled import diagonal_congruence
 from landscape.params import ParamSelector, ParamSpace
 from landscape.problem import Problem, evaluation_mode, unwrap_model
+from landscape.records import Record
 
 __all__ = ["LearningRateResult", "Verification", "max_learning_rate"]
 
@@ -59,7 +60,7 @@ _GRAM_ROWS = 1536  # rows m*k of the Gram matrix: each eigensolver product costs
 
 
 @dataclass(frozen=True)
-class Verification:
+class Verification(Record):
     """Short training bursts at one batch size: which learning rates diverged.
 
     Attributes
@@ -99,7 +100,7 @@ class Verification:
 
 
 @dataclass(frozen=True)
-class LearningRateResult:
+class LearningRateResult(Record):
     r"""Predicted maximum stable learning rates per batch size, with their evidence.
 
     Attributes
@@ -155,6 +156,11 @@ class LearningRateResult:
         Wall time.
     notes : tuple of str
         Conditions and caveats that apply to this result.
+    at_minimum : bool or None
+        Whether the exact threshold's premise holds: the Gauss-Newton sharpness of the
+        per-example factors within 10 % of the full-batch Hessian's (an interpolating
+        minimum). ``None`` where not checked (no exact threshold, or the full batch was not
+        among the batch sizes).
     """
 
     batch_sizes: np.ndarray
@@ -180,6 +186,7 @@ class LearningRateResult:
     num_passes: int
     seconds: float
     notes: tuple[str, ...] = ()
+    at_minimum: bool | None = None
 
     def table(self) -> str:
         """Return a plain-text table, one row per batch size.
@@ -219,54 +226,6 @@ class LearningRateResult:
         lines.append(f"cost: {self.num_hvps} HVPs, {self.num_passes} passes, {self.seconds:.1f} s")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return every field as JSON-serializable Python values.
-
-        Returns
-        -------
-        dict
-            Arrays become lists (NaN stays ``float('nan')``).
-        """
-
-        def arr(x: np.ndarray | None) -> list[float] | None:
-            return None if x is None else [float(v) for v in x]
-
-        return {
-            "batch_sizes": [int(b) for b in self.batch_sizes],
-            "lr_max": arr(self.lr_max),
-            "lr_max_low": arr(self.lr_max_low),
-            "lr_max_high": arr(self.lr_max_high),
-            "sharpness": arr(self.sharpness),
-            "sharpness_std": arr(self.sharpness_std),
-            "sharpness_samples": [arr(s) for s in self.sharpness_samples],
-            "fit": dict(self.fit),
-            "lr_fit": arr(self.lr_fit),
-            "scaling_exponent": float(self.scaling_exponent),
-            "optimizer": self.optimizer.to_dict(),
-            "coefficient": float(self.coefficient),
-            "method": self.method,
-            "lr_mean_square": arr(self.lr_mean_square),
-            "lr_nonuniformity_bound": arr(self.lr_nonuniformity_bound),
-            "lr_trace_bound": self.lr_trace_bound,
-            "verification": [
-                {
-                    "batch_size": v.batch_size,
-                    "lrs": arr(v.lrs),
-                    "diverged": [bool(d) for d in v.diverged],
-                    "final_losses": arr(v.final_losses),
-                    "start_loss": v.start_loss,
-                    "steps": v.steps,
-                }
-                for v in self.verification
-            ],
-            "current_lr": self.current_lr,
-            "num_samples": self.num_samples,
-            "num_hvps": self.num_hvps,
-            "num_passes": self.num_passes,
-            "seconds": self.seconds,
-            "notes": list(self.notes),
-        }
 
 
 def _resolve_batch_sizes(batch_sizes: Sequence[int | str], n: int) -> list[int]:
@@ -594,7 +553,7 @@ def max_learning_rate(
 
     # -- exact mean-square threshold (SGD) ------------------------------------------------------
     lr_ms = lr_wme = None
-    trace_bound = None
+    trace_bound = at_minimum = None
     applies = (
         settings.kind == "sgd"
         and problem.objective.has_criterion
@@ -607,7 +566,7 @@ def max_learning_rate(
             "weight decay) with the loss given as outputs + criterion (loss_fn)."
         )
     if exact is True or (exact == "auto" and applies):
-        lr_ms, lr_wme, trace_bound = _exact_thresholds(
+        lr_ms, lr_wme, trace_bound, at_minimum = _exact_thresholds(
             on([dataset]), dataset, n, sizes, exact_samples, generator, notes, sharp
         )
 
@@ -678,6 +637,7 @@ def max_learning_rate(
         num_passes=passes,
         seconds=time.perf_counter() - start,
         notes=tuple(notes),
+        at_minimum=at_minimum,
     )
 
 
@@ -690,7 +650,7 @@ def _exact_thresholds(
     generator: torch.Generator,
     notes: list[str],
     sharp: np.ndarray,
-) -> tuple[np.ndarray | None, np.ndarray | None, float | None]:
+) -> tuple[np.ndarray | None, np.ndarray | None, float | None, bool | None]:
     with problem.evaluation() as run:
         k = per_example.outputs_per_sample(run, dataset, n)
         if k > _GRAM_ROWS:
@@ -698,7 +658,7 @@ def _exact_thresholds(
                 f"exact mean-square threshold not computed: one sample has {k} outputs (more "
                 f"than {_GRAM_ROWS}), and its per-example Gauss-Newton factors would not fit."
             )
-            return None, None, None
+            return None, None, None, None
         wanted = min(n, exact_samples)
         m = max(1, min(wanted, _FACTOR_BUDGET // max(1, k * problem.space.dim), _GRAM_ROWS // k))
         if m < wanted:
@@ -738,15 +698,17 @@ def _exact_thresholds(
         f"interpolation check: rms per-example gradient norm {rms:.3g} (0 at an interpolating "
         "minimum; the exact threshold is a local statement there)."
     )
+    at_minimum = None
     if n in sizes:
         full = sharp[sizes.index(n)]
+        at_minimum = bool(full > 0 and abs(a - full) <= 0.1 * full)
         if full > 0 and abs(a - full) > 0.1 * full:
             notes.append(
                 f"the Gauss-Newton sharpness {a:.4g} differs from the Hessian's {full:.4g} by "
                 "more than 10%: the model is not at an interpolating minimum, and the "
                 "mean-square threshold is only indicative."
             )
-    return lr_ms, lr_wme, 2.0 / gram.trace
+    return lr_ms, lr_wme, 2.0 / gram.trace, at_minimum
 
 
 class _Batches:

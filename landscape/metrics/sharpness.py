@@ -52,6 +52,7 @@ from landscape.losses import BatchLoss, Count, Criterion, Objective
 from landscape.operators.hessian import HessianOperator
 from landscape.params import ParamSelector, ParamSpace
 from landscape.problem import Evaluation, Problem, unwrap_model
+from landscape.records import Record
 
 __all__ = ["MEASURES", "SharpnessMeasure", "SharpnessResult", "sharpness"]
 
@@ -76,7 +77,7 @@ _MAX_BRACKET = 60  # factor-of-2 expansions when bracketing sigma: a range of 2*
 
 
 @dataclass(frozen=True)
-class SharpnessMeasure:
+class SharpnessMeasure(Record):
     r"""One sharpness or flatness number, with its invariance status and cost.
 
     Attributes
@@ -116,30 +117,9 @@ class SharpnessMeasure:
     def __float__(self) -> float:
         return self.value
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the measure as a JSON-serializable dictionary.
-
-        Returns
-        -------
-        dict
-            Every attribute; non-finite floats become the strings ``"inf"``, ``"-inf"`` or
-            ``"nan"``, tensors become lists.
-        """
-        return {
-            "name": self.name,
-            "value": _json(self.value),
-            "stderr": _json(self.stderr),
-            "invariant": self.invariant,
-            "invariance": self.invariance,
-            "num_passes": self.num_passes,
-            "num_hvps": self.num_hvps,
-            "seconds": self.seconds,
-            "details": _json(self.details),
-        }
-
 
 @dataclass(frozen=True)
-class SharpnessResult:
+class SharpnessResult(Record):
     r"""The measures computed by :func:`sharpness`, with the loss and weight norm they refer to.
 
     Index it by measure name: ``result["sam"].value``.
@@ -210,45 +190,6 @@ class SharpnessResult:
 
     def __str__(self) -> str:
         return self.table()
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the result as a JSON-serializable dictionary.
-
-        Returns
-        -------
-        dict
-            ``loss``, ``weight_norm``, ``num_samples``, ``num_params``, ``num_passes`` and
-            ``measures`` (name to :meth:`SharpnessMeasure.to_dict`).
-        """
-        return {
-            "loss": _json(self.loss),
-            "weight_norm": _json(self.weight_norm),
-            "num_samples": self.num_samples,
-            "num_params": self.num_params,
-            "num_passes": self.num_passes,
-            "measures": {name: m.to_dict() for name, m in self.measures.items()},
-        }
-
-
-def _json(obj: Any) -> Any:
-    """Convert floats, tensors and containers to JSON-safe values.
-
-    Returns
-    -------
-    Any
-        The converted object.
-    """
-    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if isinstance(obj, Tensor):
-        return _json(obj.detach().cpu().tolist())
-    if isinstance(obj, dict):
-        return {str(k): _json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json(v) for v in obj]
-    return str(obj)
 
 
 # -- evaluation at perturbed parameters ------------------------------------------------------------

@@ -22,12 +22,13 @@ from landscape.linalg.trace import trace
 from landscape.losses import Criterion
 from landscape.operators.hessian import hessian
 from landscape.problem import Problem, unwrap_model
+from landscape.records import Record
 
 __all__ = ["SubsetEstimate", "SubsetSpread", "spread_interval", "subset_spread"]
 
 
 @dataclass(frozen=True)
-class SubsetEstimate:
+class SubsetEstimate(Record):
     """One quantity on the whole curvature sample and on each of its disjoint subsets.
 
     Attributes
@@ -65,7 +66,7 @@ class SubsetEstimate:
 
 
 @dataclass(frozen=True)
-class SubsetSpread:
+class SubsetSpread(Record):
     """λmax and the trace across disjoint subsets of the curvature sample.
 
     Attributes

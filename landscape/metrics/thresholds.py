@@ -30,7 +30,7 @@ frameworks. Every function here that takes an optimizer instance unwraps it firs
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from landscape.params import ParamSpace
+from landscape.records import Record
 
 __all__ = [
     "OptimizerSettings",
@@ -146,7 +147,7 @@ def unwrap_optimizer(optimizer: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class OptimizerSettings:
+class OptimizerSettings(Record):
     """The hyperparameters that decide an optimizer's stability threshold.
 
     Attributes
@@ -184,18 +185,6 @@ class OptimizerSettings:
         return stability_threshold(
             self.kind, 1.0, momentum=self.momentum, dampening=self.dampening, beta1=self.betas[0]
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a JSON-serializable dict.
-
-        Returns
-        -------
-        dict
-            Field names to values.
-        """
-        out = asdict(self)
-        out["betas"] = list(self.betas)
-        return out
 
 
 def stability_threshold(

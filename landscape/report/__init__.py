@@ -1,6 +1,17 @@
-"""Figures for spectra, per-layer curvature and loss surfaces (matplotlib, imported lazily)."""
+"""Reports: documents of result records, their findings, figures, pages and files.
 
+Matplotlib is imported lazily, inside the functions that draw.
+"""
+
+from landscape.report.contents import (
+    ExtremeEigenvalues,
+    Interpolation,
+    LearningRates,
+    LossValue,
+    StageCost,
+)
 from landscape.report.document import Comparison, Report, load
+from landscape.report.findings import Finding
 from landscape.report.plots import plot_eigenvalues, plot_layerwise, plot_spectral_density
 from landscape.report.surface_plots import (
     plot_surface_1d,
@@ -17,7 +28,13 @@ from landscape.report.training_plots import (
 
 __all__ = [
     "Comparison",
+    "ExtremeEigenvalues",
+    "Finding",
+    "Interpolation",
+    "LearningRates",
+    "LossValue",
     "Report",
+    "StageCost",
     "load",
     "plot_eigenvalues",
     "plot_layerwise",

@@ -6,6 +6,7 @@ figures compose (several densities on one axis, side-by-side panels).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from landscape.linalg.results import Eigenpairs, SpectralDensity
@@ -165,7 +166,9 @@ def plot_layerwise(
         raise ValueError(f"the result has no {metric!r} values; compute it with metrics=.")
     ax = _axes(ax, figsize=(6.0, 0.35 * len(rows) + 1.2))
     values = [getattr(r, metric) for r in rows]
-    errors = [r.trace_stderr for r in rows] if metric == "trace" else None
+    errors = None
+    if metric == "trace":
+        errors = [math.nan if r.trace_stderr is None else r.trace_stderr for r in rows]
     ax.barh(range(len(rows)), values, xerr=errors, capsize=2, color="tab:blue")
     ax.set_yticks(range(len(rows)), [r.name for r in rows], fontsize="small")
     ax.invert_yaxis()

@@ -31,6 +31,7 @@ from landscape.batches import concatenate, map_tensors
 from landscape.data import DataSource
 from landscape.losses import BatchLoss, Count, Criterion, Objective
 from landscape.problem import Problem, evaluation_mode, unwrap_model
+from landscape.records import Record
 
 __all__ = ["Surface", "surface"]
 
@@ -40,7 +41,7 @@ _FORMAT = "landscape.surface"
 
 
 @dataclass(frozen=True)
-class Surface:
+class Surface(Record):
     """Loss (and accuracy) on a 1-D or 2-D grid around a model.
 
     Attributes
