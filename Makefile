@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench bench-realistic clean
+.PHONY: install demo test test-slow test-browser lint format bench bench-realistic clean
 
 # The dev install pins torch==2.13.0 (a CPU build on this project's machines); the package
 # itself accepts torch>=2.4.
@@ -33,6 +33,23 @@ test: lint
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+# The demo's page in headless Chromium (tests/test_browser.py, about 20 s): no console error,
+# every figure loaded; saves figures/report_screenshot.png, the README's screenshot. Installs
+# Debian's chromium with apt-get when it is missing and this runs as root; otherwise says
+# what to install. Playwright (dev extra) drives that binary: it downloads no browser.
+test-browser: $(STAMP)
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium with apt-get"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || exit 1; \
+	  else \
+	    echo "test-browser needs Chromium: install Debian's chromium package" \
+	      "(sudo apt-get install chromium), or put chromium on the PATH" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	LANDSCAPE_SCREENSHOT=figures/report_screenshot.png $(PY) -m pytest tests/test_browser.py -q -rs
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

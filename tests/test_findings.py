@@ -387,9 +387,9 @@ def test_mode_connectivity_from_the_barrier():
 
 
 # -- ranking and documents -----------------------------------------------------------------------
-def test_rank_orders_by_priority_then_confidence():
-    def finding(priority, confidence):
-        return F.Finding("t", f"{priority}{confidence}", "", "", "", confidence, priority)
+def test_rank_orders_by_priority_then_topic_then_confidence():
+    def finding(priority, confidence, topic="spectrum"):
+        return F.Finding(topic, "", "", "", "", confidence, priority)
 
     ranked = F.rank(
         [
@@ -397,14 +397,16 @@ def test_rank_orders_by_priority_then_confidence():
             None,
             finding(F.INFORM, F.ASSUMPTION),
             finding(F.INFORM, F.RESOLVED),
+            finding(F.INFORM, F.ASSUMPTION, "learning_rate"),
             finding(F.ACT, F.WITHIN_NOISE),
         ]
     )
-    assert [(f.priority, f.confidence) for f in ranked] == [
-        (F.ACT, F.WITHIN_NOISE),
-        (F.INFORM, F.RESOLVED),
-        (F.INFORM, F.ASSUMPTION),
-        (F.CAVEAT, F.RESOLVED),
+    assert [(f.priority, f.topic, f.confidence) for f in ranked] == [
+        (F.ACT, "spectrum", F.WITHIN_NOISE),
+        (F.INFORM, "learning_rate", F.ASSUMPTION),
+        (F.INFORM, "spectrum", F.RESOLVED),
+        (F.INFORM, "spectrum", F.ASSUMPTION),
+        (F.CAVEAT, "spectrum", F.RESOLVED),
     ]
 
 
@@ -441,3 +443,11 @@ def test_documents_run_every_rule_and_label_the_models():
 def test_findings_round_trip_as_records(confidence):
     finding = F.Finding("t", "s", "e", "r", "ref", confidence, F.ACT, "m")
     assert F.Finding.from_dict(finding.to_dict()) == finding
+
+
+def test_headroom_for_adam_ignores_the_exact_sgd_threshold():
+    adam = lr_result("adam", lr=0.001, lr_max=(0.01, 0.02, 0.03))
+    sgd = lr_result("sgd", exact=(0.5, 1.0, 1.5))
+    finding = F.learning_rate_headroom(rates(adam, sgd=sgd))
+    assert "exact" not in finding.evidence and "exact" not in finding.statement
+    assert "(0.02, the heuristic)" in finding.statement

@@ -425,18 +425,14 @@ class Comparison(_Document):
     def sections(self) -> list[sections.Section]:  # noqa: D102
         out = sections.comparison_sections(self)
         for name, report in self.reports.items():
-            details = [s for s in report.sections() if s.topic not in ("cost",)]
-            rows = [[s.title, "; ".join(r[0] for r in s.rows[:6])] for s in details]
-            out.append(
-                sections.Section(
-                    f"{name}: its report ({len(details)} sections)",
-                    rows,
-                    None,
-                    [f"comparison.reports[{name!r}] holds it whole"],
-                    topic="models",
-                    folded=True,
-                )
-            )
+            for section in report.sections():
+                # the loss, learning rates, surfaces and costs are above, side by side
+                shown = section.topic in ("cost", "overview", "surface")
+                if shown or section.title.startswith("Largest stable learning rate"):
+                    continue
+                section.title = f"{name}: {section.title}"
+                section.topic, section.folded, section.figures = "models", True, ()
+                out.append(section)
         return out
 
     def plot_kinds(self) -> list[str]:  # noqa: D102

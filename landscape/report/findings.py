@@ -83,6 +83,18 @@ CONFIDENCE = (RESOLVED, WITHIN_NOISE, ASSUMPTION)
 """The confidence levels, surest first."""
 
 ACT, INFORM, CAVEAT = 1, 2, 3  # priorities: what to change, what it means, what to doubt
+TOPICS = (
+    "learning_rate",
+    "edge_of_stability",
+    "sharper_minimum",
+    "connectivity",
+    "batch_size",
+    "curvature_sign",
+    "spectrum",
+    "heterogeneity",
+    "resolution",
+)
+"""The rules' topics, in the order findings of equal priority are listed."""
 
 
 @dataclass(frozen=True)
@@ -135,15 +147,22 @@ class Finding(Record):
 
 
 def rank(findings: Iterable[Finding | None]) -> list[Finding]:
-    """Sort findings by priority, then confidence, dropping ``None``.
+    """Sort findings by priority, then topic (:data:`TOPICS`), then confidence.
+
+    In a comparison this puts the models' findings on one topic side by side.
 
     Returns
     -------
     list of Finding
-        Most important first; the order among equals is kept.
+        Most important first; ``None`` dropped; the order among equals is kept.
     """
     kept = [f for f in findings if f is not None]
-    return sorted(kept, key=lambda f: (f.priority, CONFIDENCE.index(f.confidence)))
+
+    def key(f: Finding) -> tuple[int, int, int]:
+        topic = TOPICS.index(f.topic) if f.topic in TOPICS else len(TOPICS)
+        return f.priority, topic, CONFIDENCE.index(f.confidence)
+
+    return sorted(kept, key=key)
 
 
 # -- learning rate --------------------------------------------------------------------------
@@ -194,7 +213,8 @@ def _limit(
     kind = own.optimizer.kind
     batch = int(np.asarray(own.batch_sizes).reshape(-1)[i])
     heuristic, low, high = (_at(v, i) for v in (own.lr_max, own.lr_max_low, own.lr_max_high))
-    exact, at_minimum = _exact_sgd(rates, own, batch)
+    # the exact threshold is SGD's (and, scaled, heavy ball's); nothing of it applies to Adam
+    exact, at_minimum = _exact_sgd(rates, own, batch) if kind != "adam" else (None, None)
     bursts = {v.batch_size: v for v in own.verification}.get(batch)
     evidence = []
     if heuristic is not None:

@@ -64,9 +64,24 @@ vertical-align:top}
 
 
 def _findings(findings: Sequence[Finding]) -> str:
-    e = html.escape
+    # The ranked findings; the caveats (priority 3) folded below the others.
     if not findings:
         return ""
+    main = [f for f in findings if f.priority < 3]
+    caveats = [f for f in findings if f.priority >= 3]
+    text = '<h2>Findings</h2>\n<ol class="findings">\n' + _items(main) + "\n</ol>"
+    if caveats:
+        text += (
+            f"<details><summary>{len(caveats)} caveats: estimates not resolved, assumptions"
+            f' not met</summary>\n<ol class="findings" start="{len(main) + 1}">\n'
+            + _items(caveats)
+            + "\n</ol></details>"
+        )
+    return text
+
+
+def _items(findings: Sequence[Finding]) -> str:
+    e = html.escape
     items = []
     for f in findings:
         css = "conf-" + f.confidence.replace(" ", "-")
@@ -77,7 +92,7 @@ def _findings(findings: Sequence[Finding]) -> str:
             f'<p class="rule">Rule: {e(f.rule)} — {e(f.reference)} '
             f'<span class="conf {css}" title="confidence">{e(f.confidence)}</span></p></li>'
         )
-    return '<h2>Findings</h2>\n<ol class="findings">\n' + "\n".join(items) + "\n</ol>"
+    return "\n".join(items)
 
 
 def _figure(kind: str, draw: Callable[[str], object]) -> str:

@@ -192,8 +192,14 @@ def unbiased_cell(name: str, value: float) -> str:
         The cell.
     """
     if name in _UNBIASED and not (math.isfinite(value) and value >= 0):
-        return f"not resolved ({g(value)}: the mean gradient is below its sampling noise)"
+        return f"not resolved ({g(value)})"
     return g(value)
+
+
+UNRESOLVED_NOTE = (
+    "not resolved: a negative or infinite unbiased estimate means the mean gradient is "
+    "below its own sampling noise at this many samples"
+)
 
 
 def _fit_note(result: LearningRateResult) -> str | None:
@@ -398,6 +404,8 @@ def _coherence(report: Report) -> Section | None:
     c = report.coherence
     assert c is not None
     notes = [f"from {count(c.num_samples)} samples' gradients", *c.notes]
+    if any(r[1].startswith("not resolved") for r in rows):
+        notes.append(UNRESOLVED_NOTE)
     return Section("Gradient noise and coherence", rows, None, notes, topic="learning_rate")
 
 
@@ -797,12 +805,15 @@ def comparison_sections(comparison: Comparison) -> list[Section]:
     header, rows, flagged = metric_table(comparison)
     if rows:
         notes = [f"† not invariant to function-preserving reparametrization: {DINH}"]
+        notes = notes if flagged else []
+        if any(cell.startswith("not resolved") for row in rows for cell in row):
+            notes.append(UNRESOLVED_NOTE)
         sections.append(
             Section(
                 "Metrics",
                 rows,
                 header,
-                notes if flagged else [],
+                notes,
                 topic="overview",
                 figures=("spectrum",),
             )
