@@ -482,6 +482,7 @@ def analyze(
     if plan is not None:
         plan.measured = {name: cost["seconds"] for name, cost in stages.costs.items()}
     metadata = _metadata(model, loader, budget, seed, start, loss_fn, losses)
+    metadata["settings"] = settings
     metadata["backend"] = {"requested": backend, **H.backend_choices}
     metadata["precision"] = H.problem.precision
     report = Report(
@@ -907,8 +908,10 @@ def compare(
         count=count,
         progress=False,
     )
+    first = next(iter(reports.values()))
     metadata = {
         "budget": budget,
+        "settings": first.metadata.get("settings"),
         "seed": seed,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

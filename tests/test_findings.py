@@ -309,7 +309,11 @@ def test_block_heterogeneity_levels():
         D = np.array([[0.0, js], [js, 0.0]])
         return BlockSpectra(("a", "b"), (10, 10), [], D, 10, 0, 0)
 
-    assert "differ strongly" in F.block_heterogeneity(blocks(0.6)).statement
+    strong = F.block_heterogeneity(blocks(0.6))
+    assert (
+        "differ strongly (JS⁰ = 0.60" in strong.statement and "not a prediction" in strong.statement
+    )
+    assert strong.confidence == F.ASSUMPTION
     assert "are alike" in F.block_heterogeneity(blocks(0.05)).statement
     assert "moderately" in F.block_heterogeneity(blocks(0.2)).statement
     assert F.block_heterogeneity(None) is None

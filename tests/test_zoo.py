@@ -92,18 +92,27 @@ def test_eigenvalues_and_trace_match_an_independent_solver(case):
 
 
 @pytest.mark.parametrize("name", IDS)
-def test_analyze_and_compare_finish_and_leave_the_models_unchanged(name):
+def test_analyze_finishes_and_leaves_the_model_unchanged(name):
+    case = zoo.ZOO[name]()
+    before = snapshot(case.model)
+    report = ls.analyze(case.model, case.batches, progress=False)
+    assert report.loss.value == pytest.approx(zoo.truth_loss(case), rel=1e-10)
+    assert bool(report.eigenvalues.top.values.isfinite().all())
+    assert np.isfinite(report.trace.value)
+    assert report.findings() and report.summary()
+    assert_unchanged(case.model, before)
+
+
+# compare runs analyze on each model: a language model and the BatchNorm CNN cover its paths
+@pytest.mark.parametrize("name", ["gpt2", "resnet"])
+def test_compare_finishes_and_leaves_the_models_unchanged(name):
     case = zoo.ZOO[name]()
     other = zoo.ZOO[name]()
     with torch.no_grad():
         for p in other.model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     before = snapshot(case.model)
-    report = ls.analyze(case.model, case.batches, progress=False)
-    assert report.loss.value == pytest.approx(zoo.truth_loss(case), rel=1e-10)
-    assert bool(report.eigenvalues.top.values.isfinite().all())
-    assert np.isfinite(report.trace.value)
-    assert_unchanged(case.model, before)
     comparison = ls.compare({"a": case.model, "b": other.model}, case.batches, progress=False)
     assert np.isfinite(comparison.interpolation.barrier)
+    assert {f.topic for f in comparison.findings()} >= {"sharper_minimum", "connectivity"}
     assert_unchanged(case.model, before)

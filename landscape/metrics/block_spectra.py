@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape.linalg.block_density import block_densities, js_distances, mean_js
+from landscape.linalg.block_density import block_densities, js_distances, kth_largest, mean_js
 from landscape.linalg.results import SpectralDensity
 from landscape.losses import Criterion
 from landscape.metrics.layerwise import _groups, _subtrees
@@ -73,7 +73,7 @@ class BlockSpectra(Record):
             zip(self.names, self.sizes, self.densities, strict=True)
         ):
             js = self.distances[i].sum() / max(L - 1, 1)
-            top = float(d.nodes[0].max())
+            top = kth_largest(d, 1)
             lines.append(f"{name:<32}{size:>9}{top:>12.4g}{d.moment(1):>12.4g}{js:>9.3f}")
         lines.append(f"JS^0 (mean over {L * (L - 1) // 2} pairs): {self.heterogeneity:.3f}")
         return "\n".join(lines)

@@ -346,12 +346,14 @@ def _blocks(report: Report) -> Section | None:
     how = (
         "raw spectra"
         if blocks.normalize is None
-        else f"each normalized by its {blocks.normalize}th-largest eigenvalue"
+        else f"each normalized by its {blocks.normalize}th-largest eigenvalue, one kernel "
+        "width for all"
     )
     notes = [
         f"JS⁰ = {g(blocks.heterogeneity)}: mean Jensen-Shannon distance between the blocks' "
-        f"Hessian spectral densities ({how}); large values mean block heterogeneity, where "
-        "Adam tends to beat SGD (Zhang et al., NeurIPS 2024)"
+        f"Hessian spectral densities ({how}); Zhang et al. (NeurIPS 2024) relate large JS⁰ "
+        "at initialization to SGD falling behind Adam (not reproduced at small scale: "
+        "validation/block_heterogeneity.md)"
     ]
     if L > _MAX_ROWS:
         notes.append(f"{L - _MAX_ROWS} more blocks not shown")
@@ -880,4 +882,49 @@ def header_lines(metadata: Mapping[str, Any], title: str) -> list[str]:
     seconds = num(metadata.get("seconds"))
     if seconds is not None:
         provenance.append(f"{seconds:.1f} s")
-    return [first] + [" · ".join(x) for x in (facts, provenance) if x]
+    lines = [first] + [" · ".join(x) for x in (facts, provenance) if x]
+    settings = metadata.get("settings")
+    if isinstance(settings, Mapping) and settings:
+        lines.append(f"budget {metadata.get('budget', '')}: {budget_text(settings)}")
+    return lines
+
+
+def budget_text(settings: Mapping[str, Any]) -> str:
+    """Return what an analysis budget ran, in a line.
+
+    Returns
+    -------
+    str
+        Samples, eigenvalues, products, density, surfaces, coherence and learning rates.
+    """
+
+    def samples(key: str) -> str:
+        n = settings.get(key)
+        return "all samples" if n is None else f"≤ {count(n)} samples"
+
+    parts = []
+    if "curvature_samples" in settings:
+        parts.append(f"curvature on {samples('curvature_samples')}")
+    if "top_k" in settings:
+        parts.append(
+            f"top {settings['top_k']} / bottom {settings.get('bottom_k')} eigenvalues "
+            f"(tol {g(settings.get('tol'), 2)})"
+        )
+    if "trace_matvecs" in settings:
+        parts.append(f"trace {settings['trace_matvecs']} products")
+    density = settings.get("density")
+    if isinstance(density, (list, tuple)) and len(density) == 2:
+        parts.append(f"density {density[0]} probes × {density[1]} steps")
+    if "surface_2d" in settings:
+        parts.append(
+            f"surfaces {settings.get('surface_1d')} and {settings['surface_2d']}² points on "
+            f"{samples('surface_samples')}"
+        )
+    if "coherence_samples" in settings:
+        parts.append(f"coherence on {samples('coherence_samples')}")
+    if "lr_sizes" in settings:
+        parts.append(
+            f"lr_max at {settings['lr_sizes']} batch sizes ({settings.get('lr_batches')} "
+            "batches each)"
+        )
+    return "; ".join(parts)
