@@ -39,14 +39,22 @@ _TOP_PRODUCTS = (3, 6)
 _BOTTOM_PRODUCTS = (30, 40)
 _LR_PRODUCTS = 15  # products per mini-batch sharpness (k = 1, tol 1e-3, warm-started)
 # Hutch++ and the Frobenius estimate push blocks of about m/3 columns: chunked, plus the
-# sketch's QR, they cost 1.3-1.8x a vector in a block of eight (benchmarks/analyze.py).
-_TRACE_FACTOR = 1.5
+# sketch's QR, they cost 1.1-1.8x a vector in a block of eight (benchmarks/analyze.py:
+# 1.3-1.8 on 2026-12-02, 1.1-1.2 on 2026-12-03).
+_TRACE_FACTOR = 1.2
+# The subsets stage runs Hutch++ k + 1 times on small subsets, where each call's fixed part
+# weighs more: 1.8x a block vector (measured 1.4-1.7x short with the factor above).
+_SUBSETS_TRACE_FACTOR = 1.8
 # Gradient passes per sharpness measure (value-and-gradient evaluations; GAM adds HVPs).
 _SHARPNESS_GRADIENTS = {"sam": 12, "asam": 12, "gam": 3, "m_sam": 12}
 _SHARPNESS_FORWARDS = {"pacbayes": 150, "pacbayes_mag": 150}
 # Coherence costs its per-example gradients plus their moments and per-layer summaries:
-# 1.6x the per-example gradients alone (benchmarks/analyze.py, 128-485 samples).
-_COHERENCE_PER_EXAMPLE = 1.6
+# 2.8x the per-example gradients alone (benchmarks/analyze.py, 450-490 samples: 1.6 was
+# measured 1.74-1.81x short once the subsets and block stages ran before it).
+_COHERENCE_PER_EXAMPLE = 2.8
+# The measures' gradient and forward counts leave out their set-up (copies of the
+# parameters, norms, the bisection's bookkeeping): 1.5x (measured 1.48-1.53x short).
+_SHARPNESS_OVERHEAD = 1.5
 _MIN_SAMPLES = 64  # the curvature stages never go below this many samples
 
 
@@ -393,8 +401,8 @@ def stage_costs(
     --------
     >>> units = UnitCosts(1.0, 0.5, 1e-3, 3e-3, 1e-2, 512, 2000, 0.0)
     >>> costs = stage_costs({**ls.BUDGETS["fast"]}, units)
-    >>> round(costs["trace"], 1)  # (30 + 10) vectors in wide blocks at 1.5 x 0.5 s each
-    30.0
+    >>> round(costs["trace"], 1)  # (30 + 10) vectors in wide blocks at 1.2 x 0.5 s each
+    24.0
     """
     n = units.num_samples
     n_c = _samples(settings, "curvature_samples", n)
@@ -411,7 +419,7 @@ def stage_costs(
     k = settings["subsets"]
     trace_vectors = max(12, settings["trace_matvecs"] // 3)
     per_sample = (_TOP_PRODUCTS[0] + _TOP_PRODUCTS[1]) * single + (
-        _TRACE_FACTOR * trace_vectors * vector
+        _SUBSETS_TRACE_FACTOR * trace_vectors * vector
     )
     subsets = per_sample * (1 + k * units.product_scale(n_c // k) / max(ratio, 1e-12))
     block_probes, block_steps = settings["block_density"]
@@ -434,7 +442,7 @@ def stage_costs(
     if surfaces:
         points = settings["surface_1d"] + settings["surface_2d"] ** 2
         costs["surfaces"] = points * units.forward_pass(_samples(settings, "surface_samples", n))
-    costs["sharpness"] = sum(
+    costs["sharpness"] = _SHARPNESS_OVERHEAD * sum(
         _SHARPNESS_GRADIENTS.get(m, 0) * gradient_pass
         + _SHARPNESS_FORWARDS.get(m, 0) * forward_pass
         for m in settings["sharpness"]

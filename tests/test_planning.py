@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import landscape as ls
+from landscape import planning
 from landscape.planning import Plan, UnitCosts, fit, stage_costs
 
 UNITS = UnitCosts(
@@ -32,12 +33,12 @@ def test_stage_costs_count_the_units_of_each_stage():
     settings = dict(ls.BUDGETS["standard"])  # 2048 curvature samples, but 2000 exist
     costs = stage_costs(settings, UNITS)
     ratio = 2000 / 512  # products cost their share of the curvature samples
-    assert costs["trace"] == pytest.approx(1.5 * (99 + 30) * 1.0 * ratio)
+    assert costs["trace"] == pytest.approx(planning._TRACE_FACTOR * (99 + 30) * 1.0 * ratio)
     assert costs["density"] == pytest.approx(10 * 80 * 1.0 * ratio)
     assert costs["layerwise"] == pytest.approx(30 * 1.0 * ratio)
     assert costs["surfaces"] == pytest.approx((41 + 25**2) * 1e-3 * 2000)
     assert costs["loss"] == pytest.approx(2.0)
-    assert costs["coherence"] == pytest.approx(1.6 * 512 * 1e-2)
+    assert costs["coherence"] == pytest.approx(planning._COHERENCE_PER_EXAMPLE * 512 * 1e-2)
     assert list(costs) == [
         "loss", "eigenvalues", "subsets", "trace", "density", "layerwise", "block_spectra",
         "surfaces", "sharpness", "coherence", "learning_rate",

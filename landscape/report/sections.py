@@ -79,6 +79,14 @@ DEFINITIONS: dict[str, str] = {
     "mean JS": "this block's mean Jensen-Shannon distance to the others",
     "barrier": "max over the path of the loss above the straight line between the endpoints' "
     "losses",
+    "top": "the largest Hessian eigenvalues found (Lanczos, with residual certificates)",
+    "bottom": "the smallest Hessian eigenvalues found",
+    "1-D": "loss along one filter-normalized random direction through the model",
+    "2-D": "loss on the plane of two filter-normalized random directions through the model",
+    "interval": "interval for the value on all the data, from the spread over disjoint "
+    "subsets of the sample",
+    "verdict": "resolved when the interval's half width is within 10 % of the value",
+    "invariant": "unchanged by function-preserving rescaling of the layers (Dinh et al. 2017)",
     "HVPs": "Hessian-vector products",
     "passes": "passes over the data (mini-batch sweeps count as passes)",
 }
