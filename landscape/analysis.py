@@ -535,7 +535,10 @@ def _plan(
     **options: bool,
 ) -> Plan:
     settings = BUDGETS[budget]
-    units = measure_costs(model, loader, loss_fn, losses, settings["curvature_samples"], backend)
+    units = measure_costs(
+        model, loader, loss_fn, losses, settings["curvature_samples"], backend,
+        exact_samples=settings["exact_samples"],
+    )  # fmt: skip
     kinds = {"sgd", "adam"} | ({optimizer_settings(optimizer).kind} if optimizer else set())
     seconds = math.inf if time_budget is None else time_budget - units.seconds
     blocks = len(parameter_blocks(model, "modules"))

@@ -26,6 +26,9 @@ import torch
 from torch import nn
 
 from landscape.batches import select_rows
+from landscape.metrics._per_example import outputs_per_sample
+from landscape.metrics.learning_rate import _GRAM_ROWS
+from landscape.metrics.mean_square import sandwich_seconds
 from landscape.operators.hessian import hessian
 from landscape.operators.per_example import per_example_gradients
 from landscape.problem import Problem
@@ -38,6 +41,9 @@ __all__ = ["Plan", "UnitCosts", "fit", "measure_costs", "stage_costs"]
 _TOP_PRODUCTS = (3, 6)
 _BOTTOM_PRODUCTS = (30, 40)
 _LR_PRODUCTS = 15  # products per mini-batch sharpness (k = 1, tol 1e-3, warm-started)
+# ARPACK products per exact mean-square threshold (31 on the benchmark CNN, 64 examples x 10
+# outputs: 4 batch sizes took 124): the lr stage's largest part on small models.
+_MEAN_SQUARE_PRODUCTS = 31
 # Hutch++ and the Frobenius estimate push blocks of about m/3 columns: chunked, plus the
 # sketch's QR, they cost 1.1-1.8x a vector in a block of eight (benchmarks/analyze.py:
 # 1.3-1.8 on 2026-12-02, 1.1-1.2 on 2026-12-03).
@@ -90,6 +96,10 @@ class UnitCosts(Record):
         The same for a vector in a block of eight.
     forward_overhead : float
         The same for a forward pass: ``forward_overhead + forward_sample * n``.
+    mean_square_product : float
+        One product of the exact mean-square threshold's operator at this model's sizes
+        (:func:`landscape.metrics.mean_square.sandwich_seconds`); 0 where the threshold is
+        not computed (a model's own loss, too many outputs per sample).
     """
 
     single: float
@@ -104,6 +114,7 @@ class UnitCosts(Record):
     pass_overhead: float = 0.0
     block_overhead: float = 0.0
     forward_overhead: float = 0.0
+    mean_square_product: float = 0.0
 
     def block_scale(self, n: int) -> float:
         """Return the cost of a block vector over ``n`` samples relative to the measured one.
@@ -256,6 +267,7 @@ def measure_costs(
     losses: Mapping[str, Any],
     curvature_samples: int | None,
     backend: str = "auto",
+    exact_samples: int = 0,
 ) -> UnitCosts:
     """Measure the unit costs of :class:`UnitCosts` on the model and its data.
 
@@ -273,6 +285,8 @@ def measure_costs(
         Samples the curvature stages use.
     backend : str, optional
         The Hessian backend.
+    exact_samples : int, optional
+        Examples of the exact mean-square threshold (0: not computed).
 
     Returns
     -------
@@ -328,6 +342,7 @@ def measure_costs(
     per_example = (
         _seconds(lambda: per_example_gradients(model, [sample], loss_fn, **losses), 1) / few
     )
+    mean_square = _mean_square_product(problem, first, exact_samples, P)
     return UnitCosts(
         single=single,
         block_vector=block,
@@ -341,7 +356,23 @@ def measure_costs(
         pass_overhead=pass_overhead,
         block_overhead=block_overhead,
         forward_overhead=forward_overhead,
+        mean_square_product=mean_square,
     )
+
+
+def _mean_square_product(problem: Problem, first: Any, exact_samples: int, P: int) -> float:
+    # The exact threshold runs on up to `exact_samples` examples' Gauss-Newton factors when
+    # the loss is outputs + criterion and a sample has at most _GRAM_ROWS outputs (as in
+    # max_learning_rate); each of its eigensolver products costs m k r^2 flops in batched
+    # small products, timed here at the model's sizes (a matmul's flop rate is 10x off).
+    if exact_samples < 1 or not problem.objective.has_criterion:
+        return 0.0
+    with problem.evaluation() as run:
+        k = outputs_per_sample(run, first.data, first.num_samples)
+    if k > _GRAM_ROWS:
+        return 0.0
+    m = max(1, min(exact_samples, problem.num_samples, _GRAM_ROWS // k))
+    return sandwich_seconds(m, k, min(m * k, P))
 
 
 def _intercept(seconds_few: float, few: int, seconds_many: float, many: int) -> float:
@@ -457,6 +488,8 @@ def stage_costs(
         per_optimizer = draws * _LR_PRODUCTS * units.single
         moments = units.per_example_sample * n_c
         exact = units.per_example_sample * settings["exact_samples"] * 10
+        # SGD's exact threshold: one eigensolve per batch size (_MEAN_SQUARE_PRODUCTS each)
+        exact += settings["lr_sizes"] * _MEAN_SQUARE_PRODUCTS * units.mean_square_product
         costs["learning_rate"] = optimizers * per_optimizer + moments + exact
     return costs
 

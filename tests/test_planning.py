@@ -7,6 +7,7 @@ measured by benchmarks/analyze.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -102,3 +103,22 @@ def test_a_time_budget_runs_the_scaled_settings_and_keeps_the_plan(tmp_path):
     assert loaded.scaled == kept.scaled and loaded.settings == kept.settings
     assert loaded.predicted == kept.predicted and loaded.measured == kept.measured
     assert "plan for" in report.summary()
+
+
+def test_the_exact_threshold_counts_its_eigensolver_products():
+    settings = dict(ls.BUDGETS["fast"])
+    without = stage_costs(settings, UNITS)["learning_rate"]
+    slow = dataclasses.replace(UNITS, mean_square_product=0.05)
+    extra = stage_costs(settings, slow)["learning_rate"] - without
+    assert extra == pytest.approx(settings["lr_sizes"] * planning._MEAN_SQUARE_PRODUCTS * 0.05)
+
+
+def test_measured_units_include_the_mean_square_product_only_where_it_runs():
+    model, data = _problem()
+    units = planning.measure_costs(model, data, None, {}, 64, exact_samples=16)
+    assert units.mean_square_product > 0
+    own_loss = planning.measure_costs(
+        model, data, None, {"batch_loss": lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])},
+        64, exact_samples=16,
+    )  # fmt: skip
+    assert own_loss.mean_square_product == 0.0
