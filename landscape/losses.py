@@ -602,15 +602,25 @@ class Objective:
         Returns
         -------
         bool
-            ``True`` for a dictionary batch without ``loss_fn`` or ``batch_loss`` (and with a
-            model that takes its ``labels``).
+            ``True`` without ``loss_fn`` or ``batch_loss`` for a dictionary batch (with a
+            model that takes its ``labels``), and for an ``(inputs, labels)`` pair given to a
+            Hugging Face head: its loss is what it trains with (computed in float32 whatever
+            the model's dtype), not landscape's reading of it.
         """
-        return (
-            isinstance(batch, Mapping)
-            and self.loss_fn is None
-            and self.batch_loss is None
-            and ("labels" not in batch or self._takes_labels)
-        )
+        if self.loss_fn is not None or self.batch_loss is not None:
+            return False
+        if isinstance(batch, Mapping):
+            return "labels" not in batch or self._takes_labels
+        pair = isinstance(batch, (list, tuple)) and len(batch) == 2
+        return pair and self.task is not None and self._takes_labels
+
+    @staticmethod
+    def _own_arguments(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        # How the model is called for its own loss: a dict as keywords, a pair as
+        # model(inputs, labels=labels).
+        if isinstance(batch, Mapping):
+            return (), dict(batch)
+        return (batch[0],), {"labels": batch[1]}
 
     @property
     def criterion_name(self) -> str:
@@ -689,19 +699,19 @@ class Objective:
         if self.batch_loss is not None:
             return _check_scalar(self.batch_loss(model, batch)), None
         if self.own_loss(batch):
-            kwargs = dict(batch)
-            if weight is not None and "labels" in batch and self._passes_num_items:
+            args, kwargs = self._own_arguments(batch)
+            if weight is not None and "labels" in kwargs and self._passes_num_items:
                 kwargs["num_items_in_batch"] = _num_items(weight)
-            outputs = model(**kwargs)
+            outputs = model(*args, **kwargs)
             loss = _model_loss(outputs)
             if loss is not None:
                 return _check_scalar(loss), outputs
-            if "labels" not in batch:
+            if "labels" not in kwargs:
                 raise TypeError(
                     "the model's output for a dict batch without 'labels' has no .loss; add "
                     "'labels' to the batch or pass loss_fn / batch_loss."
                 )
-            return self.criterion(outputs, batch["labels"]), outputs
+            return self.criterion(outputs, kwargs["labels"]), outputs
         args, kwargs, targets = self.split(batch)
         outputs = model(*args, **kwargs)
         return self.criterion(outputs, targets), outputs
@@ -783,7 +793,7 @@ class Objective:
     def check_criterion(self, model: nn.Module, batch: Any) -> None:
         """Check that the inferred criterion reproduces the model's own loss on ``batch``.
 
-        Only the model's own loss (a dict batch with labels and no ``loss_fn``) needs this:
+        Only the model's own loss (a batch with labels and no ``loss_fn``) needs this:
         the criterion is then landscape's reading of the head, and a head with label
         smoothing, class weights or a custom loss would make it silently different.
 
@@ -799,15 +809,18 @@ class Objective:
         ValueError
             If the two losses differ; the message names the ``loss_fn`` to pass.
         """
-        if not self.own_loss(batch) or "labels" not in batch:
+        if not self.own_loss(batch):
+            return
+        args, kwargs = self._own_arguments(batch)
+        if "labels" not in kwargs:
             return
         with torch.no_grad():
-            outputs = model(**batch)
+            outputs = model(*args, **kwargs)
             own = _model_loss(outputs)
             if own is None:
                 return
             try:
-                ours = self.criterion(outputs, batch["labels"])
+                ours = self.criterion(outputs, kwargs["labels"])
             except (TypeError, ValueError, RuntimeError) as error:
                 raise ValueError(self._mismatch(model, f"cannot be applied ({error})")) from error
         a, b = float(own), float(ours)

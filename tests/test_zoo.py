@@ -45,6 +45,18 @@ def test_hessian_products_are_exact(case):
     assert_unchanged(case.model, before)
 
 
+def test_input_label_pairs_use_the_models_own_loss(case):
+    # (inputs, labels) pairs, what a plain DataLoader yields, for heads that take labels:
+    # their loss is the model's own (Hugging Face computes it in float32 whatever the
+    # model's dtype), not landscape's re-derivation (5e-8 off on a float64 GPT-2 before).
+    first = next(k for k in ("input_ids", "pixel_values") if k in case.batches[0])
+    dicts = [{first: b[first], "labels": b["labels"]} for b in case.batches]
+    pairs = [(b[first], b["labels"]) for b in case.batches]
+    truth = zoo.ZooCase(case.id, case.model, dicts, case.task)
+    V = _probe(case, 2)
+    assert _rel(ls.hessian(case.model, pairs) @ V, zoo.truth_hvp(truth, V)) < 1e-8
+
+
 def test_gauss_newton_products_match_the_models_own_loss_function(case):
     # The truth applies Hugging Face's loss functions (float32 for language-model heads,
     # whatever the model's dtype) to the logits; ours runs the inferred criterion in
