@@ -198,26 +198,6 @@ class _Document(Record):
         """
         return {kind: self.plot(kind) for kind in self.plot_kinds()}
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the document's records as plain values (see :mod:`landscape.records`).
-
-        Returns
-        -------
-        dict
-            Section name to plain value.
-        """
-        return super().to_dict()
-
-    def to_json(self) -> str:
-        """Return the document as one JSON string (non-finite floats as strings).
-
-        Returns
-        -------
-        str
-            Valid JSON.
-        """
-        return super().to_json()
-
     def save(self, path: str | os.PathLike[str]) -> str:
         """Write the document to an HDF5 file, atomically; read it back with :func:`load`.
 

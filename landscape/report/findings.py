@@ -184,8 +184,8 @@ def _at(values: Any, i: int | None) -> float | None:
     return float(array[i])
 
 
-def _current_lr(result: LearningRateResult) -> float | None:
-    lr = result.current_lr if result.current_lr is not None else result.optimizer.lr
+def _current_lr(result: LearningRateResult | None) -> float | None:
+    lr = None if result is None else result.current_lr
     return None if lr is None or not lr > 0 else float(lr)
 
 
@@ -294,7 +294,7 @@ def learning_rate_headroom(rates: LearningRates | None) -> Finding | None:
         ``None`` without an optimizer in use, its learning rate, or the loader's batch size.
     """
     own = None if rates is None else rates.own
-    lr = None if own is None else _current_lr(own)
+    lr = _current_lr(own)
     if rates is None or own is None or lr is None:
         return None
     i = _index_of(own.batch_sizes, rates.loader_batch_size)
@@ -361,10 +361,10 @@ def edge_of_stability(
         ``None`` without an optimizer in use and its learning rate.
     """
     own = None if rates is None else rates.own
-    if own is None or _current_lr(own) is None:
+    lr = _current_lr(own)
+    if own is None or lr is None:
         return None
-    lr, kind, c = _current_lr(own), own.optimizer.kind, own.optimizer.coefficient
-    assert lr is not None
+    kind, c = own.optimizer.kind, own.optimizer.coefficient
     if kind == "adam":
         sizes = np.asarray(own.batch_sizes).reshape(-1)
         i = int(np.argmax(sizes))

@@ -503,9 +503,8 @@ def learning_rate_section(
     notes.append(f"d log lr / d log B = {g(result.scaling_exponent, 3)}")
     if result.lr_trace_bound is not None:
         notes.append(f"Wu & Su trace bound (B=1): lr ≤ {g(result.lr_trace_bound)}")
-    current = result.current_lr if result.current_lr is not None else result.optimizer.lr
-    if current is not None:
-        notes.append(f"current lr {g(current)}")
+    if result.current_lr is not None:
+        notes.append(f"current lr {g(result.current_lr)}")
     notes.append(f"method: {result.method}")
     notes += list(result.notes)
     title = f"Largest stable learning rate: {name}" + (" (in use)" if in_use else "")
