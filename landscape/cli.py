@@ -38,16 +38,18 @@ examples:
   landscape analyze --model mypkg.models:make_mlp --data digits --out run.h5 --html run.html
   landscape analyze --model mypkg.models:make_mlp --checkpoint weights.pt \\
                     --data mypkg.data:train_loader --budget standard
-  landscape analyze --model model.pt --data mypkg.data:train_loader
+  landscape analyze --model path/to/hf_model_dir --data mypkg.data:token_batches
+  landscape analyze --model model.pt --allow-pickle --data mypkg.data:train_loader
   landscape show run.h5 --figures figures/run
   python -m landscape --help                      # the same, without the console script"""
 
 MODEL_HELP = """\
 the model: MODULE:FACTORY (a callable returning a torch.nn.Module, imported from a module
 on the Python path or the current directory, or from a file: path/to/file.py:FACTORY;
-called without arguments after torch.manual_seed(--seed)), or a file saved with
-torch.save(model). A whole-model file is unpickled with torch.load(weights_only=False),
-which can run arbitrary code: only load files you trust"""
+called without arguments after torch.manual_seed(--seed)); a Hugging Face model directory
+written by save_pretrained (its config's architecture from transformers, local files only,
+no code from the directory); or a file saved with torch.save(model), which only loads with
+--allow-pickle (unpickling a whole model runs code the file names)"""
 
 DATA_HELP = """\
 the data: 'digits' (sklearn's 8x8 digits, 64 features) or 'mnist1d' (MNIST-1D generated
@@ -58,8 +60,13 @@ path/to/file.py:FACTORY returning a re-iterable of batches (a DataLoader, a list
 CHECKPOINT_HELP = """\
 a state_dict (torch.save(model.state_dict())) loaded into the model from --model
 MODULE:FACTORY; dicts with a 'state_dict', 'model_state_dict' or 'model' entry and
-DataParallel 'module.' prefixes are unwrapped. Loaded with weights_only=True; files that
-need more (e.g. a whole saved model) fall back to weights_only=False: trusted files only"""
+DataParallel 'module.' prefixes are unwrapped; or a .safetensors file. Read with
+torch.load(weights_only=True): a file holding other Python objects is refused unless
+--allow-pickle is given"""
+
+ALLOW_PICKLE_HELP = """\
+let torch.load unpickle arbitrary objects (weights_only=False) for --model and --checkpoint
+files: unpickling runs code named by the file, so give this only for files you trust"""
 
 
 class CLIError(Exception):
@@ -128,13 +135,15 @@ def _parser() -> argparse.ArgumentParser:
             "  landscape analyze --model mypkg.models:make_mlp --data digits --out run.h5\n"
             "  landscape analyze --model models.py:make_mlp --checkpoint weights.pt "
             "--data loaders.py:train\n"
-            "  landscape analyze --model model.pt --data digits --html run.html"
+            "  landscape analyze --model hf_model_dir --data tokens.py:batches\n"
+            "  landscape analyze --model model.pt --allow-pickle --data digits --html run.html"
         ),
         formatter_class=formatter,
     )
     analyze.add_argument("--model", required=True, metavar="SPEC", help=MODEL_HELP)
     analyze.add_argument("--data", required=True, metavar="SPEC", help=DATA_HELP)
     analyze.add_argument("--checkpoint", metavar="PATH", help=CHECKPOINT_HELP)
+    analyze.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     analyze.add_argument(
         "--budget",
         choices=BUDGET_CHOICES,
@@ -240,70 +249,47 @@ def _call_factory(spec: str, what: str) -> Any:
         ) from error
 
 
-def _torch_load(path: Path, weights_only: bool) -> Any:
-    import torch
+def _read(path: Path, allow_pickle: bool) -> Any:
+    """Read a checkpoint file through :mod:`landscape.checkpoints` (no code runs by default).
 
-    if not path.is_file():
-        raise CLIError(f"no such file: {str(path)!r}.")
+    Returns
+    -------
+    object
+        What the file holds.
+
+    Raises
+    ------
+    CLIError
+        If the file is missing, unreadable, or needs unpickling without ``--allow-pickle``.
+    """
+    from landscape.checkpoints import UnsafeCheckpointError, load_object
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        return load_object(path, allow_pickle=allow_pickle)
+    except FileNotFoundError as error:
+        raise CLIError(str(error)) from error
+    except UnsafeCheckpointError as error:
+        raise CLIError(str(error)) from error
     except Exception as error:
-        if weights_only and "weights_only" in str(error):
-            raise  # a pickled object: the caller decides whether to unpickle it
-        hint = " (is it a file written by torch.save?)"
+        hint = " (is it a file written by torch.save or safetensors?)"
         if isinstance(error, (ModuleNotFoundError, AttributeError)):
             hint = (
                 " (a whole saved model needs its class importable: run from its project "
                 "directory or set PYTHONPATH)"
             )
         raise CLIError(
-            f"cannot load {str(path)!r} with torch.load: {type(error).__name__}: {error}{hint}"
+            f"cannot load {str(path)!r}: {type(error).__name__}: {error}{hint}"
         ) from error
 
 
-def _load_any(path: Path) -> Any:
-    """torch.load with weights_only=True, falling back to False for pickled objects.
+def _load_weights(model: Any, checkpoint: str, allow_pickle: bool) -> None:
+    from landscape.checkpoints import unwrap_state_dict
 
-    Returns
-    -------
-    object
-        What the file holds.
-    """
-    import pickle
-
-    try:
-        return _torch_load(path, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError):
-        return _torch_load(path, weights_only=False)
-
-
-def _state_dict(obj: Any, path: Path) -> dict[str, Any]:
-    import torch
-    from torch import nn
-
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    if not isinstance(obj, dict):
-        raise CLIError(
-            f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a state_dict or model."
-        )
-    if obj and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model_state_dict", "model"):
-            inner = obj.get(key)
-            if isinstance(inner, nn.Module):
-                return inner.state_dict()
-            if isinstance(inner, dict) and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return inner
-        raise CLIError(
-            f"checkpoint {str(path)!r} is a dict but not a state_dict (entries "
-            f"{list(obj)[:6]}); save model.state_dict() or the whole model."
-        )
-    return obj
-
-
-def _load_weights(model: Any, checkpoint: str) -> None:
     path = Path(checkpoint)
-    state = _state_dict(_load_any(path), path)
+    try:
+        state = unwrap_state_dict(_read(path, allow_pickle))
+    except TypeError as error:
+        raise CLIError(f"checkpoint {str(path)!r}: {error}") from error
     expected = model.state_dict()
     prefix = "module."
     if (
@@ -339,14 +325,31 @@ def _model(args: argparse.Namespace) -> Any:
     import torch
     from torch import nn
 
+    from landscape.checkpoints import is_pretrained_directory, load_pretrained
+
     spec = args.model
     path = Path(spec)
-    if path.suffix in (".pt", ".pth", ".bin", ".ckpt") or path.is_file():
+    if is_pretrained_directory(path):
+        try:
+            model = load_pretrained(path)
+        except (ImportError, ValueError, OSError) as error:
+            raise CLIError(f"--model {spec!r}: {error}") from error
+    elif path.is_dir():
+        raise CLIError(
+            f"--model {spec!r} is a directory without a config.json: not a Hugging Face "
+            "save_pretrained directory."
+        )
+    elif path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".safetensors") or path.is_file():
         if not path.is_file():
             raise CLIError(f"--model {spec!r}: no such file.")
+        if path.suffix == ".safetensors":
+            raise CLIError(
+                f"--model {spec!r} holds weights, not an architecture: give the architecture "
+                f"with --model MODULE:FACTORY and this file with --checkpoint {spec}."
+            )
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # the saved model's class is imported by name
-        model = _torch_load(path, weights_only=False)
+        model = _read(path, args.allow_pickle)
         if isinstance(model, dict):
             raise CLIError(
                 f"--model {spec!r} holds a state_dict, not a model: give the architecture "
@@ -362,7 +365,7 @@ def _model(args: argparse.Namespace) -> Any:
                 f"--model {spec!r} returned a {type(model).__name__}, not a torch.nn.Module."
             )
     if args.checkpoint is not None:
-        _load_weights(model, args.checkpoint)
+        _load_weights(model, args.checkpoint, args.allow_pickle)
     try:
         model = model.to(args.device)
     except Exception as error:

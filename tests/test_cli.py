@@ -175,8 +175,8 @@ def test_analyze_whole_saved_model_and_file_factory(project, capsys):
 
     torch.save(mymodels.mlp(), project / "whole.pt")
     code = cli.main(
-        ["analyze", "--model", "whole.pt", "--data", "mymodels.py:batches", "--no-surfaces",
-         "--no-learning-rates", "--no-progress"]
+        ["analyze", "--model", "whole.pt", "--allow-pickle", "--data", "mymodels.py:batches",
+         "--no-surfaces", "--no-learning-rates", "--no-progress"]
     )  # fmt: skip
     assert code == 0
     assert "Landscape report" in capsys.readouterr().out
