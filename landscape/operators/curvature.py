@@ -26,11 +26,16 @@ from torch import Tensor, nn
 from landscape import distributed
 from landscape.data import DataSource
 from landscape.losses import BatchLoss, Count, Criterion, Objective
+from landscape.memory import MemoryBudget
 from landscape.operators.base import CountingOperator
 from landscape.params import ParamSelector, ParamSpace
 from landscape.problem import Evaluation, Mode, Precision, Problem
 
 __all__ = ["CurvatureOperator"]
+
+#: Vectors a product holds per column besides its input: the accumulated product, one
+#: batch's part, and the output (the same buffer as the accumulated product for one column).
+COLUMN_VECTORS = 3
 
 
 class CurvatureOperator(CountingOperator):
@@ -74,6 +79,10 @@ class CurvatureOperator(CountingOperator):
         :class:`~landscape.data.DataSource`).
     chunk_size : int, optional
         Vectorize over at most this many columns at once (bounds memory; default: all).
+    memory_budget : int, float or str, optional
+        Bytes the product's own buffers may take (3 vectors per column: see
+        :mod:`landscape.memory`; default half of the memory free at each product): a block
+        of more columns is multiplied in groups that fit, one pass over the data each.
     problem : Problem, optional
         Instead of the arguments above: an existing :class:`~landscape.problem.Problem`
         (then ``model`` and ``data`` may be ``None``).
@@ -105,6 +114,7 @@ class CurvatureOperator(CountingOperator):
         cache: bool | Literal["auto"] = "auto",
         shard: bool | Literal["auto"] = "auto",
         chunk_size: int | None = None,
+        memory_budget: Any = None,
         problem: Problem | None = None,
     ) -> None:
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
@@ -126,6 +136,9 @@ class CurvatureOperator(CountingOperator):
             )
         self.problem = problem
         self.chunk_size = chunk_size
+        self.memory_budget = memory_budget
+        if memory_budget is not None:
+            MemoryBudget.resolve(memory_budget, problem.device)  # invalid values fail now
         space = problem.space
         super().__init__((space.dim, space.dim), space.dtype, space.device)
 
@@ -214,6 +227,29 @@ class CurvatureOperator(CountingOperator):
 
     # -- the data loop --------------------------------------------------------------------------
     def _matmat(self, V: Tensor) -> Tensor:
+        width = self._columns_that_fit(V.shape[1])
+        if width >= V.shape[1]:
+            return self._pass(V)
+        out = torch.empty_like(V)
+        for start in range(0, V.shape[1], width):
+            out[:, start : start + width] = self._pass(V[:, start : start + width])
+        return out
+
+    def _columns_that_fit(self, k: int) -> int:
+        """Return how many columns one pass may take within the memory budget (at least 1).
+
+        Returns
+        -------
+        int
+            ``k``, or fewer.
+        """
+        if k == 1:
+            return 1
+        budget = MemoryBudget.resolve(self.memory_budget, self.device)
+        fits = budget.vectors(self.shape[0], self.dtype) // COLUMN_VECTORS
+        return max(1, min(k, fits))
+
+    def _pass(self, V: Tensor) -> Tensor:
         k = V.shape[1]
         constant = self.problem.constant_entries  # embedding padding rows: no gradient
         if constant is not None:
@@ -244,7 +280,7 @@ class CurvatureOperator(CountingOperator):
             raise FloatingPointError(f"at batch {bad[0]} (0-based) of the data, {bad[1]}.")
         if total[-1] > 0:
             raise FloatingPointError("non-finite loss or curvature on another data-parallel rank.")
-        out = (acc / self.problem.total_weight).T.contiguous()
+        out = acc.div_(self.problem.total_weight).T.contiguous()  # a copy only for k > 1
         return out if constant is None else out.masked_fill_(constant[:, None], 0.0)
 
     #: Whether products need only first derivatives (then fused attention kernels may run).
