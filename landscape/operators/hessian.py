@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
-from landscape.batches import batch_size
+from landscape.batches import batch_size, select_rows
 from landscape.losses import BatchLoss, Count, Criterion
 from landscape.operators._backends import (
     BATCHED_COLUMNS,
@@ -145,13 +145,14 @@ class HessianOperator(CurvatureOperator):
         chooser = BackendChooser.for_model(self.model, situation, samples, self._candidates(kind))
         self._choosers[kind] = chooser
         if chooser.choice is None:
+
+            def trial(name: str, columns: int, rows: int) -> object:
+                part = batch if rows >= samples else select_rows(batch, slice(0, rows), samples)
+                head = [v[:columns] for v in V]
+                return self._product(name, run, part, weight * rows / samples, head)
+
             try:
-                chooser.measure(
-                    lambda name, m: self._product(name, run, batch, weight, [v[:m] for v in V]),
-                    k,
-                    samples,
-                    self.device,
-                )
+                chooser.measure(trial, k, samples, self.device)
                 if not chooser.seconds:  # nothing was run (deterministic mode): run it now
                     return self._product(chooser.choice, run, batch, weight, V)
             except SecondDerivativeError as error:
