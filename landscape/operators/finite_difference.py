@@ -63,6 +63,7 @@ from landscape.problem import Evaluation
 
 __all__ = [
     "central_difference",
+    "directional_product",
     "extrapolated",
     "finite_difference_product",
     "search_step",
@@ -72,8 +73,13 @@ __all__ = [
 #: The step ladder: h_i = u^(1/5) * 2^(1 - i), i = 0 .. _RUNGS - 1 (2 u^(1/5) down to
 #: u^(1/5) / 16 for the extrapolations).
 _RUNGS = 6
-# The chosen step, per model and kind of problem (its parameters, dtype and mode).
-_CHOSEN: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, float]] = (
+#: A vector's step is shrunk where its two central differences disagree by more than
+#: ``_AGREEMENT * u^(2/5)`` of the product (their h^2 truncation; the extrapolation's h^4
+#: truncation is about its square), at most ``_RETRIES`` times.
+_AGREEMENT = 2.0
+_RETRIES = 2
+# The chosen step and unit roundoff, per model and kind of problem (parameters, dtype, mode).
+_CHOSEN: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, tuple[float, float]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -216,6 +222,61 @@ def search_step(
     return steps[best], best_product
 
 
+def _norm(a: list[Tensor], reduce: Callable[[Tensor], Tensor]) -> float:
+    squares = torch.stack([x.double().square().sum() for x in a])
+    return math.sqrt(float(reduce(squares.sum().reshape(1))))
+
+
+def directional_product(
+    gradient_at: GradientAt,
+    h: float,
+    u: float,
+    *,
+    reduce: Callable[[Tensor], Tensor] = lambda t: t,
+) -> list[Tensor]:
+    r"""Return :math:`E(h) \approx H\hat v`, with a smaller step where this direction needs one.
+
+    The step is chosen once per model, on one vector; along a direction concentrated on a
+    few parameters (a top eigenvector: the Lanczos vectors become such directions) the
+    truncation is far larger. On GPT-2 and Llama of the tests (float32) the extrapolation's
+    error along the top eigenvector was 2e-2 and 7e-3 at the chosen step, against 1.4e-5
+    along a random vector. The two central differences tell: their disagreement
+    :math:`\rho = \lVert D(h) - D(h/2) \rVert / \lVert E(h) \rVert` (the :math:`h^2`
+    truncation) was 0.22 and 0.09 there, against 8e-4 along random vectors, and the error
+    of :math:`E` is about :math:`\rho^2/2`. Where :math:`\rho > 2 u^{2/5}`, the step is
+    shrunk by :math:`\sqrt{2 u^{2/5}/\rho}` (as :math:`\rho \propto h^2`; at most 64
+    times) and the product recomputed, at most twice: 4 gradients per vector, 8 or 12 along
+    concentrated directions.
+
+    Parameters
+    ----------
+    gradient_at : callable
+        ``gradient_at(s)``: the gradient at :math:`\theta + s\hat v`.
+    h : float
+        The model's step.
+    u : float
+        Unit roundoff of the loss as computed.
+    reduce : callable, optional
+        Sums a small tensor over ranks (sharded gradients).
+
+    Returns
+    -------
+    list of Tensor
+        The product along the unit direction.
+    """
+    limit = _AGREEMENT * u ** (2 / 5)
+    for attempt in range(_RETRIES + 1):
+        coarse = central_difference(gradient_at, h)
+        fine = central_difference(gradient_at, h / 2)
+        gap = _distance(coarse, fine, reduce)
+        product = extrapolated(coarse, fine)
+        rho = gap / max(_norm(product, reduce), 1e-300)
+        if rho <= limit or attempt == _RETRIES:
+            return product
+        h *= max(1 / 64, 0.7 * math.sqrt(limit / rho))
+    return product  # pragma: no cover - the loop returns
+
+
 def _gradient(run: Evaluation, theta: dict[str, Tensor], batch: Any, weight: float) -> list[Tensor]:
     leaves = {n: t.detach().requires_grad_(True) for n, t in theta.items()}
     with torch.enable_grad():
@@ -272,7 +333,8 @@ def finite_difference_product(
     ``V`` holds one ``(k, *shape)`` block per selected parameter, as for every per-batch
     product (see :class:`~landscape.operators.curvature.CurvatureOperator`). The step is
     chosen on the first call for the model (:func:`search_step`), whose search yields the
-    first column's product.
+    first column's product; later columns shrink it where their direction needs a smaller
+    one (:func:`directional_product`).
 
     Returns
     -------
@@ -289,12 +351,12 @@ def finite_difference_product(
             continue
         gradient_at = _direction(run, batch, weight, column, norm)
         if key not in chosen:
-            chosen[key], product = search_step(gradient_at, _roundoff(run, batch, weight))
+            u = _roundoff(run, batch, weight)
+            h, product = search_step(gradient_at, u)
+            chosen[key] = (h, u)
         else:
-            h = chosen[key]
-            product = extrapolated(
-                central_difference(gradient_at, h), central_difference(gradient_at, h / 2)
-            )
+            h, u = chosen[key]
+            product = directional_product(gradient_at, h, u)
         for o, d in zip(out, product):
             o[j] = d.to(o.dtype).mul_(norm)
         del product
