@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape.linalg._random import as_generator, rademacher
+from landscape.linalg._random import as_generator, draw
 from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion
 from landscape.operators.hessian import hessian
@@ -224,7 +224,7 @@ def layerwise(
     >>> [row.name for row in result.layers], result.layers[0].num_params
     (['0', '2'], 30)
     """
-    model = unwrap_model(model)
+    model = unwrap_model(model, sharded=True)  # FSDP2 models: on each rank's shards
     unknown = set(metrics) - set(_METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {_METRICS}.")
@@ -237,11 +237,13 @@ def layerwise(
     matvecs = passes = 0
     if "trace" in metrics:
         H = hessian(model, data, loss_fn, params=names, **options)
-        Z = rademacher(H.shape[0], num_probes, generator, dtype=H.dtype, device=H.device)
+        space = H.vector_space
+        Z = draw(space, num_probes, generator, "signs", probe_major=False)
         HZ = H @ Z
         products = H.vector_to_params((Z * HZ).T)  # per parameter: (num_probes, *shape)
         for group, members in groups:
-            samples = sum(products[n].reshape(num_probes, -1).sum(1) for n in members)
+            local = sum(products[n].reshape(num_probes, -1).sum(1) for n in members)
+            samples = space.reduce_(local)  # a sharded model's shards: summed over ranks
             rows[group]["trace"] = float(samples.mean())
             rows[group]["trace_stderr"] = float(samples.std() / num_probes**0.5)
         matvecs, passes = H.num_matvecs, H.num_passes

@@ -385,12 +385,15 @@ def hessian(
         :class:`~landscape.operators.curvature.CurvatureOperator`.
     **options
         ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size``, ``backend``,
-        or ``problem=`` (an existing :class:`~landscape.problem.Problem`).
+        ``memory_budget``, or ``problem=`` (an existing :class:`~landscape.problem.Problem`).
 
     Returns
     -------
     HessianOperator
-        ``H @ v``, ``H @ V``, ``H.to_scipy()``, ``H.num_matvecs``, ``H.num_passes``.
+        ``H @ v``, ``H @ V``, ``H.to_scipy()``, ``H.num_matvecs``, ``H.num_passes``. For a
+        model sharded with FSDP2 (``fully_shard``), a
+        :class:`~landscape.operators.sharded.ShardedHessianOperator` on each rank's shards
+        (finite differences of FSDP's gradients; see :mod:`landscape.operators.sharded`).
 
     Examples
     --------
@@ -402,6 +405,11 @@ def hessian(
     >>> (H @ torch.randn(67, 5)).shape
     torch.Size([67, 5])
     """
+    from landscape.operators.sharded import is_sharded, sharded_hessian
+
+    if is_sharded(model):
+        keywords = {"batch_loss": batch_loss, "count": count, "params": params, "mode": mode}
+        return sharded_hessian(model, data, loss_fn, **keywords, **options)  # type: ignore[return-value]
     return HessianOperator(
         model,
         data,
