@@ -161,3 +161,19 @@ def test_what_cannot_take_a_sharded_model_says_so_by_name(tmp_path):
         assert H.vector_space.is_sharded and H.vector_space.local_dim == H.vector_space.dim
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_fsdp_example_runs_under_torchrun():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc-per-node", "2", str(root / "examples/fsdp_spectrum.py")]
+    result = subprocess.run(
+        [*command, "--quick"], capture_output=True, text=True, timeout=900, cwd=root
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 ranks (gloo)" in result.stdout and "top eigenvalues" in result.stdout
