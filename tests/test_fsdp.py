@@ -1,15 +1,17 @@
 """FSDP2-sharded models (``fully_shard``) on 2 and 4 gloo ranks give what one process gives.
 
 Each rank holds only its shard of every vector (about P / world numbers); inner products
-are all-reduced; Hessian products are central differences of FSDP's own gradients with the
-data sharded across ranks (the zoo's three uneven batches: world 2 gives rank 0 two batches
+are all-reduced; Hessian products are central differences of FSDP's own gradients, and
+Gauss-Newton and empirical Fisher products central differences of outputs and per-sample
+losses followed by one FSDP backward, with the data sharded across ranks (the zoo's three uneven batches: world 2 gives rank 0 two batches
 and rank 1 one, world 4 leaves rank 3 none, so it runs zero-weighted passes).
 
 The truth is the unsharded zoo model (float64) and autograd's double-backward Hessian, with
 the same counter-based probes (``VectorSpace(counter_random=True)``) for the trace and the
 density. Tolerances: the finite-difference error of these models, whose Hugging Face loss is
-float32 inside (measured 5e-6 to 1e-5 relative per product, ``docs/scale.md``): products
-5e-5, eigenvalues, trace and moments 2e-5; between world sizes the same, since the
+float32 inside (measured 5e-6 to 1e-5 relative per Hessian product, 2e-8 to 2e-6 for
+Gauss-Newton and Fisher products, ``docs/scale.md``): products 5e-5, eigenvalues, trace and
+moments 2e-5; between world sizes the same, since the
 reductions' order differs.
 """
 
@@ -70,6 +72,8 @@ def _worker(rank, world, tmp, name, full):
             mask[a:b] = True
         record = {"ranges": space.ranges, "local_dim": space.local_dim, "P": space.dim}
         record["product"] = H @ V[mask].contiguous()
+        for kind in ("gauss_newton", "fisher"):
+            record[kind] = getattr(ls, kind)(model, case.batches) @ V[mask].contiguous()
         bases = []
         original = lanczos._ritz_vectors
 
@@ -102,6 +106,8 @@ def _reference(name, full):
     P = H.shape[0]
     V = torch.randn(P, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     out = {"product": H @ V, "eigenvalues": ls.eigenvalues(H, k=3 if full else 1, tol=1e-10).values}
+    for kind in ("gauss_newton", "fisher"):
+        out[kind] = getattr(ls, kind)(case.model, case.batches) @ V
     H._vector_space = VectorSpace(P, H.dtype, H.device, counter_random=True)  # the same probes
     out["trace"] = ls.trace(H, num_matvecs=12 if full else 6, seed=0).value
     d = ls.spectral_density(H, 3 if full else 2, 10 if full else 6, seed=0)
@@ -120,8 +126,9 @@ def _run(tmp_path, world, name, full):
 
 def _check(records, reference, world):
     P = records[0]["P"]
-    product = sum(_global(r["ranges"], r["product"], P) for r in records)
-    assert _rel(product, reference["product"]) < 5e-5
+    for kind in ("product", "gauss_newton", "fisher"):
+        product = sum(_global(r["ranges"], r[kind], P) for r in records)
+        assert _rel(product, reference[kind]) < 5e-5, kind
     for r in records:
         assert r["unchanged"]  # shards restored bitwise, no .grad left
         assert abs(r["local_dim"] - P / world) <= 0.1 * P / world  # about P / world per rank

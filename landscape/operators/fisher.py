@@ -129,6 +129,11 @@ def fisher(
             f"kind={kind!r} is not available; use kind='empirical', or landscape.gauss_newton "
             "for the true Fisher of cross-entropy or MSE (they coincide)."
         )
+    from landscape.operators.sharded import is_sharded, sharded_curvature
+
+    if is_sharded(model):  # FSDP2: on each rank's shards (landscape.operators.sharded)
+        keywords = {"batch_loss": batch_loss, "count": count, "params": params}
+        return sharded_curvature("fisher", model, data, loss_fn, **keywords, **options)  # type: ignore[return-value]
     return EmpiricalFisherOperator(
         model, data, loss_fn, batch_loss=batch_loss, count=count, params=params, **options
     )

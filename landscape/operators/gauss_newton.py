@@ -120,4 +120,10 @@ def gauss_newton(
     >>> bool(v @ (G @ v) >= 0)  # positive semi-definite for cross-entropy
     True
     """
+    from landscape.operators.sharded import is_sharded, sharded_curvature
+
+    if is_sharded(model):  # FSDP2: on each rank's shards (landscape.operators.sharded)
+        return sharded_curvature(  # type: ignore[return-value]
+            "gauss_newton", model, data, loss_fn, params=params, mode=mode, **options
+        )
     return GaussNewtonOperator(model, data, loss_fn, params=params, mode=mode, **options)

@@ -16,6 +16,11 @@ receives its own shard of the gradient, averaged over the ranks). So here
   (:mod:`landscape.operators.finite_difference`): every rank moves its local shard by
   :math:`\pm h \hat v_\text{local}` in place, the gradient is computed with FSDP's forward
   and backward, and the shards are restored bitwise afterwards;
+* **Gauss-Newton and empirical Fisher products** need only forward passes and one
+  first-order backward (:class:`ShardedGaussNewtonOperator`,
+  :class:`ShardedFisherOperator`): :math:`J\hat v` and the per-sample directional
+  derivatives :math:`g_i^\top \hat v` by central differences of outputs and losses, then
+  one FSDP backward of an output- or sample-weighted loss;
 * **the data is sharded across ranks and weighted as for data parallelism**
   (:class:`~landscape.data.DataSource`): batch :math:`i` goes to rank :math:`i \bmod
   \text{world}`, and each rank's batch loss is scaled by :math:`w_b\,\text{world}/W` before
@@ -52,7 +57,15 @@ from landscape.operators.space import ShardedSpace
 from landscape.params import ParamSelector, select_parameters
 from landscape.problem import evaluation_mode
 
-__all__ = ["ShardedHessianOperator", "ShardedParameters", "is_sharded", "sharded_hessian"]
+__all__ = [
+    "ShardedFisherOperator",
+    "ShardedGaussNewtonOperator",
+    "ShardedHessianOperator",
+    "ShardedParameters",
+    "is_sharded",
+    "sharded_curvature",
+    "sharded_hessian",
+]
 
 # The chosen finite-difference step, per model and parameter selection.
 _CHOSEN: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[float, float]]] = (
@@ -99,6 +112,8 @@ class ShardedParameters:
         Global index ranges of this rank's shards, in order.
     dim : int
         Global size :math:`P` of the selection.
+    first_rows : tuple of int
+        The global index of each shard's first row.
     """
 
     names: tuple[str, ...]
@@ -106,6 +121,7 @@ class ShardedParameters:
     local_shapes: tuple[torch.Size, ...]
     ranges: tuple[tuple[int, int], ...]
     dim: int
+    first_rows: tuple[int, ...] = ()
 
     @classmethod
     def from_model(cls, model: nn.Module, params: ParamSelector = None) -> ShardedParameters:
@@ -128,7 +144,7 @@ class ShardedParameters:
 
         table = dict(model.named_parameters())
         names = select_parameters(model, params)
-        shapes, ranges, chosen = [], [], []
+        shapes, ranges, chosen, rows = [], [], [], []
         offset = 0
         for name in names:
             p = table[name]
@@ -158,8 +174,45 @@ class ShardedParameters:
             ranges.append((start, start + math.prod(local_shape)))
             shapes.append(torch.Size(local_shape))
             chosen.append(p)
+            rows.append(int(global_offset[0]) if p.ndim else 0)
             offset += p.numel()
-        return cls(tuple(names), tuple(chosen), tuple(shapes), tuple(ranges), offset)
+        return cls(tuple(names), tuple(chosen), tuple(shapes), tuple(ranges), offset, tuple(rows))
+
+    def constant_entries(self, model: nn.Module) -> Tensor | None:
+        """Return which local entries no gradient reaches (embedding padding rows), or ``None``.
+
+        As for unsharded models (:class:`~landscape.problem.Problem`): by PyTorch's
+        convention the row ``padding_idx`` of an ``nn.Embedding`` gets a zero gradient, so
+        an optimizer never moves it although the forward reads it; its entries are
+        constants of every curvature, and moving them in a finite difference would add
+        what the exact operators leave out.
+
+        Returns
+        -------
+        Tensor or None
+            Boolean ``(local_dim,)``, true on constant entries of this rank's shards.
+        """
+        index = {id(p): i for i, p in enumerate(self.params)}
+        mask = None
+        offset = [0]
+        for shape in self.local_shapes:
+            offset.append(offset[-1] + math.prod(shape))
+        for module in model.modules():
+            pad = getattr(module, "padding_idx", None)
+            weight = getattr(module, "weight", None)
+            if not isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or pad is None:
+                continue
+            i = index.get(id(weight))
+            if i is None:
+                continue
+            rows, width = self.local_shapes[i][0], math.prod(self.local_shapes[i][1:])
+            local = pad % weight.shape[0] - self.first_rows[i]
+            if 0 <= local < rows:
+                if mask is None:
+                    mask = torch.zeros(self.local_dim, dtype=torch.bool)
+                start = offset[i] + local * width
+                mask[start : start + width] = True
+        return mask
 
     @property
     def locals(self) -> list[Tensor]:
@@ -288,6 +341,8 @@ class ShardedHessianOperator(CountingOperator):
         super().__init__((n, n), dtype, device)
         self._vector_space = ShardedSpace(self.layout.dim, self.layout.ranges, dtype, device)
         self._local_batches: int | None = None
+        constant = self.layout.constant_entries(model)
+        self._constant = None if constant is None else constant.to(device)
 
     # -- what the operator is about ------------------------------------------------------------
     @property
@@ -394,8 +449,29 @@ class ShardedHessianOperator(CountingOperator):
         coarsest = max(loss.dtype, self.dtype, key=lambda d: torch.finfo(d).eps)
         return unit_roundoff(coarsest)
 
+    def _moved(self, direction: list[Tensor], saved: list[Tensor], s: float) -> None:
+        """Set every shard to its saved value plus ``s`` times its part of ``direction``."""
+        with torch.no_grad():
+            for shard, original, d in zip(self.layout.locals, saved, direction):
+                shard.copy_(original).add_(d.to(shard.dtype), alpha=s)
+
+    def _check_finite(self, out: Tensor) -> None:
+        bad = torch.tensor([float(not bool(torch.isfinite(out).all()))], device=self.device)
+        if float(self.vector_space.reduce_(bad)) > 0:
+            raise FloatingPointError(
+                f"the {type(self).__name__} product is not finite on some rank (a non-finite "
+                "loss or gradient at the perturbed parameters)."
+            )
+
     # -- products -------------------------------------------------------------------------------
     def _matmat(self, V: Tensor) -> Tensor:
+        if self._constant is not None:  # embedding padding rows: constants (see the layout)
+            return self._products(V.masked_fill(self._constant[:, None], 0.0)).masked_fill_(
+                self._constant[:, None], 0.0
+            )
+        return self._products(V)
+
+    def _products(self, V: Tensor) -> Tensor:
         space = self.vector_space
         reshard(self.model)
         shards = self.layout.locals
@@ -432,14 +508,181 @@ class ShardedHessianOperator(CountingOperator):
             with torch.no_grad():
                 for shard, original in zip(shards, saved):
                     shard.copy_(original)
-        bad = torch.tensor([float(not bool(torch.isfinite(out).all()))], device=self.device)
-        if float(space.reduce_(bad)) > 0:
-            raise FloatingPointError(
-                "the finite-difference Hessian product of the sharded model is not finite on "
-                "some rank (a non-finite loss or gradient at the perturbed parameters)."
-            )
+        self._check_finite(out)
         self._count(V.shape[1])
         return out
+
+
+class _FirstOrderProducts(ShardedHessianOperator):
+    r"""Products :math:`J^\top M J \hat v` from central differences of forward passes.
+
+    A subclass says what each batch's forward gives along :math:`\theta + s\hat v`
+    (:meth:`_values`: outputs, or per-sample losses) and, from their derivative along
+    :math:`\hat v`, which loss to back-propagate once through FSDP (:meth:`_pullback_loss`).
+    """
+
+    _kind = ""
+
+    def _values(self, batch: Any) -> Tensor:
+        raise NotImplementedError
+
+    def _pullback_loss(self, batch: Any, derivative: Tensor, scale: float) -> Tensor:
+        raise NotImplementedError
+
+    def _products(self, V: Tensor) -> Tensor:
+        space = self.vector_space
+        reshard(self.model)
+        batches = list(self._batches())
+        saved = [s.detach().clone() for s in self.layout.locals]
+        out = torch.zeros_like(V)
+        norms = space.norms(V).double().cpu()
+        key = (self._kind, self.layout.names, self.dtype)
+        chosen = _CHOSEN.setdefault(self.model, {})
+        try:
+            with evaluation_mode(self.model, fused_attention=True):
+                self._check_criterion(batches[0][0])
+                for j in range(V.shape[1]):
+                    norm = float(norms[j])
+                    if norm == 0:
+                        continue
+                    direction = self.layout.unflatten(V[:, j].detach().contiguous())
+
+                    def values_at(s: float, direction=direction, norm=norm) -> list[Tensor]:
+                        self._moved(direction, saved, s / norm)
+                        with torch.no_grad():
+                            values = [self._values(batch) for batch, _ in batches]
+                        reshard(self.model)
+                        return values
+
+                    if key not in chosen:
+                        # the loss's precision: pieces of Hugging Face models (Llama's RMSNorm,
+                        # the loss) run in float32 even in float64 models
+                        u = self._roundoff()
+                        h, derivative = search_step(values_at, u, reduce=space.reduce_)
+                        chosen[key] = (h, u)
+                    else:
+                        h, u = chosen[key]
+                        derivative = directional_product(values_at, h, u, reduce=space.reduce_)
+                    self._moved(direction, saved, 0.0)  # back at theta
+                    column = self._pullback(batches, derivative)
+                    out[:, j] = torch.cat([g.reshape(-1) for g in column]).mul_(norm)
+        finally:
+            with torch.no_grad():
+                for shard, original in zip(self.layout.locals, saved):
+                    shard.copy_(original)
+            reshard(self.model)
+        self._check_finite(out)
+        self._count(V.shape[1])
+        return out
+
+    def _check_criterion(self, batch: Any) -> None:
+        """Check once (a forward on every rank) that the criterion is the model's own loss."""
+        if not getattr(self, "_criterion_checked", False):
+            with torch.no_grad():
+                self.objective.check_criterion(self.model, batch)
+            reshard(self.model)
+            self._criterion_checked = True
+
+    def _pullback(
+        self, batches: list[tuple[Any, float]], derivatives: list[Tensor]
+    ) -> list[Tensor]:
+        """Back-propagate :meth:`_pullback_loss` of every batch once; return the local grads.
+
+        Returns
+        -------
+        list of Tensor
+            This rank's shard of the gradient, one tensor per selected parameter.
+        """
+        everything = list(self.model.parameters())
+        saved = [p.grad for p in everything]
+        for p in everything:
+            p.grad = None
+        try:
+            with torch.enable_grad():
+                for (batch, scale), derivative in zip(batches, derivatives):
+                    self._pullback_loss(batch, derivative, scale).backward()
+            return [
+                torch.zeros(shape, dtype=self.dtype, device=self.device)
+                if p.grad is None
+                else p.grad.to_local().detach().clone()
+                for p, shape in zip(self.layout.params, self.layout.local_shapes)
+            ]
+        finally:
+            reshard(self.model)
+            for p, g in zip(everything, saved):
+                p.grad = g
+
+
+class ShardedGaussNewtonOperator(_FirstOrderProducts):
+    r"""The generalized Gauss-Newton matrix of an FSDP2-sharded model, on each rank's shards.
+
+    .. math::
+        G \hat v = \frac1W \sum_b w_b\, J_b^\top \big(\nabla_f^2 L_b\big) J_b \hat v ,
+
+    with :math:`J_b \hat v` by central differences of the outputs along :math:`\hat v`
+    (forward passes only; extrapolated and stepped as Hessian products are,
+    :mod:`landscape.operators.finite_difference`), the output-space Hessian product exact
+    (reverse-over-reverse on the criterion), and :math:`J_b^\top u` by one FSDP backward of
+    :math:`\langle f_b(\theta), u \rangle` scaled by :math:`w_b\,\text{world}/W`. Per
+    column: four forward passes and one backward over each rank's data. The loss must split
+    into outputs and a criterion, as for :func:`landscape.gauss_newton`.
+    """
+
+    _kind = "gauss_newton"
+
+    def _values(self, batch: Any) -> Tensor:
+        return self.objective.outputs(self.model, batch)
+
+    def _pullback_loss(self, batch: Any, derivative: Tensor, scale: float) -> Tensor:
+        outputs = self.objective.outputs(self.model, batch)
+        _, _, targets = self.objective.split(batch)
+        with torch.enable_grad():
+            leaf = outputs.detach().requires_grad_(True)
+            (first,) = torch.autograd.grad(
+                self.objective.criterion(leaf, targets), leaf, create_graph=True
+            )
+            (second,) = torch.autograd.grad(first, leaf, derivative.to(leaf.dtype))
+        return (outputs * second.detach()).sum() * scale
+
+
+class ShardedFisherOperator(_FirstOrderProducts):
+    r"""The empirical Fisher of an FSDP2-sharded model, on each rank's shards.
+
+    .. math::
+        F \hat v = \frac1W \sum_i w_i\, g_i \,(g_i^\top \hat v)
+        = \nabla_\theta \Big[\frac1W \sum_i w_i c_i\, \ell_i(\theta)\Big]_{c_i =
+        g_i^\top \hat v},
+
+    with each sample's loss :math:`\ell_i` the criterion on its rows of the batch's outputs
+    (a sample's outputs depend on it alone in eval mode), :math:`c_i` by central
+    differences of the per-sample losses along :math:`\hat v` (forward passes only), and one
+    FSDP backward of the :math:`c`-weighted loss. No per-sample gradient is ever formed.
+    """
+
+    _kind = "fisher"
+
+    def _values(self, batch: Any) -> Tensor:
+        outputs = self.objective.outputs(self.model, batch)
+        return self._sample_losses(outputs, batch)
+
+    def _sample_losses(self, outputs: Tensor, batch: Any) -> Tensor:
+        _, _, targets = self.objective.split(batch)
+        weights = self.objective.sample_weights(batch).to(self.device)
+        losses = [
+            self.objective.criterion(outputs[i : i + 1], targets[i : i + 1])
+            if weights[i] > 0
+            else outputs.new_zeros(())
+            for i in range(outputs.shape[0])
+        ]
+        return torch.stack(losses)
+
+    def _pullback_loss(self, batch: Any, derivative: Tensor, scale: float) -> Tensor:
+        outputs = self.objective.outputs(self.model, batch)
+        losses = self._sample_losses(outputs, batch)
+        weights = self.objective.sample_weights(batch).to(losses)
+        world = distributed.world_size()
+        factor = 0.0 if scale == 0 else world / self.source.total_weight
+        return (weights * derivative.to(losses.dtype).detach() * losses).sum() * factor
 
 
 #: Options of :func:`landscape.hessian` a sharded model takes, with the values that apply.
@@ -454,6 +697,19 @@ def sharded_hessian(
     model: nn.Module, data: Any, loss_fn: Criterion | None = None, **options: Any
 ) -> ShardedHessianOperator:
     """Return the :class:`ShardedHessianOperator` for what :func:`landscape.hessian` was given.
+
+    Returns
+    -------
+    ShardedHessianOperator
+        The operator.
+    """
+    return sharded_curvature("hessian", model, data, loss_fn, **options)
+
+
+def sharded_curvature(
+    kind: str, model: nn.Module, data: Any, loss_fn: Criterion | None = None, **options: Any
+) -> ShardedHessianOperator:
+    """Return the sharded operator of ``kind`` (``"hessian"``, ``"gauss_newton"``, ``"fisher"``).
 
     Returns
     -------
@@ -478,4 +734,10 @@ def sharded_hessian(
         options.pop(name, None)  # one column at a time already
     if "problem" in options:
         raise ValueError("problem= is not available for an FSDP-sharded model; pass the model.")
-    return ShardedHessianOperator(model, data, loss_fn, **options)
+    options.pop("kind", None)  # the empirical Fisher, the only kind
+    classes = {
+        "hessian": ShardedHessianOperator,
+        "gauss_newton": ShardedGaussNewtonOperator,
+        "fisher": ShardedFisherOperator,
+    }
+    return classes[kind](model, data, loss_fn, **options)
