@@ -149,10 +149,10 @@ def _entry_point() -> str:
         The function's public name, or ``"this function"``.
     """
     import inspect
+    import sys
 
-    import landscape
-
-    public = set(getattr(landscape, "__all__", ()))
+    package = sys.modules.get("landscape")  # loaded by then; not imported (layers)
+    public = set(getattr(package, "__all__", ()))
     for frame in reversed(inspect.stack(0)):
         module = frame.frame.f_globals.get("__name__", "")
         if module.startswith("landscape") and frame.function in public:
