@@ -46,7 +46,7 @@ Which = Literal["largest", "smallest", "both", "magnitude"]
 #: Daniel-Gragg-Kaufman-Stewart criterion: a second Gram-Schmidt sweep is made only for the
 #: columns that lost more than this share of their norm in the first ("twice is enough").
 _DGKS = 0.5**0.5
-_COLUMNS_PER_CHUNK = 2**20  # columns of a row-stored basis transformed at a time
+_COLUMNS_PER_CHUNK = 2**16  # columns of a row-stored basis transformed at a time
 
 
 def _orthogonalize(space: VectorSpace, W: Tensor, Q: Tensor) -> Tensor:
@@ -76,13 +76,20 @@ def _transform_rows_(Q: Tensor, m: int, S: Tensor) -> None:
     """Overwrite rows ``[0, S.shape[1])`` of ``Q`` with ``S^T Q[:m]``, a block of columns at a time.
 
     Column ``c`` of the result depends only on column ``c`` of ``Q``, so no temporary as
-    large as the basis is needed (a thick restart in place).
+    large as the basis is needed (a thick restart in place). Each block of columns is
+    copied into a contiguous buffer first (reused: no allocation per block).
     """
     kept = S.shape[1]
     St = S.T.to(dtype=Q.dtype, device=Q.device)
-    for start in range(0, Q.shape[1], _COLUMNS_PER_CHUNK):
-        columns = Q[:, start : start + _COLUMNS_PER_CHUNK]
-        columns[:kept] = St @ columns[:m]
+    width = min(_COLUMNS_PER_CHUNK, Q.shape[1])
+    source = torch.empty(m, width, dtype=Q.dtype, device=Q.device)
+    result = torch.empty(kept, width, dtype=Q.dtype, device=Q.device)
+    for start in range(0, Q.shape[1], width):
+        stop = min(start + width, Q.shape[1])
+        k = stop - start
+        source[:, :k].copy_(Q[:m, start:stop])
+        torch.mm(St, source[:, :k], out=result[:, :k])
+        Q[:kept, start:stop] = result[:, :k]
 
 
 def _ritz_vectors(Q: Tensor, m: int, S: Tensor, device: torch.device) -> Tensor:
@@ -374,14 +381,13 @@ def _project_out(space: VectorSpace, basis: Tensor, v: Tensor, count: int) -> No
     """Orthogonalize each of the first columns of ``v`` against its run's first ``count`` vectors.
 
     ``basis`` is ``(r', steps, n)`` for the first ``r'`` runs; columns ``[0, r')`` of ``v``
-    are orthogonalized, in place, by classical Gram-Schmidt applied twice.
+    are orthogonalized, in place, by classical Gram-Schmidt applied twice (views of the
+    basis, coefficients accumulated in float64 by the space).
     """
-    runs = basis.shape[0]
-    Q = basis[:, :count, :]  # a view: (r', count, n)
-    part = v[:, :runs]
-    for _ in range(2):
-        coefficients = space.reduce_(torch.bmm(Q, part.T.unsqueeze(2)))  # (r', count, 1)
-        part -= torch.bmm(Q.transpose(1, 2), coefficients).squeeze(2).T
+    for run in range(basis.shape[0]):
+        column = v[:, run : run + 1]
+        for _ in range(2):
+            space.project_out_(column, basis[run, :count, :])
 
 
 def batched_lanczos(
