@@ -46,49 +46,64 @@ Which = Literal["largest", "smallest", "both", "magnitude"]
 #: Daniel-Gragg-Kaufman-Stewart criterion: a second Gram-Schmidt sweep is made only for the
 #: columns that lost more than this share of their norm in the first ("twice is enough").
 _DGKS = 0.5**0.5
-_COLUMNS_PER_CHUNK = 2**16  # columns of a row-stored basis transformed at a time
+_COLUMNS_PER_CHUNK = 2**20  # columns of a row-stored basis transformed at a time
 
 
-def _orthogonalize(space: VectorSpace, W: Tensor, Q: Tensor) -> Tensor:
-    """Orthogonalize the columns of ``W`` against the rows of ``Q``: classical Gram-Schmidt.
+def _orthogonalize(space: VectorSpace, W: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Orthogonalize the columns of ``W`` against the rows of ``Q``: classical Gram-Schmidt.
 
     A second sweep follows where a column lost more than ``1 - 1/sqrt(2)`` of its norm in
     the first (Daniel, Gragg, Kaufman & Stewart 1976): then the result is orthogonal to
     ``Q`` to working precision, and the common case — a new Lanczos vector nearly
-    orthogonal to the basis already — costs one sweep (two reads of ``Q``), not two.
+    orthogonal to the basis already — costs one sweep (two reads of ``Q``), not two. The
+    norm before a sweep needs no pass over ``W``: it is :math:`\sqrt{\lVert
+    w\rVert^2 + \lVert c \rVert^2}` from the norm after it and the coefficients removed.
 
     Returns
     -------
-    Tensor
-        The coefficients ``Q W`` that were removed (summed over the sweeps), ``(m, k)``.
+    tuple of Tensor
+        The coefficients ``Q W`` that were removed (summed over the sweeps), ``(m, k)``, and
+        the norms of the orthogonalized columns, ``(k,)``.
     """
     if Q.shape[0] == 0:
-        return W.new_zeros(0, W.shape[1])
-    before = space.norms(W)
+        return W.new_zeros(0, W.shape[1]), space.norms(W)
     coefficients = space.project_out_(W, Q)
     after = space.norms(W)
-    if bool((after < _DGKS * before).any()):
-        coefficients = coefficients + space.project_out_(W, Q)
-    return coefficients
+    before = (after.double().square() + coefficients.double().square().sum(0)).sqrt()
+    if bool((after.double() < _DGKS * before).any()):
+        correction = space.project_out_(W, Q)
+        coefficients = coefficients + correction
+        after = space.norms(W)
+    return coefficients, after
+
+
+def _store_(rows: Tensor, W: Tensor) -> None:
+    """Copy the columns of ``W`` (``(n, b)``) into basis rows ``(b, n)``.
+
+    One column is copied as a flat vector: ``rows.copy_(W.T)`` took 0.8 s instead of 0.07 s
+    for 124M numbers (a copy through a transposed view of an ``(n, 1)`` tensor).
+    """
+    if W.shape[1] == 1:
+        rows[0].copy_(W[:, 0])
+    else:
+        rows.copy_(W.T)
 
 
 def _transform_rows_(Q: Tensor, m: int, S: Tensor) -> None:
     """Overwrite rows ``[0, S.shape[1])`` of ``Q`` with ``S^T Q[:m]``, a block of columns at a time.
 
     Column ``c`` of the result depends only on column ``c`` of ``Q``, so no temporary as
-    large as the basis is needed (a thick restart in place). Each block of columns is
-    copied into a contiguous buffer first (reused: no allocation per block).
+    large as the basis is needed (a thick restart in place): each block's product goes to a
+    reused buffer, then back into the rows.
     """
     kept = S.shape[1]
     St = S.T.to(dtype=Q.dtype, device=Q.device)
     width = min(_COLUMNS_PER_CHUNK, Q.shape[1])
-    source = torch.empty(m, width, dtype=Q.dtype, device=Q.device)
     result = torch.empty(kept, width, dtype=Q.dtype, device=Q.device)
     for start in range(0, Q.shape[1], width):
         stop = min(start + width, Q.shape[1])
         k = stop - start
-        source[:, :k].copy_(Q[:m, start:stop])
-        torch.mm(St, source[:, :k], out=result[:, :k])
+        torch.mm(St, Q[:m, start:stop], out=result[:, :k])
         Q[:kept, start:stop] = result[:, :k]
 
 
@@ -110,7 +125,12 @@ def _ritz_vectors(Q: Tensor, m: int, S: Tensor, device: torch.device) -> Tensor:
 
 
 def _orthonormal_block(
-    space: VectorSpace, W: Tensor, Q: Tensor, generator: torch.Generator, scale: float
+    space: VectorSpace,
+    W: Tensor,
+    Q: Tensor,
+    generator: torch.Generator,
+    scale: float,
+    norms: Tensor | None = None,
 ) -> Tensor:
     """Orthonormalize ``W`` (already orthogonal to the rows of ``Q``); replace lost directions.
 
@@ -123,7 +143,11 @@ def _orthonormal_block(
         ``R`` with ``W_in = W_out R`` restricted to the kept directions (zero rows where a
         direction was replaced); ``W`` is overwritten with the orthonormal block.
     """
-    R = space.orthonormalize(W)
+    if norms is not None and W.shape[1] == 1:  # one column: its norm is known already
+        R = norms.reshape(1, 1).to(W.dtype)
+        W.div_(R.clamp_min(torch.finfo(W.dtype).tiny))
+    else:
+        R = space.orthonormalize(W)
     tiny = R.diagonal().abs().cpu() <= 1e-12 * max(scale, 1e-300) * max(1, space.dim) ** 0.5
     if bool(tiny.any()):
         R = R.clone()
@@ -276,7 +300,7 @@ def restarted_lanczos(
     else:
         start = draw(space, b, generator, "gaussian", probe_major=False)
     _orthonormal_block(space, start, Q[:0], generator, 1.0)
-    Q[:b] = start.T
+    _store_(Q[:b], start)
     del start
     j = 0  # rows [0, j) hold processed vectors; [j, j+b) the current block
     matvecs = passes = restarts = 0
@@ -288,13 +312,14 @@ def restarted_lanczos(
         matvecs += b
         passes += 1
         m = j + b
-        coefficients = _orthogonalize(space, W, Q[:m]).double().cpu()
+        coefficients, norms = _orthogonalize(space, W, Q[:m])
+        coefficients = coefficients.double().cpu()
         T[:m, j:m] = coefficients
         T[j:m, :m] = coefficients.T
         T[j:m, j:m] = 0.5 * (coefficients[j:m] + coefficients[j:m].T)
         theta, S = torch.linalg.eigh(T[:m, :m])
         scale = max(scale, float(theta.abs().max()))
-        R = _orthonormal_block(space, W, Q[:m], generator, scale)
+        R = _orthonormal_block(space, W, Q[:m], generator, scale, norms)
         coupling = R.double().cpu() @ S[m - b : m]  # (b, m): residual directions of Ritz pairs
         residuals = coupling.norm(dim=0)
         wanted = _select(theta, count, which)
@@ -320,7 +345,7 @@ def restarted_lanczos(
                 num_restarts=restarts,
             )
         if m + b <= ncv:
-            Q[m : m + b] = W.T
+            _store_(Q[m : m + b], W)
             j = m
             continue
         # Thick restart: keep the wanted Ritz vectors plus neighbours from the same end(s);
@@ -328,7 +353,7 @@ def restarted_lanczos(
         keep = _select(theta, min(count + keep_extra, ncv - b), which)
         kept = keep.numel()
         _transform_rows_(Q, m, S[:, keep])
-        Q[kept : kept + b] = W.T
+        _store_(Q[kept : kept + b], W)
         del W
         T.zero_()
         T[:kept, :kept] = torch.diag(theta[keep])

@@ -40,6 +40,7 @@ from torch import Tensor
 __all__ = [
     "ShardedSpace",
     "VectorSpace",
+    "accurate_dot",
     "columnwise",
     "counter_probes",
     "inner",
@@ -69,23 +70,29 @@ def _mix(*words: int) -> int:
 
 
 _ROWS_PER_CHUNK = 2**18
-#: Rows summed in the model's dtype before the partial sums are added in float64. BLAS sums
-#: float32 products in float32: on this project's 2-core Xeon (MKL) the norm of a
-#: 124M-entry float32 vector came out 1.3% off with ``torch.linalg.vector_norm`` and 19%
-#: with a dot product, and a (6, 4M) x (4M, 3) product 3.6e-3 (relative to the norms);
-#: summing runs of 1024 then adding those in float64 gives 1.8e-8, at the same speed (one
-#: batched product, no copy).
-_RUN = 1024
-_PARTIALS = 2**20  # partial sums held at once (float32 numbers)
+#: How reductions over long vectors are summed. BLAS sums float32 products in float32, in
+#: a few running accumulators: on this project's 2-core Xeon (MKL) the norm of a 124M-entry
+#: float32 vector came out 1.3% off with ``torch.linalg.vector_norm`` and 19% with a dot
+#: product; the Rayleigh quotient of a vector near an eigenvector (positive terms again)
+#: 3e-3. Sums whose partial sums stay small (nearly orthogonal vectors: most Gram-Schmidt
+#: coefficients) are accurate in blocks of 2^20 rows whose BLAS sums are added in float64
+#: (about 1e-7 of the norms' product); the others — norms, and each column's dominant
+#: coefficients — are summed by torch's cascade summation over blocks of 2^20 products in
+#: a reused buffer, the blocks' sums in float64 (about 1e-9 relative). Large blocks keep
+#: the number of calls small: each is a parallel region, and on a loaded machine a region
+#: can wait milliseconds for its threads.
+_BLAS_ROWS = 2**20
+_CASCADE_ROWS = 2**20
+_DOMINANT = 0.1  # coefficients within this factor of a column's largest are re-summed
 _HOUSEHOLDER_LIMIT = 2**16  # longer blocks are orthonormalized by CholeskyQR2
 
 
 def inner(X: Tensor, Y: Tensor) -> Tensor:
-    r"""Return :math:`X^\top Y` for ``(n, a)`` and ``(n, b)`` blocks, accurately for large ``n``.
+    r"""Return :math:`X^\top Y` for ``(n, a)`` and ``(n, b)`` blocks, in blocks of rows.
 
-    Runs of 1024 rows are multiplied in the blocks' dtype with one batched product (views:
-    no copy), and the runs' partial sums are added in float64, so the error stays near the
-    unit roundoff of the entries whatever ``n``.
+    Each block of 2^20 rows is a BLAS product; the blocks' results are added in float64.
+    Accurate where partial sums stay small (nearly orthogonal columns); sums of squares
+    and other one-signed sums need :func:`accurate_dot`.
 
     Returns
     -------
@@ -94,33 +101,52 @@ def inner(X: Tensor, Y: Tensor) -> Tensor:
 
     Examples
     --------
-    >>> X = torch.full((300_000, 1), 0.1)
-    >>> round(float(inner(X, X)[0, 0]), 1)
-    3000.0
+    >>> X = torch.ones(300_000, 2)
+    >>> X[::2, 1] = -1
+    >>> inner(X, X)
+    tensor([[300000.,      0.],
+            [     0., 300000.]], dtype=torch.float64)
     """
-    n, a, b = X.shape[0], X.shape[1], Y.shape[1]
-    out = torch.zeros(a, b, dtype=torch.float64, device=X.device)
-    runs_per_group = max(1, _PARTIALS // max(a * b, 1))
-    rows = _RUN * runs_per_group
-    for start in range(0, n - n % _RUN, rows):
-        stop = min(start + rows, n - n % _RUN)
-        count = (stop - start) // _RUN
-        x = X[start:stop].reshape(count, _RUN, a)
-        y = Y[start:stop].reshape(count, _RUN, b)
-        out += torch.bmm(x.transpose(1, 2), y).sum(0, dtype=torch.float64)
-    tail = n - n % _RUN
-    if tail < n:
-        out += X[tail:].T @ Y[tail:]
+    out = torch.zeros(X.shape[1], Y.shape[1], dtype=torch.float64, device=X.device)
+    for start in range(0, X.shape[0], _BLAS_ROWS):
+        out += X[start : start + _BLAS_ROWS].T @ Y[start : start + _BLAS_ROWS]
     return out
 
 
-def columnwise(X: Tensor, Y: Tensor) -> Tensor:
-    """Return the column-wise inner products of two ``(n, k)`` blocks, accurately (float64).
+def accurate_dot(x: Tensor, y: Tensor) -> Tensor:
+    r"""Return :math:`x^\top y` of two vectors by cascade summation in blocks, added in float64.
 
     Returns
     -------
     Tensor
-        Shape ``(k,)``, float64: :func:`inner` of each pair of columns.
+        A float64 scalar.
+
+    Examples
+    --------
+    >>> x = torch.full((3_000_000,), 0.1)
+    >>> round(float(accurate_dot(x, x)), 1)
+    30000.0
+    """
+    n = x.shape[0]
+    out = torch.zeros((), dtype=torch.float64, device=x.device)
+    buffer = torch.empty(
+        min(_CASCADE_ROWS, n), dtype=torch.promote_types(x.dtype, y.dtype), device=x.device
+    )
+    for start in range(0, n, _CASCADE_ROWS):
+        stop = min(start + _CASCADE_ROWS, n)
+        part = buffer[: stop - start]
+        torch.mul(x[start:stop], y[start:stop], out=part)
+        out += part.sum(dtype=torch.float64) if x.device.type != "cpu" else part.sum()
+    return out
+
+
+def columnwise(X: Tensor, Y: Tensor) -> Tensor:
+    """Return the column-wise inner products of two ``(n, k)`` blocks (:func:`accurate_dot`).
+
+    Returns
+    -------
+    Tensor
+        Shape ``(k,)``, float64.
 
     Examples
     --------
@@ -128,13 +154,9 @@ def columnwise(X: Tensor, Y: Tensor) -> Tensor:
     >>> round(float(columnwise(X, X)[1]), 1)
     3000.0
     """
-    return (
-        torch.stack(
-            [inner(X[:, j : j + 1], Y[:, j : j + 1]).reshape(()) for j in range(X.shape[1])]
-        )
-        if X.shape[1]
-        else torch.zeros(0, dtype=torch.float64, device=X.device)
-    )
+    if X.shape[1] == 0:
+        return torch.zeros(0, dtype=torch.float64, device=X.device)
+    return torch.stack([accurate_dot(X[:, j], Y[:, j]) for j in range(X.shape[1])])
 
 
 def right_multiply_(X: Tensor, M: Tensor) -> Tensor:
@@ -295,12 +317,18 @@ class VectorSpace:
     def gram(self, X: Tensor, Y: Tensor | None = None) -> Tensor:
         r"""Return :math:`X^\top Y` (``Y`` defaults to ``X``), accumulated in float64.
 
+        Blocks of rows by BLAS (:func:`inner`); the diagonal of :math:`X^\top X` (sums of
+        squares) by cascade summation (:func:`columnwise`).
+
         Returns
         -------
         Tensor
             Shape ``(X.shape[1], Y.shape[1])``, in the vectors' dtype.
         """
-        return self.reduce_(inner(X, X if Y is None else Y)).to(X.dtype)
+        G = inner(X, X if Y is None else Y)
+        if Y is None:
+            G.diagonal().copy_(columnwise(X, X))
+        return self.reduce_(G).to(X.dtype)
 
     def dots(self, X: Tensor, Y: Tensor) -> Tensor:
         r"""Return the column-wise inner products :math:`x_j^\top y_j` (accumulated in float64).
@@ -327,7 +355,9 @@ class VectorSpace:
 
         ``Q`` holds orthonormal vectors as *rows* (``(m, local_dim)``, as bases are stored);
         it may live on another device than ``W`` (a basis kept in host memory). The
-        coefficients are accumulated in float64 (:func:`inner`).
+        coefficients are summed by :func:`inner`, each column's dominant ones (within 10 %
+        of its largest) again by :func:`accurate_dot`; in a second Gram-Schmidt sweep too:
+        dropping it there made a 4M-entry float32 top eigenvalue 3e-5 off instead of 5e-8.
 
         Returns
         -------
@@ -337,7 +367,17 @@ class VectorSpace:
         if Q.shape[0] == 0:
             return W.new_zeros(0, W.shape[1])
         target = W if Q.device == W.device else W.to(Q.device)
-        coefficients = self.reduce_(inner(Q.T, target)).to(W.dtype)
+        coefficients = self.reduce_(inner(Q.T, target))
+        # The dominant coefficients (a Rayleigh quotient: one-signed terms) again, accurately;
+        # decided on the reduced values, so every rank re-sums the same ones.
+        largest = coefficients.abs().amax(0, keepdim=True)
+        rows, columns = torch.nonzero(coefficients.abs() >= _DOMINANT * largest, as_tuple=True)
+        if rows.numel():
+            again = torch.stack(
+                [accurate_dot(Q[i], target[:, j]) for i, j in zip(rows.tolist(), columns.tolist())]
+            )
+            coefficients[rows, columns] = self.reduce_(again)
+        coefficients = coefficients.to(W.dtype)
         target.addmm_(Q.T, coefficients, alpha=-1)
         if target is not W:
             W.copy_(target)
@@ -387,7 +427,9 @@ class VectorSpace:
         k = W.shape[1]
         R = torch.eye(k, dtype=torch.float64)
         for _ in range(2):
-            G = self.reduce_(inner(W, W)).cpu()
+            G = inner(W, W)
+            G.diagonal().copy_(columnwise(W, W))  # sums of squares: accurately
+            G = self.reduce_(G).cpu()
             G = (G + G.T) / 2
             factor, info = torch.linalg.cholesky_ex(G, upper=True)
             if int(info) != 0:
