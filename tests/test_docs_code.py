@@ -161,5 +161,24 @@ def test_api_reference_entries_resolve_to_the_right_kind_of_object():
         assert static.kind.value == expected, (path, static.path, static.kind.value, expected)
 
 
+README_LINKS = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+FIRST_VISIT = (  # what a new user must find from the README in one click
+    "docs/howto/huggingface.md",  # how to analyze a Hugging Face model
+    "docs/concepts/lambda-max.md",  # what λmax means
+    "docs/howto/distributed.md",  # how to run on several GPUs
+)
+
+
+def test_readme_links_reach_files_and_the_first_visit_pages():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [t for t in README_LINKS.findall(readme) if "://" not in t]
+    missing = [t for t in targets if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+    assert set(FIRST_VISIT) <= set(targets)
+    head = readme.split("\n## ", 1)[0]  # the title, the two commands, the first links
+    assert "make demo" in head and "make test" in head
+    assert all(page in head for page in FIRST_VISIT)
+
+
 if __name__ == "__main__":  # pragma: no cover - run one page by hand
     sys.exit(pytest.main([__file__, "-q", "-k", sys.argv[1] if len(sys.argv) > 1 else ""]))
