@@ -58,68 +58,37 @@ __all__ = ["BUDGETS", "analyze", "compare", "evaluate", "plan"]
 
 Budget = Literal["fast", "standard", "thorough"]
 
+# One row per setting: its value in the fast, standard and thorough budgets.
+_BUDGET_TABLE: tuple[tuple[Any, ...], ...] = (
+    ("curvature_samples", 512, 2048, None),
+    ("top_k", 3, 10, 20),
+    ("bottom_k", 1, 3, 5),
+    ("tol", 1e-3, 1e-4, 1e-5),
+    ("trace_matvecs", 30, 99, 300),
+    ("frobenius_matvecs", 10, 30, 100),
+    ("density", (4, 30), (10, 80), (20, 100)),
+    ("layer_probes", 10, 30, 100),
+    ("block_density", (1, 20), (2, 40), (4, 80)),
+    ("subsets", 4, 4, 8),
+    ("surface_samples", 1024, 2048, None),
+    ("surface_1d", 21, 41, 51),
+    ("surface_2d", 11, 25, 51),
+    (
+        "sharpness",
+        ("sam", "asam", "gam"),
+        ("sam", "asam", "gam", "pacbayes", "pacbayes_mag"),
+        ("sam", "asam", "gam", "pacbayes", "pacbayes_mag"),
+    ),
+    ("coherence_samples", 256, 512, 2048),
+    ("lr_batches", 3, 5, 8),
+    ("lr_sizes", 3, 4, 6),
+    ("exact_samples", 32, 64, 128),
+)
 BUDGETS: dict[str, dict[str, Any]] = {
-    "fast": {
-        "curvature_samples": 512,
-        "top_k": 3,
-        "bottom_k": 1,
-        "tol": 1e-3,
-        "trace_matvecs": 30,
-        "frobenius_matvecs": 10,
-        "density": (4, 30),
-        "layer_probes": 10,
-        "block_density": (1, 20),
-        "subsets": 4,
-        "surface_samples": 1024,
-        "surface_1d": 21,
-        "surface_2d": 11,
-        "sharpness": ("sam", "asam", "gam"),
-        "coherence_samples": 256,
-        "lr_batches": 3,
-        "lr_sizes": 3,
-        "exact_samples": 32,
-    },
-    "standard": {
-        "curvature_samples": 2048,
-        "top_k": 10,
-        "bottom_k": 3,
-        "tol": 1e-4,
-        "trace_matvecs": 99,
-        "frobenius_matvecs": 30,
-        "density": (10, 80),
-        "layer_probes": 30,
-        "block_density": (2, 40),
-        "subsets": 4,
-        "surface_samples": 2048,
-        "surface_1d": 41,
-        "surface_2d": 25,
-        "sharpness": ("sam", "asam", "gam", "pacbayes", "pacbayes_mag"),
-        "coherence_samples": 512,
-        "lr_batches": 5,
-        "lr_sizes": 4,
-        "exact_samples": 64,
-    },
-    "thorough": {
-        "curvature_samples": None,
-        "top_k": 20,
-        "bottom_k": 5,
-        "tol": 1e-5,
-        "trace_matvecs": 300,
-        "frobenius_matvecs": 100,
-        "density": (20, 100),
-        "layer_probes": 100,
-        "block_density": (4, 80),
-        "subsets": 8,
-        "surface_samples": None,
-        "surface_1d": 51,
-        "surface_2d": 51,
-        "sharpness": ("sam", "asam", "gam", "pacbayes", "pacbayes_mag"),
-        "coherence_samples": 2048,
-        "lr_batches": 8,
-        "lr_sizes": 6,
-        "exact_samples": 128,
-    },
+    name: {row[0]: row[1 + i] for row in _BUDGET_TABLE}
+    for i, name in enumerate(("fast", "standard", "thorough"))
 }
+"""The settings of each budget (see the module docstring), by setting name."""
 
 
 class _Progress:
