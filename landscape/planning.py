@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -91,75 +91,58 @@ class UnitCosts(Record):
     forward_overhead: float = 0.0
     mean_square_product: float = 0.0
 
-    def block_scale(self, n: int) -> float:
-        """Return the cost of a block vector over ``n`` samples relative to the measured one.
+    def scale(self, unit: Literal["product", "block"], n: int) -> float:
+        """Return the cost of a product (or a block vector) over ``n`` samples, relative.
+
+        A product is a fixed part (``product_overhead``: Python, autograd's graph set-up)
+        plus its share of the samples: relative to the measured one, ``(overhead + (single
+        - overhead) * n / curvature_samples) / single`` (``block_overhead`` and
+        ``block_vector`` for a vector in a block).
 
         Parameters
         ----------
+        unit : {"product", "block"}
+            One Hessian product, or a vector in a block of eight.
         n : int
             Samples.
 
         Returns
         -------
         float
-            As :meth:`product_scale`, with ``block_overhead`` and ``block_vector``.
-        """
-        return self._scale(self.block_overhead, self.block_vector, n)
-
-    def forward_pass(self, n: int) -> float:
-        """Return the seconds of one no-grad forward pass over ``n`` samples.
-
-        Parameters
-        ----------
-        n : int
-            Samples.
-
-        Returns
-        -------
-        float
-            ``forward_overhead + forward_sample * n``.
-        """
-        return self.forward_overhead + self.forward_sample * n
-
-    def product_scale(self, n: int) -> float:
-        """Return the cost of a product over ``n`` samples relative to the measured one.
-
-        Parameters
-        ----------
-        n : int
-            Samples.
-
-        Returns
-        -------
-        float
-            ``(overhead + (single - overhead) * n / curvature_samples) / single``.
+            The cost relative to the measured one.
 
         Examples
         --------
-        >>> UnitCosts(2.0, 1.0, 0, 0, 0, 100, 100, 0.0, product_overhead=0.5).product_scale(50)
+        >>> UnitCosts(2.0, 1.0, 0, 0, 0, 100, 100, 0.0, product_overhead=0.5).scale("product", 50)
         0.625
         """
-        return self._scale(self.product_overhead, self.single, n)
-
-    def _scale(self, overhead: float, unit: float, n: int) -> float:
-        if unit <= 0:
+        overhead, cost = (
+            (self.product_overhead, self.single)
+            if unit == "product"
+            else (self.block_overhead, self.block_vector)
+        )
+        if cost <= 0:
             return n / max(self.curvature_samples, 1)
-        share = min(max(overhead / unit, 0.0), 1.0)
+        share = min(max(overhead / cost, 0.0), 1.0)
         return share + (1.0 - share) * n / max(self.curvature_samples, 1)
 
-    def gradient_pass(self, n: int) -> float:
-        """Return the seconds of one gradient pass over ``n`` samples.
+    def seconds_of(self, unit: Literal["forward", "gradient"], n: int) -> float:
+        """Return the seconds of one no-grad forward pass (or gradient pass) over ``n`` samples.
 
         Parameters
         ----------
+        unit : {"forward", "gradient"}
+            The pass.
         n : int
             Samples.
 
         Returns
         -------
         float
-            ``pass_overhead + gradient_sample * n``.
+            ``forward_overhead + forward_sample * n`` (``pass_overhead + gradient_sample * n``).
         """
+        if unit == "forward":
+            return self.forward_overhead + self.forward_sample * n
         return self.pass_overhead + self.gradient_sample * n
 
 

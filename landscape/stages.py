@@ -227,11 +227,11 @@ class _Prices:
     def __init__(self, settings: Mapping[str, Any], units: UnitCosts) -> None:
         self.n = units.num_samples
         self.n_c = _samples(settings, "curvature_samples", self.n)
-        self.ratio = units.product_scale(self.n_c)  # a fixed part plus a share of samples
+        self.ratio = units.scale("product", self.n_c)  # a fixed part plus a share of samples
         self.single = units.single * self.ratio
-        self.vector = units.block_vector * units.block_scale(self.n_c)
-        self.gradient_pass = units.gradient_pass(self.n_c)
-        self.forward_pass = units.forward_pass(self.n_c)
+        self.vector = units.block_vector * units.scale("block", self.n_c)
+        self.gradient_pass = units.seconds_of("gradient", self.n_c)
+        self.forward_pass = units.seconds_of("forward", self.n_c)
 
 
 # -- loss -----------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def _run_loss(ctx: StageContext) -> Outcome:
 
 
 def _cost_loss(settings: Mapping[str, Any], units: UnitCosts, work: Workload) -> float:
-    return units.forward_pass(units.num_samples)
+    return units.seconds_of("forward", units.num_samples)
 
 
 # -- eigenvalues ----------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ def _cost_subsets(settings: Mapping[str, Any], units: UnitCosts, work: Workload)
     per_sample = (_TOP_PRODUCTS[0] + _TOP_PRODUCTS[1]) * p.single + (
         _SUBSETS_TRACE_FACTOR * trace_vectors * p.vector
     )
-    return per_sample * (1 + k * units.product_scale(p.n_c // k) / max(p.ratio, 1e-12))
+    return per_sample * (1 + k * units.scale("product", p.n_c // k) / max(p.ratio, 1e-12))
 
 
 # -- trace and Frobenius norm ---------------------------------------------------------------------
@@ -449,7 +449,8 @@ def _run_surfaces(ctx: StageContext) -> Outcome:
 
 def _cost_surfaces(settings: Mapping[str, Any], units: UnitCosts, work: Workload) -> float:
     points = settings["surface_1d"] + settings["surface_2d"] ** 2
-    return points * units.forward_pass(_samples(settings, "surface_samples", units.num_samples))
+    samples = _samples(settings, "surface_samples", units.num_samples)
+    return points * units.seconds_of("forward", samples)
 
 
 # -- sharpness ------------------------------------------------------------------------------------
@@ -572,7 +573,7 @@ def _cost_learning_rate(settings: Mapping[str, Any], units: UnitCosts, work: Wor
     # are one per-example pass.
     n_c = _Prices(settings, units).n_c
     sizes = [max(n_c // 4**i, 1) for i in range(settings["lr_sizes"])]
-    draws = sum(settings["lr_batches"] * units.product_scale(b) for b in sizes)
+    draws = sum(settings["lr_batches"] * units.scale("product", b) for b in sizes)
     per_optimizer = draws * _LR_PRODUCTS * units.single
     moments = units.per_example_sample * n_c
     exact = units.per_example_sample * settings["exact_samples"] * 10
