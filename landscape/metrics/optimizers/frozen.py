@@ -303,12 +303,10 @@ def _bisect_limit(stable: Callable[[float, float], bool], a: float, guess: float
     if not guess > 0 or not math.isfinite(guess):
         guess = 1.0
     hi = guess
-    for _ in range(2100):
-        if not stable(a, hi):
-            break
+    while stable(a, hi):
         hi *= 2.0
-    else:
-        return math.inf
+        if hi > 1e300:
+            return math.inf
     lo = hi
     for _ in range(2100):
         lo /= 2.0
