@@ -53,6 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from landscape.metrics.optimizers.frozen import torch_class
 from landscape.metrics.optimizers.support import describe_optimizer
 from landscape.metrics.thresholds import unwrap_optimizer
 from landscape.problem import Problem
@@ -255,9 +256,13 @@ def _gradient(problem: Problem, theta: dict[str, Tensor]) -> tuple[float, dict[s
     loss = _mean_loss(problem, leaves)
     grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     return float(loss.detach()), {
-        k: (g if g is not None else torch.zeros_like(v)).detach()
+        k: _dense(g if g is not None else torch.zeros_like(v)).detach()
         for (k, v), g in zip(leaves.items(), grads, strict=True)
     }
+
+
+def _dense(g: Tensor) -> Tensor:
+    return g.to_dense() if g.is_sparse else g
 
 
 def update_direction(
@@ -303,6 +308,7 @@ def update_direction(
     trained: set[str] = set()
     delta = {k: torch.zeros_like(v) for k, v in theta.items()}
     for opt in optimizers:
+        sparse = (torch_class(opt) or type(opt)).__name__ == "SparseAdam"
         params = [p for g in opt.param_groups for p in g["params"]]
         clones = {id(p): p.detach().clone().requires_grad_(p.requires_grad) for p in params}
         for p in params:
@@ -310,7 +316,8 @@ def update_direction(
             clone = clones[id(p)]
             if name is not None:
                 clone.data.copy_(theta[name].to(clone.dtype))
-                clone.grad = grads[name].to(clone.dtype).clone()
+                grad = grads[name].to(clone.dtype).clone()
+                clone.grad = grad.to_sparse() if sparse else grad
                 trained.add(name)
             else:
                 clone.grad = None
@@ -320,8 +327,8 @@ def update_direction(
                 f"{type(opt).__name__} trains {outside} parameter tensor(s) outside the "
                 "measured parameters: they are held fixed."
             )
-        twin = copy.deepcopy(opt, memo={id(p): clones[id(p)] for p in params})
-        closure = _closure(problem, theta, ids, params, clones)
+        twin = _twin(opt, clones)
+        closure = _closure(problem, theta, ids, params, clones, sparse)
         with _preserved_rng():
             twin.step(closure)
         for p in params:
@@ -338,12 +345,30 @@ def update_direction(
     return delta, notes
 
 
+def _twin(optimizer: torch.optim.Optimizer, clones: dict[int, Tensor]) -> torch.optim.Optimizer:
+    """Deep-copy an optimizer onto other parameters: every attribute, state keyed by the clones.
+
+    Copies ``__dict__`` rather than going through ``Optimizer.__getstate__``, which keeps only
+    the defaults, state and groups (L-BFGS also holds its parameter list in ``_params``).
+
+    Returns
+    -------
+    torch.optim.Optimizer
+        The copy.
+    """
+    memo: dict[int, Any] = dict(clones)
+    twin = object.__new__(type(optimizer))
+    twin.__dict__.update(copy.deepcopy(optimizer.__dict__, memo))
+    return twin
+
+
 def _closure(
     problem: Problem,
     theta: dict[str, Tensor],
     ids: dict[int, str],
     params: list[Tensor],
     clones: dict[int, Tensor],
+    sparse: bool,
 ) -> Callable[[], Tensor]:
     def closure() -> Tensor:
         current = dict(theta)
@@ -355,7 +380,8 @@ def _closure(
         for p in params:
             name = ids.get(id(p))
             if name is not None:
-                clones[id(p)].grad = grads[name].to(clones[id(p)].dtype)
+                grad = grads[name].to(clones[id(p)].dtype)
+                clones[id(p)].grad = grad.to_sparse() if sparse else grad
         return torch.tensor(loss)
 
     return closure
