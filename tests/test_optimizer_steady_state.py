@@ -1,0 +1,119 @@
+"""Adam without its state, on the case of issue 22.
+
+A digits MLP trained with Adam (lr 2e-3, batches of 50) to a loss of about 0.018. At the full
+batch, Adam's steady-state preconditioner rests on the vanishing mean gradient: its frozen
+threshold calls the learning rate the model was trained with unstable (a confident wrong
+number), so the answer must be no number and a note. At batch size 50 the steady state must
+agree, within 25 %, with the state of an Adam run at lr 1e-12 equilibrated at the same point.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import landscape as ls
+from landscape.demo import digits_loaders, mlp
+from landscape.metrics._per_example import gradient_moments
+from landscape.metrics.optimizers import (
+    frozen_stability,
+    linearize,
+    preconditioner_shares,
+    steady_state_linearization,
+    steady_state_stability,
+)
+from landscape.operators.hessian import HessianOperator
+
+DTYPE = torch.float64
+
+
+@pytest.fixture(scope="module")
+def trained():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train, _ = digits_loaders(batch_size=50)
+        X = train.dataset.tensors[0].to(DTYPE)
+        y = train.dataset.tensors[1]
+        n = len(y)
+        torch.manual_seed(0)
+        model = mlp(64, (32,), 10).to(DTYPE)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        gen = torch.Generator().manual_seed(0)
+        loss = nn.CrossEntropyLoss()
+        for _ in range(100):  # epochs
+            order = torch.randperm(n, generator=gen)
+            for i in range(0, n - 49, 50):
+                batch = order[i : i + 50]
+                opt.zero_grad()
+                loss(model(X[batch]), y[batch]).backward()
+                opt.step()
+            with torch.no_grad():
+                value = float(loss(model(X), y))
+            if value < 0.018:
+                break
+        opt.zero_grad()
+        problem = ls.Problem(model, (X, y), nn.CrossEntropyLoss())
+        moments = gradient_moments(problem)
+        yield model, opt, problem, moments, value
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_full_batch_near_a_minimum_gives_no_number(trained):
+    _, _, problem, (G, var), value = trained
+    assert value < 0.018
+    n = problem.num_samples
+    H = HessianOperator(None, None, problem=problem)
+    result = steady_state_stability(H, G, var, n, n, lr=2e-3)
+    assert result.lr_max is None and not result.informative
+    assert result.label == f"steady state at batch size {n} at this point"
+    assert "no learning-rate limit at the full batch" in result.notes[-1]
+    assert result.shares.noise == 0.0 and result.shares.gradient_snr < 1.0
+    # the number it withholds would call the training learning rate unstable
+    lin = steady_state_linearization(G, var, n, n, lr=2e-3)
+    withheld = frozen_stability(H, lin).lr_max
+    assert withheld < 2e-3
+
+
+def test_small_batch_matches_an_equilibrated_adam_run(trained):
+    model, opt, problem, (G, var), _ = trained
+    n = problem.num_samples
+    H = HessianOperator(None, None, problem=problem)
+    steady = steady_state_stability(H, G, var, 50, n, lr=2e-3)
+    assert steady.informative and steady.shares.noise > 0.9
+    assert "steady state at batch size 50" in steady.label
+    equilibrated = frozen_stability(H, _equilibrated_state(model, problem, 50))
+    assert steady.lr_max == pytest.approx(equilibrated.lr_max, rel=0.25)
+    # the real run's state remembers larger gradients: its threshold is higher
+    real = frozen_stability(H, linearize(opt, problem))
+    assert real.label == "optimizer state"
+    assert real.lr_max > steady.lr_max
+
+
+def _equilibrated_state(model, problem, batch_size, steps=1000):
+    """The state of Adam at lr 1e-12 after ``steps`` random batches at the same point."""
+    batch = next(iter(problem.batches())).data
+    X, y = batch
+    twin = copy.deepcopy(model)
+    opt = torch.optim.Adam(twin.parameters(), lr=1e-12)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        index = torch.randperm(len(y), generator=gen)[:batch_size]
+        opt.zero_grad()
+        nn.functional.cross_entropy(twin(X[index]), y[index]).backward()
+        opt.step()
+    return linearize(opt, twin)
+
+
+def test_shares_sum_to_one_and_follow_the_batch_size(trained):
+    _, _, problem, (G, var), _ = trained
+    n = problem.num_samples
+    shares = [preconditioner_shares(G, var, B, n) for B in (10, 100, 1000, n)]
+    for s in shares:
+        assert s.noise + s.mean + s.eps == pytest.approx(1.0, abs=1e-9)
+    noise = [s.noise for s in shares]
+    assert noise == sorted(noise, reverse=True) and noise[-1] == 0.0
