@@ -511,3 +511,20 @@ def test_hold_matches_a_hand_computed_adam_step():
     hold_ema_sq(opt, frozen)
     opt.step()
     np.testing.assert_allclose(p.detach().numpy(), expected.numpy(), rtol=1e-13)
+
+
+def test_epsilon_dominated_coordinates_are_flagged():
+    from landscape.metrics.optimizers import frozen_stability
+    from landscape.operators.dense import DenseOperator
+
+    w = torch.nn.Parameter(torch.zeros(2, dtype=DTYPE))
+    opt = torch.optim.Adam([w], lr=1e-3)
+    for _ in range(5):  # the first coordinate never gets a gradient (a pixel that is always 0)
+        w.grad = torch.tensor([0.0, 1.0], dtype=DTYPE)
+        opt.step()
+    lin = linearize(opt, {"w": w})
+    assert lin.epsilon.tolist() == pytest.approx([(1 - 0.9**6) * 1e-8] * 2)
+    dead = frozen_stability(DenseOperator(torch.diag(torch.tensor([1e-3, 1.0], dtype=DTYPE))), lin)
+    assert dead.epsilon_share > 0.99 and "mostly epsilon" in dead.notes[-1]
+    alive = frozen_stability(DenseOperator(torch.diag(torch.tensor([0.0, 1.0], dtype=DTYPE))), lin)
+    assert alive.epsilon_share < 1e-6 and not any("epsilon" in n for n in alive.notes)

@@ -117,3 +117,30 @@ def test_shares_sum_to_one_and_follow_the_batch_size(trained):
         assert s.noise + s.mean + s.eps == pytest.approx(1.0, abs=1e-9)
     noise = [s.noise for s in shares]
     assert noise == sorted(noise, reverse=True) and noise[-1] == 0.0
+
+
+def test_the_rule_on_synthetic_moments():
+    from landscape.operators.dense import DenseOperator
+
+    H = DenseOperator(torch.diag(torch.tensor([4.0, 1.0, 1.0], dtype=DTYPE)))
+    var = torch.tensor([1.0, 1.0, 1.0], dtype=DTYPE)
+    # far from a minimum at the full batch: the mean gradient is well above its sampling
+    # error, so a number is given, with a note that Adam's steps will change it
+    far = steady_state_stability(H, torch.tensor([1.0, 1.0, 1.0], dtype=DTYPE), var, 100, 100)
+    assert far.informative and far.shares.gradient_snr > 1
+    assert "rests mostly on the mean gradient" in far.notes[-1]
+    # a coordinate no example moves (zero mean and variance: P = eps) sets the threshold:
+    # no number at any batch size
+    dead = steady_state_stability(
+        H,
+        torch.tensor([0.0, 0.1, 0.1], dtype=DTYPE),
+        torch.tensor([0.0, 1.0, 1.0], dtype=DTYPE),
+        8,
+        100,
+    )
+    assert dead.lr_max is None and dead.shares.eps > 0.99
+    assert "rests on epsilon" in dead.notes[-1]
+    # a noise-dominated preconditioner at a small batch: a number, 38 / lambda_max(P^-1 H)
+    noisy = steady_state_stability(H, torch.zeros(3, dtype=DTYPE), var, 8, 100)
+    p = (100 - 8) / (8 * 99)
+    assert noisy.lr_max == pytest.approx(38.0 / (4.0 / (p**0.5 + 1e-8)), rel=1e-6)

@@ -136,6 +136,10 @@ class FrozenLinearization(Record):
         The update rule :math:`(\beta, k, A, B)`.
     preconditioner : Tensor or None
         The diagonal of :math:`P`, flat in the parameter space's order (``None``: identity).
+    epsilon : Tensor or None
+        The part of :attr:`preconditioner` that the optimizer's :math:`\epsilon` contributes
+        (where it dominates, the coordinate's gradients vanish: the frozen threshold there is
+        set by :math:`\epsilon`, not by curvature).
     weight_decay : Tensor or None
         Coupled weight decay :math:`W` per coordinate, added to the Hessian (``None``: 0).
     decoupled_weight_decay : float
@@ -176,6 +180,7 @@ class FrozenLinearization(Record):
     lr: float
     recursion: ModeRecursion
     preconditioner: Tensor | None = None
+    epsilon: Tensor | None = None
     weight_decay: Tensor | None = None
     decoupled_weight_decay: float = 0.0
     schedule: str = "constant"
@@ -332,6 +337,7 @@ class _Part:
 
     diagonal: Tensor | None
     recursion: ModeRecursion
+    epsilon: Tensor | float = 0.0
     coupled_decay: float = 0.0
     decoupled_decay: float = 0.0
     schedule: str = "constant"
@@ -403,6 +409,7 @@ def _adam(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name: s
     return _Part(
         diagonal,
         _ema(beta1),
+        epsilon=(1 - beta1**s) * _value(group["eps"]),
         coupled_decay=0.0 if decoupled else wd,
         decoupled_decay=wd if decoupled else 0.0,
         step=s,
@@ -414,7 +421,13 @@ def _adamax(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name:
     beta1, _ = (_value(b) for b in group["betas"])
     s = _steps(state) + 1
     diagonal = (1 - beta1**s) * _tensor(state["exp_inf"], p)
-    return _Part(diagonal, _ema(beta1), coupled_decay=_value(group["weight_decay"]), step=s)
+    return _Part(
+        diagonal,
+        _ema(beta1),
+        epsilon=(1 - beta1**s) * _value(group["eps"]),  # exp_inf >= |g| + eps
+        coupled_decay=_value(group["weight_decay"]),
+        step=s,
+    )
 
 
 def _rmsprop(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name: str) -> _Part:
@@ -432,6 +445,7 @@ def _rmsprop(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name
     return _Part(
         diagonal,
         recursion,
+        epsilon=_value(group["eps"]),
         coupled_decay=_value(group["weight_decay"]),
         step=_steps(state) + 1,
         notes=notes,
@@ -443,7 +457,13 @@ def _adagrad(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name
     t = _steps(state)
     factor = 1.0 + t * _value(group["lr_decay"])
     diagonal = (_tensor(state["sum"], p).sqrt() + _value(group["eps"])) * factor
-    return _Part(diagonal, _GD, coupled_decay=_value(group["weight_decay"]), step=t + 1)
+    return _Part(
+        diagonal,
+        _GD,
+        epsilon=_value(group["eps"]) * factor,
+        coupled_decay=_value(group["weight_decay"]),
+        step=t + 1,
+    )
 
 
 def _adadelta(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name: str) -> _Part:
@@ -454,6 +474,7 @@ def _adadelta(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, nam
     return _Part(
         diagonal,
         _GD,
+        epsilon=((v + eps).sqrt() - v.sqrt()) / (u + eps).sqrt(),
         coupled_decay=_value(group["weight_decay"]),
         step=_steps(state) + 1,
         notes=["Adadelta: both accumulators (square_avg and acc_delta) held fixed."],
@@ -478,6 +499,7 @@ def _nadam(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name: 
     return _Part(
         diagonal,
         ModeRecursion(beta1, 1.0 - beta1, A, B),
+        epsilon=_value(group["eps"]),
         coupled_decay=0.0 if decoupled else wd,
         decoupled_decay=wd if decoupled else 0.0,
         step=s,
@@ -530,6 +552,7 @@ def _radam(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name: 
     beta1, beta2 = (_value(b) for b in group["betas"])
     s = _steps(state) + 1
     rect = radam_rectification(beta2, s)
+    epsilon = 0.0
     if rect is None:
         diagonal = torch.full_like(_tensor(state["exp_avg_sq"], p), 1 - beta1**s)
         notes = [f"RAdam at step {s} is in its SGD-like warm-up (rho_s <= 5): P = (1-beta1^s) I."]
@@ -538,12 +561,14 @@ def _radam(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name: 
         diagonal = (
             (1 - beta1**s) / rect * (v.sqrt() + _value(group["eps"])) / math.sqrt(1 - beta2**s)
         )
+        epsilon = (1 - beta1**s) / rect * _value(group["eps"]) / math.sqrt(1 - beta2**s)
         notes = [f"RAdam at step {s}: rectification r_s = {rect:.6g}."]
     decoupled = bool(group.get("decoupled_weight_decay", False))
     wd = _value(group["weight_decay"])
     return _Part(
         diagonal,
         _ema(beta1),
+        epsilon=epsilon,
         coupled_decay=0.0 if decoupled else wd,
         decoupled_decay=wd if decoupled else 0.0,
         step=s,
@@ -561,6 +586,7 @@ def _sparse_adam(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, 
     return _Part(
         diagonal,
         _ema(beta1),
+        epsilon=(1 - beta1**s) * _value(group["eps"]) / math.sqrt(1 - beta2**s),
         step=s,
         notes=[
             "SparseAdam: exact for rows present in every batch; rows a batch does not touch "
@@ -600,10 +626,12 @@ def _adafactor(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, na
         variance = _tensor(state["variance"], p)
     s = _steps(state) + 1
     rms = float(p.detach().double().norm()) / math.sqrt(p.numel())
-    diagonal = variance.clamp(min=eps1 * eps1).sqrt() / max(_value(eps2), rms)
+    scale = max(_value(eps2), rms)
+    diagonal = variance.clamp(min=eps1 * eps1).sqrt() / scale
     return _Part(
         diagonal,
         _GD,
+        epsilon=diagonal - variance.clamp(min=0.0).sqrt() / scale,
         decoupled_decay=_value(group["weight_decay"]),
         schedule="capped",
         schedule_params=(1.0 / math.sqrt(s),),
@@ -831,8 +859,19 @@ def _combine(
         )
         diagonals.append(d * (lr / group_lr) if group_lr != lr else d)
     preconditioner = torch.cat(diagonals).to(dtype)
+    epsilon = torch.cat(
+        [
+            torch.as_tensor(part.epsilon, dtype=torch.float64, device=device)
+            .reshape(-1)
+            .expand(size)
+            * (lr / group_lr)
+            for part, size, group_lr in zip(parts, sizes, lrs, strict=True)
+        ]
+    ).to(dtype)
     if all(p.diagonal is None for p in parts) and all(x == lr for x in lrs):
         preconditioner = None
+    if preconditioner is None or not bool((epsilon != 0).any()):
+        epsilon = None
     coupled = torch.cat(
         [
             torch.full((s,), p.coupled_decay, dtype=dtype, device=device)
@@ -862,6 +901,7 @@ def _combine(
         lr=lr,
         recursion=first.recursion,
         preconditioner=preconditioner,
+        epsilon=epsilon,
         weight_decay=weight_decay,
         decoupled_weight_decay=decoupled,
         schedule=first.schedule,

@@ -112,6 +112,10 @@ class FrozenStability(Record):
         Which preconditioner it rests on.
     exactness : str
         See :class:`~landscape.metrics.optimizers.frozen.FrozenLinearization`.
+    epsilon_share : float or None
+        The share of :math:`P` that the optimizer's :math:`\epsilon` makes up along the top
+        direction (weights :math:`u_i^2` of the top eigenvector): above ½ the threshold is
+        set by coordinates whose gradients vanish, not by curvature (a note says so).
     converged : bool
         Whether the eigensolver met its tolerance.
     num_hvps : int
@@ -132,6 +136,7 @@ class FrozenStability(Record):
     coefficient: float
     label: str
     exactness: str
+    epsilon_share: float | None
     converged: bool
     num_hvps: int
     eigenvector: Tensor | None = field(default=None, metadata={"record": False}, repr=False)
@@ -183,6 +188,22 @@ def frozen_stability(
     A = preconditioned_operator(H, linearization)
     result = eigenvalues(A, k=1, tol=tol, seed=seed, v0=v0, max_matvecs=max_matvecs)
     a = float(result.values[0])
+    vector = result.vectors[:, 0]
+    notes = linearization.notes
+    share = None
+    if linearization.epsilon is not None and linearization.preconditioner is not None:
+        weights = vector.square() / vector.square().sum()
+        ratio = linearization.epsilon.to(weights) / linearization.preconditioner.to(weights)
+        share = float((weights * ratio).sum())
+        if share > 0.5:
+            notes = (
+                *notes,
+                f"the threshold is set by coordinates whose preconditioner is mostly epsilon "
+                f"(share {share:.2g} along the top direction): their gradients vanish (inputs "
+                "that are always zero, dead units, a full batch at a minimum). The frozen "
+                "threshold holds for the frozen dynamics, but left free the optimizer raises "
+                "its second moment there as soon as those coordinates move.",
+            )
     return FrozenStability(
         optimizer=linearization.optimizer,
         sharpness=a,
@@ -193,8 +214,9 @@ def frozen_stability(
         coefficient=linearization.coefficient,
         label=linearization.label,
         exactness=linearization.exactness,
+        epsilon_share=share,
         converged=bool(result.all_converged),
         num_hvps=int(result.num_matvecs),
-        eigenvector=result.vectors[:, 0],
-        notes=linearization.notes,
+        eigenvector=vector,
+        notes=notes,
     )
