@@ -6,7 +6,7 @@
 """
 
 from landscape import losses
-from landscape.analysis import BUDGETS, analyze, compare, evaluate
+from landscape.analysis import BUDGETS, analyze, compare, plan
 from landscape.api import hessian_directions
 from landscape.data import DataSource
 from landscape.linalg import (
@@ -29,6 +29,7 @@ from landscape.linalg import (
 from landscape.metrics import (
     BlockSpectra,
     CoherenceResult,
+    HessianSettings,
     LayerCurvature,
     LayerwiseResult,
     LearningRateResult,
@@ -36,9 +37,11 @@ from landscape.metrics import (
     OptimizerSettings,
     SharpnessMeasure,
     SharpnessResult,
+    SharpnessSettings,
     SubsetEstimate,
     SubsetSpread,
     Verification,
+    VerifySettings,
     block_spectra,
     coherence,
     layerwise,
@@ -48,6 +51,7 @@ from landscape.metrics import (
     stability_threshold,
     subset_spread,
 )
+from landscape.metrics.evaluate import evaluate
 from landscape.operators import (
     CurvatureOperator,
     DenseOperator,
@@ -62,7 +66,9 @@ from landscape.operators import (
     hessian,
     per_example_gradients,
 )
+from landscape.operators.hessian import FiniteDifferenceWarning, SecondDerivativeError
 from landscape.params import ParamSpace, select_parameters
+from landscape.planning import Plan, UnitCosts
 from landscape.problem import Problem, VectorizationWarning
 from landscape.report import (
     Comparison,
@@ -109,9 +115,11 @@ __all__ = [
     "EmpiricalFisherOperator",
     "Estimate",
     "Finding",
+    "FiniteDifferenceWarning",
     "GaussNewtonOperator",
     "HFSharpnessCallback",
     "HessianOperator",
+    "HessianSettings",
     "IdentityOperator",
     "LayerCurvature",
     "LayerwiseResult",
@@ -122,17 +130,22 @@ __all__ = [
     "OptimizerSettings",
     "ParamSpace",
     "PerExampleGradients",
+    "Plan",
     "Problem",
     "Report",
+    "SecondDerivativeError",
     "SharpnessMeasure",
     "SharpnessResult",
+    "SharpnessSettings",
     "SharpnessTracker",
     "SpectralDensity",
     "SubsetEstimate",
     "SubsetSpread",
     "Surface",
+    "UnitCosts",
     "VectorizationWarning",
     "Verification",
+    "VerifySettings",
     "analyze",
     "block_spectra",
     "coherence",
@@ -157,6 +170,7 @@ __all__ = [
     "noise_scale",
     "orthogonalize",
     "per_example_gradients",
+    "plan",
     "plane",
     "plot_eigenvalues",
     "plot_layerwise",

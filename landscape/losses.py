@@ -422,9 +422,6 @@ class Task:
     num_items: bool = False
 
 
-_TOKEN_TASKS = ("causal_lm", "masked_lm", "seq2seq_lm", "token_classification")
-
-
 def _accepts_num_items(model: nn.Module) -> bool:
     try:
         parameters = inspect.signature(model.forward).parameters.values()

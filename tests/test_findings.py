@@ -61,7 +61,7 @@ def lr_result(
         verification=tuple(verification),
         current_lr=lr,
         num_samples=1024,
-        num_hvps=0,
+        num_matvecs=0,
         num_passes=0,
         seconds=0.0,
         at_minimum=at_minimum,

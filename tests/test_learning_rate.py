@@ -268,7 +268,9 @@ def test_adam_steady_state_preconditioner():
     model, X, y = _regression(n=24)
     with torch.no_grad():
         model.bias.add_(0.3)
-    r = ls.max_learning_rate(model, (X, y), batch_sizes=(6, "full"), optimizer="adam", eps=1e-6)
+    r = ls.max_learning_rate(
+        model, (X, y), batch_sizes=(6, "full"), optimizer=ls.OptimizerSettings("adam", eps=1e-6)
+    )
     A = torch.cat([X, torch.ones(24, 1, dtype=X.dtype)], 1)
     residual = (model(X) - y).detach()[:, 0]
     g = 2 * residual[:, None] * A  # per-example gradients of (f - y)^2
@@ -291,9 +293,7 @@ def test_verify_brackets_gradient_descent_threshold():
         model,
         (X, y),
         batch_sizes=("full",),
-        verify=True,
-        verify_factors=(0.9, 1.1),
-        verify_steps=300,
+        verify=ls.VerifySettings(factors=(0.9, 1.1), steps=300),
     )
     v = r.verification[0]
     assert v.diverged.tolist() == [False, True]
@@ -347,7 +347,7 @@ def test_verify_detects_instability_from_an_exact_minimum():
     # small perturbation so that 1.1 x 2/lambda still shows as unstable.
     model, X, y = _regression(n=32)
     r = ls.max_learning_rate(
-        model, (X, y), batch_sizes=("full",), verify=True, verify_factors=(0.9, 1.1)
+        model, (X, y), batch_sizes=("full",), verify=ls.VerifySettings(factors=(0.9, 1.1))
     )
     assert r.verification[0].diverged.tolist() == [False, True]
     assert r.verification[0].start_loss > 0

@@ -13,7 +13,7 @@ from landscape.linalg._random import as_generator, rademacher
 from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion
 from landscape.operators.hessian import hessian
-from landscape.problem import unwrap_model
+from landscape.problem import Problem, as_problem
 from landscape.records import Record
 
 __all__ = ["LayerCurvature", "LayerwiseResult", "layerwise"]
@@ -155,8 +155,8 @@ def _subtrees(model: nn.Module, wanted: list[str]) -> list[tuple[str, list[str]]
 
 
 def layerwise(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
     metrics: Sequence[str] = _METRICS,
@@ -164,6 +164,7 @@ def layerwise(
     tol: float = 1e-4,
     seed: int | torch.Generator | None = 0,
     modules: Iterable[str] | None = None,
+    backend: str = "auto",
     **options: Any,
 ) -> LayerwiseResult:
     r"""Measure the curvature of each layer's diagonal Hessian block :math:`H_{ll}`.
@@ -180,12 +181,10 @@ def layerwise(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified.
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`.
-    loss_fn : callable, optional
-        As for :func:`landscape.hessian`.
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model (never modified) with its data
+        and loss, as for :func:`landscape.hessian`. Layers are the problem's selected
+        parameters, grouped.
     metrics : sequence of {"trace", "top_eigenvalue"}, optional
         What to compute.
     num_probes : int, optional
@@ -198,8 +197,11 @@ def layerwise(
         One row per named module, over every trainable parameter below it (e.g. the
         blocks ``"transformer.h.0"``, ``"transformer.h.1"`` of a GPT-2). Default: one row
         per module that owns parameters directly.
+    backend : str, optional
+        How Hessian products are computed (see :class:`landscape.HessianOperator`).
     **options
-        Passed to :func:`landscape.hessian` (``mode``, ``batch_loss``, ``max_batches``, ...).
+        Options of :class:`~landscape.problem.Problem` (``mode``, ``batch_loss``,
+        ``max_batches``, ...), as for :func:`landscape.hessian`.
 
     Returns
     -------
@@ -224,19 +226,23 @@ def layerwise(
     >>> [row.name for row in result.layers], result.layers[0].num_params
     (['0', '2'], 30)
     """
-    model = unwrap_model(model)
+    problem = as_problem(problem, data, loss_fn, where="layerwise", **options)
+    model = problem.model
     unknown = set(metrics) - set(_METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {_METRICS}.")
     if num_probes < 2:
         raise ValueError(f"num_probes must be at least 2 (for a standard error); got {num_probes}.")
     groups = _groups(model) if modules is None else _subtrees(model, list(modules))
+    selected = set(problem.space.names)
+    groups = [(g, [n for n in members if n in selected]) for g, members in groups]
+    groups = [(g, members) for g, members in groups if members]
     generator = as_generator(seed)
     names = list(dict.fromkeys(n for _, group in groups for n in group))
     rows: dict[str, dict[str, Any]] = {g: {} for g, _ in groups}
     matvecs = passes = 0
     if "trace" in metrics:
-        H = hessian(model, data, loss_fn, params=names, **options)
+        H = hessian(problem.with_params(names), backend=backend)
         Z = rademacher(H.shape[0], num_probes, generator, dtype=H.dtype, device=H.device)
         HZ = H @ Z
         products = H.vector_to_params((Z * HZ).T)  # per parameter: (num_probes, *shape)
@@ -247,7 +253,7 @@ def layerwise(
         matvecs, passes = H.num_matvecs, H.num_passes
     if "top_eigenvalue" in metrics:
         for group, members in groups:
-            block = hessian(model, data, loss_fn, params=members, **options)
+            block = hessian(problem.with_params(members), backend=backend)
             ev = eigenvalues(block, k=1, tol=tol, seed=generator)
             rows[group]["top_eigenvalue"] = float(ev.values[0])
             rows[group]["top_residual"] = float(ev.residuals[0])

@@ -27,17 +27,19 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape._compat import moved
+from landscape.data import BatchList
 from landscape.linalg._random import as_generator
 from landscape.linalg.eigen import eigenvalues
-from landscape.losses import BatchLoss, Count, Criterion, Objective
+from landscape.losses import Criterion, Objective
 from landscape.metrics import _per_example as per_example
 from landscape.metrics.mean_square import gram_spectrum, mean_square_threshold, nonuniformity
 from landscape.metrics.thresholds import (
@@ -48,15 +50,59 @@ from landscape.metrics.thresholds import (
 from landscape.operators.base import IdentityOperator, LinearOperator
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.scaled import diagonal_congruence
-from landscape.params import ParamSelector, ParamSpace
-from landscape.problem import Problem, evaluation_mode, unwrap_model
+from landscape.problem import Problem, as_problem, evaluation_mode
 from landscape.records import Record
 
-__all__ = ["LearningRateResult", "Verification", "max_learning_rate"]
+__all__ = ["LearningRateResult", "Verification", "VerifySettings", "max_learning_rate"]
 
 _CHUNK = 1024  # samples per physical batch when a mini-batch or the full data is evaluated
 _FACTOR_BUDGET = 250_000_000  # entries of the per-example factor matrix (1 GB in float32)
 _GRAM_ROWS = 1536  # rows m*k of the Gram matrix: each eigensolver product costs m k r^2 flops
+
+
+@dataclass(frozen=True)
+class VerifySettings(Record):
+    """How :func:`max_learning_rate` verifies its predictions with short training bursts.
+
+    Attributes
+    ----------
+    steps : int
+        Optimizer steps per burst.
+    factors : tuple of float
+        Multiples of ``lr_max`` to try at every batch size.
+    divergence_factor : float
+        A burst diverged if its final full-data loss exceeds this times the starting loss
+        (or is not finite). Near the threshold growth is slow, so short bursts bracket the
+        true threshold only coarsely.
+    perturbation : float
+        Bursts start from the model plus a random perturbation of this norm relative to the
+        parameters' norm (the same for every learning rate), so that an unstable learning
+        rate shows even at an exact minimum, where all gradients vanish.
+
+    Raises
+    ------
+    ValueError
+        For ``divergence_factor <= 1``, ``steps < 1`` or no factors.
+
+    Examples
+    --------
+    >>> VerifySettings(steps=50).factors
+    (0.5, 0.8, 1.25, 2.0)
+    """
+
+    steps: int = 200
+    factors: tuple[float, ...] = (0.5, 0.8, 1.25, 2.0)
+    divergence_factor: float = 2.0
+    perturbation: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not self.divergence_factor > 1:
+            raise ValueError(f"divergence_factor must exceed 1; got {self.divergence_factor!r}.")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer; got {self.steps!r}.")
+        if not len(self.factors):
+            raise ValueError("factors is empty: give the multiples of lr_max to try.")
+        object.__setattr__(self, "factors", tuple(float(x) for x in sorted(self.factors)))
 
 
 @dataclass(frozen=True)
@@ -150,7 +196,7 @@ class LearningRateResult(Record):
         The optimizer's current learning rate, when known.
     num_samples : int
         Dataset size :math:`n`.
-    num_hvps, num_passes : int
+    num_matvecs, num_passes : int
         Hessian-vector products and passes over (mini-)batches.
     seconds : float
         Wall time.
@@ -162,6 +208,8 @@ class LearningRateResult(Record):
         minimum). ``None`` where not checked (no exact threshold, or the full batch was not
         among the batch sizes).
     """
+
+    _renamed: ClassVar[dict[str, str]] = {"num_hvps": "num_matvecs"}
 
     batch_sizes: np.ndarray
     lr_max: np.ndarray
@@ -182,7 +230,7 @@ class LearningRateResult(Record):
     verification: tuple[Verification, ...]
     current_lr: float | None
     num_samples: int
-    num_hvps: int
+    num_matvecs: int
     num_passes: int
     seconds: float
     notes: tuple[str, ...] = ()
@@ -223,7 +271,9 @@ class LearningRateResult(Record):
             lines.append(f"Wu & Su trace bound (B=1): lr <= {self.lr_trace_bound:.4g}")
         if self.current_lr is not None:
             lines.append(f"current lr {self.current_lr:.4g}")
-        lines.append(f"cost: {self.num_hvps} HVPs, {self.num_passes} passes, {self.seconds:.1f} s")
+        lines.append(
+            f"cost: {self.num_matvecs} HVPs, {self.num_passes} passes, {self.seconds:.1f} s"
+        )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -278,34 +328,33 @@ def _slope(B: np.ndarray, lr: np.ndarray, n: int) -> float:
     return float(np.polyfit(np.log(B[keep]), np.log(lr[keep]), 1)[0])
 
 
+@moved(
+    lr="optimizer=ls.OptimizerSettings(kind, lr=...)",
+    momentum="optimizer=ls.OptimizerSettings('momentum', momentum=...)",
+    betas="optimizer=ls.OptimizerSettings('adam', betas=...)",
+    eps="optimizer=ls.OptimizerSettings('adam', eps=...)",
+    weight_decay="optimizer=ls.OptimizerSettings(kind, weight_decay=...)",
+    verify_steps="verify=ls.VerifySettings(steps=...)",
+    verify_factors="verify=ls.VerifySettings(factors=...)",
+    divergence_factor="verify=ls.VerifySettings(divergence_factor=...)",
+    verify_perturbation="verify=ls.VerifySettings(perturbation=...)",
+)
 def max_learning_rate(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
-    batch_loss: BatchLoss | None = None,
-    count: Count | None = None,
-    params: ParamSelector = None,
     batch_sizes: Sequence[int | str] = (8, 32, 128, 512, "full"),
-    optimizer: str | torch.optim.Optimizer = "sgd",
-    lr: float | None = None,
-    momentum: float = 0.9,
-    betas: Sequence[float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
+    optimizer: str | OptimizerSettings | torch.optim.Optimizer = "sgd",
     num_batches: int = 8,
     exact: bool | Literal["auto"] = "auto",
     exact_samples: int = 128,
-    verify: bool = False,
-    verify_steps: int = 200,
-    verify_factors: Sequence[float] = (0.5, 0.8, 1.25, 2.0),
-    divergence_factor: float = 2.0,
-    verify_perturbation: float = 1e-3,
+    verify: bool | VerifySettings = False,
     tol: float = 1e-3,
-    max_samples: int | None = None,
     seed: int | torch.Generator | None = 0,
     progress: bool = False,
     backend: str = "auto",
+    **options: Any,
 ) -> LearningRateResult:
     r"""Predict the largest stable learning rate for each batch size and optimizer.
 
@@ -339,24 +388,19 @@ def max_learning_rate(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model at the point of interest (a minimum for the exact threshold); never modified.
-    data : iterable of batches, or one batch
-        The training data, as for :func:`landscape.hessian`; it is gathered into one batch
-        structure so mini-batches can be drawn at random.
-    loss_fn, batch_loss, count : callable, optional
-        The mean loss, as for :func:`landscape.hessian`.
-    params : ParamSelector, optional
-        Trained parameters (default: all trainable ones, or those of ``optimizer``).
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model at the point of interest (a
+        minimum for the exact threshold; never modified) with its training data and loss,
+        as for :func:`landscape.hessian`; the data is gathered into one batch structure so
+        mini-batches can be drawn at random. Trained parameters: the problem's selection
+        (default: all trainable ones, or those of an ``optimizer`` instance).
     batch_sizes : sequence of int or "full", optional
         Batch sizes to evaluate (``"full"``: the whole dataset, one "batch").
-    optimizer : {"sgd", "momentum", "nesterov", "adam"} or torch.optim.Optimizer, optional
-        The update rule; an instance supplies lr, momentum, betas, eps, weight decay and
-        (Adam) its preconditioner state.
-    lr : float, optional
-        The learning rate you plan to use (reported as ``current_lr``).
-    momentum, betas, eps, weight_decay : optional
-        Hyperparameters used with an optimizer name.
+    optimizer : {"sgd", "momentum", "nesterov", "adam"}, OptimizerSettings or Optimizer
+        The update rule: a name (default hyperparameters), :class:`OptimizerSettings`
+        (``lr`` is the learning rate you plan to use, reported as ``current_lr``), or an
+        instance, which supplies lr, momentum, betas, eps, weight decay and (Adam) its
+        preconditioner state.
     num_batches : int, optional
         Random batches per batch size.
     exact : bool or "auto", optional
@@ -366,24 +410,11 @@ def max_learning_rate(
         Examples used for it, at most ``1536 / outputs`` (memory
         ``exact_samples * outputs * parameters`` floats; time cubic in
         ``exact_samples * outputs``).
-    verify : bool, optional
-        Run training bursts at ``verify_factors`` times the prediction for every batch size.
-    verify_steps : int, optional
-        Optimizer steps per burst.
-    verify_factors : sequence of float, optional
-        Multiples of ``lr_max`` to try.
-    verify_perturbation : float, optional
-        Bursts start from the model plus a random perturbation of this norm relative to the
-        parameters' norm (the same for every learning rate), so that an unstable learning
-        rate shows even at an exact minimum, where all gradients vanish.
-    divergence_factor : float, optional
-        A burst diverged if its final full-data loss exceeds this times the starting loss
-        (or is not finite). Near the threshold growth is slow, so short bursts bracket the
-        true threshold only coarsely.
+    verify : bool or VerifySettings, optional
+        Run training bursts at multiples of the prediction for every batch size
+        (``True``: :class:`VerifySettings` defaults).
     tol : float, optional
         Relative residual tolerance of the eigenvalues.
-    max_samples : int, optional
-        Use only the first samples of the data.
     seed : int or torch.Generator, optional
         Randomness of batches, starting vectors and bursts.
     progress : bool, optional
@@ -391,6 +422,9 @@ def max_learning_rate(
     backend : str, optional
         How Hessian products are computed (see :class:`landscape.HessianOperator`;
         ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
+    **options
+        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
+        ``count``, ``max_samples``, ...).
 
     Returns
     -------
@@ -428,69 +462,140 @@ def max_learning_rate(
     >>> bool(r.lr_mean_square[0] < r.lr_mean_square[1] < r.lr_mean_square[2])
     True
     """
-    model = unwrap_model(model)
     start = time.perf_counter()
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     if not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(f"num_batches must be a positive integer; got {num_batches!r}.")
-    if not divergence_factor > 1:
-        raise ValueError(f"divergence_factor must exceed 1; got {divergence_factor!r}.")
     if isinstance(exact_samples, bool) or not isinstance(exact_samples, int) or exact_samples < 1:
         raise ValueError(f"exact_samples must be a positive integer; got {exact_samples!r}.")
-    settings = optimizer_settings(
-        optimizer, lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay
-    )
+    checks = VerifySettings() if verify is True else verify or None
+    settings = optimizer_settings(optimizer)
     instance = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
-    if instance is not None and params is None:
+    if instance is not None and "params" not in options and not isinstance(problem, Problem):
         ids = {id(p) for g in instance.param_groups for p in g["params"]}
-        params = [p for p in model.parameters() if id(p) in ids]
-    problem = Problem(
-        model,
-        data,
-        loss_fn,
-        batch_loss=batch_loss,
-        count=count,
-        params=params,
-        max_samples=max_samples,
-        shard=False,
+        options["params"] = [p for p in problem.parameters() if id(p) in ids]
+    problem = as_problem(problem, data, loss_fn, where="max_learning_rate", **options)
+    problem = problem.with_data(shard=False)
+    problem.loss()  # a non-finite loss is named by the user's batch, not a random draw
+    run = _Run(problem, per_example.gather(problem), as_generator(seed), [])
+    sizes = _resolve_batch_sizes(batch_sizes, run.n)
+    scale, method = _preconditioner(run, settings, instance)
+    samples, hvps, passes = _batch_sharpness(
+        run, sizes, num_batches, settings, scale, tol, backend, progress
     )
-    space = problem.space
-    named = dict(model.named_parameters())
-    generator = as_generator(seed)
-    notes: list[str] = []
+    table = _rates(samples, settings.coefficient, sizes, run.n, run.notes)
+    exact_rates = _exact(run, settings, exact, sizes, exact_samples, table["sharpness"])
+    verification = () if checks is None else _verification(
+        run, sizes, table["lr_max"], settings, instance, checks
+    )  # fmt: skip
+    return LearningRateResult(
+        **table,
+        **exact_rates,
+        optimizer=settings,
+        coefficient=settings.coefficient,
+        method=method,
+        verification=verification,
+        current_lr=settings.lr,
+        num_samples=run.n,
+        num_matvecs=hvps,
+        num_passes=passes,
+        seconds=time.perf_counter() - start,
+        notes=tuple(run.notes),
+    )
 
-    _check_finite_losses(problem)
-    dataset, n = per_example.gather(problem)
-    sizes = _resolve_batch_sizes(batch_sizes, n)
-    coefficient = settings.coefficient
 
-    def on(batches: list[Any]) -> Problem:
-        return problem.with_data(_Batches(batches), shard=False)
+@dataclass
+class _Run:
+    """What every step of :func:`max_learning_rate` shares: the problem, the gathered data."""
 
-    # -- Adam's preconditioner -----------------------------------------------------------------
-    fixed_scale: Tensor | None = None
+    problem: Problem
+    gathered: tuple[Any, int]
+    generator: torch.Generator
+    notes: list[str]
+
+    @property
+    def dataset(self) -> Any:
+        return self.gathered[0]
+
+    @property
+    def n(self) -> int:
+        return self.gathered[1]
+
+    def on(self, batches: list[Any]) -> Problem:
+        return self.problem.with_data(BatchList(batches), shard=False)
+
+    def whole(self) -> Problem:
+        return self.on(per_example.split(self.dataset, self.n, _CHUNK))
+
+
+Scale = Callable[[LinearOperator, int], LinearOperator]
+
+
+def _preconditioner(
+    run: _Run, settings: OptimizerSettings, instance: torch.optim.Optimizer | None
+) -> tuple[Scale, str]:
+    """Return how a mini-batch Hessian is scaled (weight decay, Adam's P) and the method text.
+
+    Returns
+    -------
+    tuple
+        ``scale(operator, batch_size) -> operator`` and the description of the method.
+    """
+    space = run.problem.space
+    fixed: Tensor | None = None
     moments: tuple[Tensor, Tensor] | None = None
+    method = "lambda_1 of mini-batch Hessians (Granziol et al. heuristic)"
     if settings.kind == "adam":
-        has_state = instance is not None and any(len(s) for s in instance.state.values())
-        if has_state:
-            assert instance is not None
-            fixed_scale = adam_preconditioner(instance, space, named).rsqrt()
+        if instance is not None and any(len(s) for s in instance.state.values()):
+            named = dict(run.problem.model.named_parameters())
+            fixed = adam_preconditioner(instance, space, named).rsqrt()
             method = "Adam: lambda_max(P^-1/2 H_S P^-1/2), P from the optimizer's state"
         else:
-            moments = per_example.gradient_moments(on(per_example.split(dataset, n, _CHUNK)))
+            moments = per_example.gradient_moments(run.whole())
             method = (
                 "Adam: lambda_max(P_B^-1/2 H_S P_B^-1/2), P_B = Adam's steady-state "
                 "preconditioner at batch size B from per-example gradient moments"
             )
-    else:
-        method = "lambda_1 of mini-batch Hessians (Granziol et al. heuristic)"
     if settings.weight_decay:
-        notes.append(f"coupled weight decay {settings.weight_decay:g} added to the Hessian.")
+        run.notes.append(f"coupled weight decay {settings.weight_decay:g} added to the Hessian.")
     if settings.decoupled_weight_decay:
-        notes.append("decoupled (AdamW) weight decay shifts the threshold by O(lr*wd): ignored.")
+        run.notes.append(
+            "decoupled (AdamW) weight decay shifts the threshold by O(lr*wd): ignored."
+        )
+    n = run.n
 
-    # -- batch sharpness -----------------------------------------------------------------------
+    def scale(op: LinearOperator, B: int) -> LinearOperator:
+        if settings.weight_decay:
+            eye = IdentityOperator(space.dim, dtype=space.dtype, device=space.device)
+            op = op + eye * settings.weight_decay
+        if fixed is not None:
+            return diagonal_congruence(op, fixed)
+        if moments is not None:
+            p = 0.0 if n <= B else (n - B) / (B * (n - 1))
+            second = moments[0] ** 2 + p * moments[1]
+            return diagonal_congruence(op, (second.sqrt() + settings.eps).rsqrt())
+        return op
+
+    return scale, method
+
+
+def _batch_sharpness(
+    run: _Run,
+    sizes: list[int],
+    num_batches: int,
+    settings: OptimizerSettings,
+    scale: Scale,
+    tol: float,
+    backend: str,
+    progress: bool,
+) -> tuple[list[np.ndarray], int, int]:
+    """Return the top eigenvalue of every drawn mini-batch's (scaled) Hessian, per batch size.
+
+    Returns
+    -------
+    tuple
+        Per batch size the array of sharpness samples, and the products and passes used.
+    """
+    n, generator = run.n, run.generator
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -500,27 +605,14 @@ def max_learning_rate(
     hvps = passes = 0
     try:
         for B in sizes:
-            draws = 1 if n == B else num_batches
-            values = []
-            v0 = None
-            for _ in range(draws):
+            values, v0 = [], None
+            for _ in range(1 if n == B else num_batches):
                 if n == B:
-                    batches = per_example.split(dataset, n, _CHUNK)
+                    batches = per_example.split(run.dataset, n, _CHUNK)
                 else:
                     index = torch.randperm(n, generator=generator)[:B]
-                    batches = per_example.split(per_example.select(dataset, index), B, _CHUNK)
-                op: LinearOperator = HessianOperator(
-                    None, None, problem=on(batches), backend=backend
-                )
-                if settings.weight_decay:
-                    eye = IdentityOperator(space.dim, dtype=space.dtype, device=space.device)
-                    op = op + eye * settings.weight_decay
-                if fixed_scale is not None:
-                    op = diagonal_congruence(op, fixed_scale)
-                elif moments is not None:
-                    p = 0.0 if n <= B else (n - B) / (B * (n - 1))
-                    second = moments[0] ** 2 + p * moments[1]
-                    op = diagonal_congruence(op, (second.sqrt() + settings.eps).rsqrt())
+                    batches = per_example.split(per_example.select(run.dataset, index), B, _CHUNK)
+                op = scale(HessianOperator(run.on(batches), backend=backend), B)
                 seed_b = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
                 ev = eigenvalues(op, k=1, tol=tol, seed=seed_b, v0=v0)
                 v0 = ev.vectors[:, 0]
@@ -533,7 +625,19 @@ def max_learning_rate(
     finally:
         if bar is not None:
             bar.close()
+    return samples, hvps, passes
 
+
+def _rates(
+    samples: list[np.ndarray], coefficient: float, sizes: list[int], n: int, notes: list[str]
+) -> dict[str, Any]:
+    """Return the learning rates, their band and the fitted law from the sharpness samples.
+
+    Returns
+    -------
+    dict
+        The :class:`LearningRateResult` fields of the heuristic.
+    """
     Bs = np.asarray(sizes, dtype=np.int64)
     sharp = np.asarray([s.mean() for s in samples])
     if bool((sharp <= 0).any()):
@@ -550,13 +654,43 @@ def max_learning_rate(
     fit = _fit_law(Bs.astype(float), sharp, n)
     with np.errstate(divide="ignore", invalid="ignore"):
         lr_fit = coefficient / (fit["a"] + fit["b"] * _noise_factor(Bs.astype(float), n))
+    return {
+        "batch_sizes": Bs,
+        "lr_max": lr_max,
+        "lr_max_low": lr_low,
+        "lr_max_high": lr_high,
+        "sharpness": sharp,
+        "sharpness_std": np.asarray([s.std() for s in samples]),
+        "sharpness_samples": tuple(samples),
+        "fit": fit,
+        "lr_fit": lr_fit,
+        "scaling_exponent": _slope(Bs.astype(float), lr_max, n),
+    }
 
-    # -- exact mean-square threshold (SGD) ------------------------------------------------------
-    lr_ms = lr_wme = None
-    trace_bound = at_minimum = None
+
+def _exact(
+    run: _Run,
+    settings: OptimizerSettings,
+    exact: bool | str,
+    sizes: list[int],
+    exact_samples: int,
+    sharp: np.ndarray,
+) -> dict[str, Any]:
+    """Return the exact mean-square SGD thresholds where they apply (else ``None`` fields).
+
+    Returns
+    -------
+    dict
+        ``lr_mean_square``, ``lr_nonuniformity_bound``, ``lr_trace_bound``, ``at_minimum``.
+
+    Raises
+    ------
+    ValueError
+        For ``exact=True`` where the threshold does not apply.
+    """
     applies = (
         settings.kind == "sgd"
-        and problem.objective.has_criterion
+        and run.problem.objective.has_criterion
         and not settings.weight_decay
         and not settings.dampening
     )
@@ -565,80 +699,70 @@ def max_learning_rate(
             "the exact mean-square threshold applies to plain SGD (no momentum, dampening or "
             "weight decay) with the loss given as outputs + criterion (loss_fn)."
         )
+    found: tuple[Any, ...] = (None, None, None, None)
     if exact is True or (exact == "auto" and applies):
-        lr_ms, lr_wme, trace_bound, at_minimum = _exact_thresholds(
-            on([dataset]), dataset, n, sizes, exact_samples, generator, notes, sharp
-        )
+        found = _exact_thresholds(
+            run.on([run.dataset]), run.dataset, run.n, sizes, exact_samples, run.generator,
+            run.notes, sharp,
+        )  # fmt: skip
+    keys = ("lr_mean_square", "lr_nonuniformity_bound", "lr_trace_bound", "at_minimum")
+    return dict(zip(keys, found))
 
-    verification: tuple[Verification, ...] = ()
-    if verify:
-        verification = tuple(
-            _verify(
-                model,
-                problem.objective,
-                space,
-                dataset,
-                n,
-                B,
-                lr_max[i] * np.asarray(sorted(verify_factors), dtype=float),
-                settings,
-                instance,
-                verify_steps,
-                divergence_factor,
-                generator,
-                verify_perturbation,
-            )
-            for i, B in enumerate(sizes)
-            if np.isfinite(lr_max[i])
+
+def _verification(
+    run: _Run,
+    sizes: list[int],
+    lr_max: np.ndarray,
+    settings: OptimizerSettings,
+    instance: torch.optim.Optimizer | None,
+    checks: VerifySettings,
+) -> tuple[Verification, ...]:
+    """Run the training bursts at every batch size with a finite prediction; note caveats.
+
+    Returns
+    -------
+    tuple of Verification
+        One per batch size.
+    """
+    whole = run.whole()
+    verification = tuple(
+        _verify(
+            whole,
+            run.dataset,
+            run.n,
+            B,
+            lr_max[i] * np.asarray(checks.factors, dtype=float),
+            settings,
+            instance,
+            checks,
+            run.generator,
         )
-        mixed = [
-            v.batch_size
-            for v in verification
-            if v.lr_stable is not None and v.lr_diverged is not None and v.lr_stable > v.lr_diverged
-        ]
-        if mixed:
-            notes.append(
-                f"verification is not monotone in the learning rate at B = {mixed}: gradient "
-                "noise or nonlinear effects (catapults, escape to flatter regions) decide "
-                "there; the bracket is not sharp."
-            )
-        if settings.kind == "adam":
-            notes.append(
-                "verification with Adam: above its linear-stability limit Adam rarely blows "
-                "up; a burst's loss grows from gradient noise instead, so its bracket measures "
-                "noise-driven excess loss more than instability."
-            )
-        notes.append(
-            f"verification: {verify_steps} steps per burst on a copy in eval mode, starting "
-            f"{verify_perturbation:g} x |theta| away from the model; diverged = "
-            f"final full-data loss > {divergence_factor:g} x the starting loss, or not finite."
-        )
-    return LearningRateResult(
-        batch_sizes=Bs,
-        lr_max=lr_max,
-        lr_max_low=lr_low,
-        lr_max_high=lr_high,
-        sharpness=sharp,
-        sharpness_std=np.asarray([s.std() for s in samples]),
-        sharpness_samples=tuple(samples),
-        fit=fit,
-        lr_fit=lr_fit,
-        scaling_exponent=_slope(Bs.astype(float), lr_max, n),
-        optimizer=settings,
-        coefficient=coefficient,
-        method=method,
-        lr_mean_square=lr_ms,
-        lr_nonuniformity_bound=lr_wme,
-        lr_trace_bound=trace_bound,
-        verification=verification,
-        current_lr=settings.lr,
-        num_samples=n,
-        num_hvps=hvps,
-        num_passes=passes,
-        seconds=time.perf_counter() - start,
-        notes=tuple(notes),
-        at_minimum=at_minimum,
+        for i, B in enumerate(sizes)
+        if np.isfinite(lr_max[i])
     )
+    mixed = [
+        v.batch_size
+        for v in verification
+        if v.lr_stable is not None and v.lr_diverged is not None and v.lr_stable > v.lr_diverged
+    ]
+    if mixed:
+        run.notes.append(
+            f"verification is not monotone in the learning rate at B = {mixed}: gradient "
+            "noise or nonlinear effects (catapults, escape to flatter regions) decide "
+            "there; the bracket is not sharp."
+        )
+    if settings.kind == "adam":
+        run.notes.append(
+            "verification with Adam: above its linear-stability limit Adam rarely blows "
+            "up; a burst's loss grows from gradient noise instead, so its bracket measures "
+            "noise-driven excess loss more than instability."
+        )
+    run.notes.append(
+        f"verification: {checks.steps} steps per burst on a copy in eval mode, starting "
+        f"{checks.perturbation:g} x |theta| away from the model; diverged = final "
+        f"full-data loss > {checks.divergence_factor:g} x the starting loss, or not finite."
+    )
+    return verification
 
 
 def _exact_thresholds(
@@ -711,35 +835,6 @@ def _exact_thresholds(
     return lr_ms, lr_wme, 2.0 / gram.trace, at_minimum
 
 
-class _Batches:
-    """A re-iterable list of batches, never mistaken for a single batch.
-
-    :class:`~landscape.data.DataSource` reads a plain list of up to four tensors as one batch.
-    """
-
-    def __init__(self, batches: list[Any]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Any:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def _check_finite_losses(problem: Problem) -> None:
-    # One forward pass over the data as given: a non-finite loss is reported with the index
-    # of the user's batch, not of a random mini-batch drawn from the gathered samples.
-    with problem.evaluation() as run, torch.no_grad():
-        for batch in problem.batches():
-            value = float(run.loss(batch.data, batch.weight))
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"at batch {batch.index} (0-based) of the data, the loss is {value}; check "
-                    "the data and the model."
-                )
-
-
 def _weighted_parts(objective: Objective, batch: Any, n: int) -> list[tuple[Any, float]]:
     """Return the physical chunks of a batch with their weights (those of positive weight).
 
@@ -752,30 +847,20 @@ def _weighted_parts(objective: Objective, batch: Any, n: int) -> list[tuple[Any,
     return [(part, w) for part, w in parts if w > 0]
 
 
-def _full_loss(objective: Objective, model: nn.Module, dataset: Any, n: int) -> float:
-    parts = _weighted_parts(objective, dataset, n)
-    with torch.no_grad():
-        total = sum(float(objective.loss(model, part, w)) * w for part, w in parts)
-    return total / sum(w for _, w in parts)
-
-
 def _verify(
-    model: nn.Module,
-    objective: Objective,
-    space: ParamSpace,
+    whole: Problem,
     dataset: Any,
     n: int,
     B: int,
     lrs: np.ndarray,
     settings: OptimizerSettings,
     instance: torch.optim.Optimizer | None,
-    steps: int,
-    divergence_factor: float,
+    checks: VerifySettings,
     generator: torch.Generator,
-    perturbation: float,
 ) -> Verification:
     # Every burst starts from the same slightly perturbed point: from an exact (interpolating)
     # minimum all gradients vanish and even an unstable learning rate never moves.
+    model, objective, space = whole.model, whole.objective, whole.space
     named = dict(model.named_parameters())
     noise = {
         name: torch.randn(named[name].shape, generator=generator, dtype=torch.float64)
@@ -783,7 +868,7 @@ def _verify(
     }
     norm = math.sqrt(sum(float(named[k].detach().double().pow(2).sum()) for k in noise))
     scale = (
-        perturbation
+        checks.perturbation
         * norm
         / max(math.sqrt(sum(float(u.pow(2).sum()) for u in noise.values())), 1e-300)
     )
@@ -796,8 +881,7 @@ def _verify(
                 own[name].add_(u.to(own[name]) * scale)
         return clone
 
-    with evaluation_mode(model):
-        start = _full_loss(objective, start_point(), dataset, n)
+    start = whole.with_model(start_point()).loss()
     finals, diverged = [], []
     for lr in lrs:
         clone = start_point()
@@ -812,7 +896,7 @@ def _verify(
         opt = _make_optimizer(trained, float(lr), settings, instance, model, clone)
         final = math.inf
         with evaluation_mode(clone):
-            for _ in range(steps):
+            for _ in range(checks.steps):
                 index = torch.randperm(n, generator=generator)[:B]
                 batch = dataset if n == B else per_example.select(dataset, index)
                 opt.zero_grad(set_to_none=True)
@@ -825,17 +909,20 @@ def _verify(
                     break
                 opt.step()
             else:
-                final = _full_loss(objective, clone, dataset, n)
+                try:
+                    final = whole.with_model(clone).loss()
+                except FloatingPointError:
+                    final = math.inf
         final = final if math.isfinite(final) else math.inf
         finals.append(final)
-        diverged.append(not final <= divergence_factor * start)
+        diverged.append(not final <= checks.divergence_factor * start)
     return Verification(
         batch_size=B,
         lrs=np.asarray(lrs, dtype=float),
         diverged=np.asarray(diverged, dtype=bool),
         final_losses=np.asarray(finals, dtype=float),
         start_loss=start,
-        steps=steps,
+        steps=checks.steps,
     )
 
 

@@ -179,6 +179,17 @@ class OptimizerSettings(Record):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
 
+    def __post_init__(self) -> None:
+        if self.kind not in _NAMES:
+            raise ValueError(
+                f"unknown optimizer kind {self.kind!r}; expected one of {', '.join(_NAMES)}."
+            )
+        if self.kind in ("momentum", "nesterov") and not 0.0 < self.momentum < 1.0:
+            raise ValueError(
+                f"kind={self.kind!r} needs its momentum in (0, 1); got {self.momentum!r} (e.g. "
+                f"OptimizerSettings({self.kind!r}, lr=0.1, momentum=0.9))."
+            )
+
     @property
     def coefficient(self) -> float:
         """The threshold coefficient :math:`c`: stable iff sharpness < c / lr (see module doc)."""
@@ -266,7 +277,7 @@ def stability_threshold(
 
 
 def optimizer_settings(
-    optimizer: str | torch.optim.Optimizer,
+    optimizer: str | OptimizerSettings | torch.optim.Optimizer,
     *,
     lr: float | None = None,
     momentum: float = 0.9,
@@ -278,8 +289,9 @@ def optimizer_settings(
 
     Parameters
     ----------
-    optimizer : {"sgd", "momentum", "nesterov", "adam"} or torch.optim.Optimizer
-        A name, or an instance of ``torch.optim.SGD``, ``Adam`` or ``AdamW``, whose
+    optimizer : {"sgd", "momentum", "nesterov", "adam"}, OptimizerSettings or Optimizer
+        A name, settings (returned as they are), or an instance of ``torch.optim.SGD``,
+        ``Adam`` or ``AdamW``, whose
         ``param_groups`` supply lr, momentum, nesterov, dampening, betas, eps and weight decay;
         or a framework wrapper of one, or a learning-rate scheduler driving one (see
         :func:`unwrap_optimizer`).
@@ -307,6 +319,8 @@ def optimizer_settings(
     >>> s.kind, s.lr, s.momentum
     ('nesterov', 0.1, 0.9)
     """
+    if isinstance(optimizer, OptimizerSettings):
+        return optimizer
     given = optimizer
     optimizer = unwrap_optimizer(optimizer)
     if isinstance(optimizer, str):

@@ -568,7 +568,7 @@ def cost_items(report: Report) -> list[tuple[str, int, int, float]]:
     list of tuple
         In stage order.
     """
-    return [(name, c.hvps, c.passes, c.seconds) for name, c in report.costs.items()]
+    return [(name, c.num_matvecs, c.passes, c.seconds) for name, c in report.costs.items()]
 
 
 def _plan(report: Report) -> Section | None:

@@ -32,9 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed
+from landscape.data import Batch
 from landscape.linalg.eigen import eigenvalues
 from landscape.linalg.trace import hutchinson_trace
-from landscape.losses import BatchLoss, Criterion
+from landscape.losses import Criterion
 from landscape.metrics.thresholds import (
     OptimizerSettings,
     adam_preconditioner,
@@ -42,11 +43,9 @@ from landscape.metrics.thresholds import (
     unwrap_optimizer,
 )
 from landscape.operators.base import IdentityOperator, LinearOperator
-from landscape.operators.curvature import Mode
 from landscape.operators.hessian import HessianOperator, hessian
 from landscape.operators.scaled import diagonal_congruence
-from landscape.params import ParamSelector
-from landscape.problem import unwrap_model
+from landscape.problem import Problem, as_problem
 
 __all__ = ["SharpnessTracker"]
 
@@ -65,8 +64,8 @@ FIELDS = (
     "train_loss",
     "loss",
     "weight_decay",
-    "num_hvps",
-    "num_hvps_sharpness",
+    "num_matvecs",
+    "num_matvecs_sharpness",
     "converged",
 )
 _DEFAULT_TRACE_PROBES = 30
@@ -98,9 +97,10 @@ class SharpnessTracker:
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model being trained. It is never modified.
-    data : iterable of batches, or one batch
+    problem : Problem or torch.nn.Module
+        A :class:`~landscape.problem.Problem`, or the model being trained (never modified)
+        with ``data`` and ``loss_fn``.
+    data : iterable of batches, or one batch, optional
         The data the sharpness is measured on (a ``DataLoader``, a list of batches, or one
         batch): the full training set for full-batch GD, or a fixed large subset. Batches are
         kept on the device between measurements when they fit (see
@@ -134,16 +134,12 @@ class SharpnessTracker:
         not converge within it are flagged in ``history["converged"]`` (and warned about once).
     seed : int, optional
         Seed of the tracker's private generator (random starts, trace probes, batch choice).
-    params : ParamSelector, optional
-        Restrict to a subset of parameters (the Hessian block of that subset).
-    batch_loss : callable, optional
-        ``batch_loss(model, batch) -> mean loss``, instead of ``loss_fn``.
-    mode : {"eval", "train"}, optional
-        Which function's Hessian is measured; see
-        :class:`~landscape.operators.curvature.CurvatureOperator`.
+    backend : str, optional
+        How Hessian products are computed (see :class:`~landscape.HessianOperator`).
     **options
-        Passed to :func:`~landscape.operators.hessian.hessian`: ``count``,
-        ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size``, ``backend``.
+        Options of :class:`~landscape.problem.Problem`: ``params`` (the Hessian block of a
+        parameter subset), ``batch_loss``, ``count``, ``mode`` (which function's Hessian is
+        measured), ``max_batches``, ``max_samples``, ``cache``, ``shard``.
 
     Attributes
     ----------
@@ -188,8 +184,8 @@ class SharpnessTracker:
 
     def __init__(
         self,
-        model: nn.Module,
-        data: Any,
+        problem: Problem | nn.Module,
+        data: Any = None,
         loss_fn: Criterion | None = None,
         *,
         every: int = 10,
@@ -200,9 +196,7 @@ class SharpnessTracker:
         tol: float = 1e-3,
         max_matvecs: int = 300,
         seed: int = 0,
-        params: ParamSelector = None,
-        batch_loss: BatchLoss | None = None,
-        mode: Mode = "eval",
+        backend: str = "auto",
         **options: Any,
     ) -> None:
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
@@ -217,8 +211,8 @@ class SharpnessTracker:
             raise ValueError(
                 f"preconditioned must be 'auto', True or False; got {preconditioned!r}."
             )
-        model = unwrap_model(model)
-        self.model = model
+        problem = as_problem(problem, data, loss_fn, where="SharpnessTracker", **options)
+        self.model = problem.model
         self.every = every
         self.k = k
         self.trace_probes = _count_option(trace, "trace", _DEFAULT_TRACE_PROBES)
@@ -227,10 +221,8 @@ class SharpnessTracker:
         self.tol = float(tol)
         self.max_matvecs = max_matvecs
         self.seed = seed
-        self.mode = mode
-        self.operator: HessianOperator = hessian(
-            model, data, loss_fn, batch_loss=batch_loss, params=params, mode=mode, **options
-        )
+        self.mode = problem.mode
+        self.operator: HessianOperator = hessian(problem, backend=backend)
         if k > self.operator.shape[0]:  # fail now, not at the first measurement mid-training
             raise ValueError(
                 f"k={k} asks for {k} eigenvalues of a Hessian with {self.operator.shape[0]} "
@@ -312,9 +304,9 @@ class SharpnessTracker:
             The record: ``step``, ``lr``, ``kind``, ``threshold``, ``sharpness``,
             ``eigenvalues`` (top ``k``), ``preconditioned_sharpness``, ``ratio``,
             ``batch_sharpness``, ``batch_sharpness_ratio``, ``trace``, ``trace_stderr``,
-            ``train_loss``, ``loss`` (on ``data``), ``weight_decay``, ``num_hvps`` (all
-            Hessian-vector products of this measurement), ``num_hvps_sharpness`` (those of the
-            raw sharpness) and ``converged``; ``nan`` for what was not measured.
+            ``train_loss``, ``loss`` (on ``data``), ``weight_decay``, ``num_matvecs`` (all
+            Hessian-vector products of this measurement), ``num_matvecs_sharpness`` (those of
+            the raw sharpness) and ``converged``; ``nan`` for what was not measured.
 
         Raises
         ------
@@ -364,13 +356,13 @@ class SharpnessTracker:
         """The measurements as numpy arrays, one entry per measurement.
 
         Keys: those of :data:`FIELDS` (float arrays, ``nan`` where not measured; ``step`` and
-        ``num_hvps*`` are integers, ``converged`` boolean), ``kind`` (strings) and
+        ``num_matvecs*`` are integers, ``converged`` boolean), ``kind`` (strings) and
         ``eigenvalues`` (shape ``(n, k)``).
         """
         out: dict[str, np.ndarray] = {}
         for name in FIELDS:
             values = [r[name] for r in self._records]
-            if name in ("step", "num_hvps", "num_hvps_sharpness"):
+            if name in ("step", "num_matvecs", "num_matvecs_sharpness"):
                 out[name] = np.asarray(values, dtype=np.int64)
             elif name == "converged":
                 out[name] = np.asarray(values, dtype=bool)
@@ -407,7 +399,7 @@ class SharpnessTracker:
             ``alarm`` (bool) and ``alarm_step`` (the step at which the run above one reached
             ``patience`` measurements), ``initial_sharpness`` (the first measurement's
             effective sharpness), ``safe_lr`` (the largest stable learning rate at the first
-            measurement, :math:`c/S_{\text{eff}}`), ``total_hvps``, ``level``, ``patience``
+            measurement, :math:`c/S_{\text{eff}}`), ``total_matvecs``, ``level``, ``patience``
             and ``key``.
 
         Raises
@@ -435,7 +427,7 @@ class SharpnessTracker:
             "alarm_step": None,
             "initial_sharpness": None,
             "safe_lr": None,
-            "total_hvps": int(h["num_hvps"].sum()),
+            "total_matvecs": int(h["num_matvecs"].sum()),
             "level": level,
             "patience": patience,
             "key": key,
@@ -544,7 +536,9 @@ class SharpnessTracker:
         values = top.values.double().tolist()
         hvps = top.num_matvecs
         converged = top.all_converged
-        record.update(sharpness=values[0], eigenvalues=values, num_hvps_sharpness=top.num_matvecs)
+        record.update(
+            sharpness=values[0], eigenvalues=values, num_matvecs_sharpness=top.num_matvecs
+        )
         if use_preconditioner and _has_adam_state(optimizer, op):
             named = dict(self.model.named_parameters())
             p = adam_preconditioner(optimizer, op.space, named)
@@ -564,8 +558,8 @@ class SharpnessTracker:
         if self.batch_count:
             record["batch_sharpness"], used = self._batch_sharpness()
             hvps += used
-        record["loss"] = self._data_loss()
-        record["num_hvps"] = hvps
+        record["loss"] = op.problem.loss()
+        record["num_matvecs"] = hvps
         record["converged"] = converged
         return record
 
@@ -594,11 +588,15 @@ class SharpnessTracker:
             )
         return result
 
-    def _batches(self) -> list[Any]:
+    def _batches(self) -> list[Batch]:
         return list(self.operator.problem.batches())
 
     def _batch_sharpness(self) -> tuple[float, int]:
         r"""Return the batch sharpness and the number of Hessian-vector products spent.
+
+        Every batch's :math:`H_S g_S` is a product of the Hessian operator of that batch
+        (so it gets the backend choice, the precision policy and the guard against
+        ``@once_differentiable`` functions of every other product).
 
         Returns
         -------
@@ -612,40 +610,20 @@ class SharpnessTracker:
             order = torch.randperm(len(batches), generator=self._generator)
             chosen = sorted(order[: self.batch_count].tolist())
         total = torch.zeros(2, dtype=torch.float64, device=op.device)
-        with op.problem.evaluation() as run:
-            for i in chosen:
-                with torch.enable_grad():
-                    loss = run.loss(batches[i].data, batches[i].weight)
-                    grads = torch.autograd.grad(
-                        loss, run.params, create_graph=True, materialize_grads=True
-                    )
-                g = [x.detach() for x in grads]
-                gg = sum((x * x).sum() for x in g)
-                used = [j for j, x in enumerate(grads) if x.requires_grad]
-                if not used or not bool(gg > 0):  # linear loss, or a zero gradient
-                    continue
-                hg = torch.autograd.grad(
-                    [grads[j] for j in used],
-                    run.params,
-                    grad_outputs=[g[j] for j in used],
-                    materialize_grads=True,
-                )
-                ghg = sum((a * b).sum() for a, b in zip(g, hg))
-                total[0] += (ghg / gg).double()
-                total[1] += 1.0
+        used = 0
+        for i in chosen:
+            one = op.problem.with_data(batches[i].data, cache=True, shard=False)
+            _, g = one.value_and_grad()
+            gg = g.double() @ g.double()
+            if not bool(gg > 0):  # a zero gradient: no direction to measure along
+                continue
+            hg = hessian(one, backend=op.backend) @ g
+            used += 1
+            total[0] += (g.double() @ hg.double()) / gg
+            total[1] += 1.0
         distributed.all_reduce_sum_(total)
         count = float(total[1])
-        return (float(total[0]) / count if count else math.nan), len(chosen)
-
-    def _data_loss(self) -> float:
-        op = self.operator
-        total = torch.zeros(2, dtype=torch.float64, device=op.device)
-        with op.problem.evaluation() as run, torch.no_grad():
-            for batch in op.problem.batches():
-                total[0] += run.loss(batch.data, batch.weight).double() * batch.weight
-                total[1] += batch.weight
-        distributed.all_reduce_sum_(total)
-        return float(total[0] / total[1])
+        return (float(total[0]) / count if count else math.nan), used
 
 
 # -- helpers --------------------------------------------------------------------------------------
