@@ -25,7 +25,6 @@ from landscape.metrics.optimizers import (
     steady_state_linearization,
     steady_state_stability,
 )
-from landscape.operators.hessian import HessianOperator
 
 DTYPE = torch.float64
 
@@ -67,7 +66,7 @@ def test_full_batch_near_a_minimum_gives_no_number(trained):
     _, _, problem, (G, var), value = trained
     assert value < 0.018
     n = problem.num_samples
-    H = HessianOperator(None, None, problem=problem)
+    H = ls.hessian(problem)
     result = steady_state_stability(H, G, var, n, n, lr=2e-3)
     assert result.lr_max is None and not result.informative
     assert result.label == f"steady state at batch size {n} at this point"
@@ -82,7 +81,7 @@ def test_full_batch_near_a_minimum_gives_no_number(trained):
 def test_small_batch_matches_an_equilibrated_adam_run(trained):
     model, opt, problem, (G, var), _ = trained
     n = problem.num_samples
-    H = HessianOperator(None, None, problem=problem)
+    H = ls.hessian(problem)
     steady = steady_state_stability(H, G, var, 50, n, lr=2e-3)
     assert steady.informative and steady.shares.noise > 0.9
     assert "steady state at batch size 50" in steady.label
