@@ -88,7 +88,7 @@ def test_gradient_descent_gives_the_rayleigh_quotient_of_the_gradient():
     model, X, Y = _least_squares()
     g, H = _flat_gradient_and_hessian(model, X, Y)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    result = critical_sharpness(ls.Problem(model, (X, Y), nn.MSELoss()), opt, rtol=1e-10)
+    result = critical_sharpness(ls.Problem(model, (X, Y), nn.MSELoss()), optimizer=opt, rtol=1e-10)
     assert result.sharpness == pytest.approx(float(g @ H @ g / (g @ g)), rel=1e-8)
     assert result.critical_lr == pytest.approx(2 * float(g @ g / (g @ H @ g)), rel=1e-8)
     assert result.measure == "critical sharpness" and "not whether training diverges" in (
@@ -123,7 +123,7 @@ def test_adam_update_and_the_model_left_untouched():
         parts.append((-0.01 * m / P).reshape(-1))
         start += k
     torch.testing.assert_close(flat_delta, torch.cat(parts), rtol=1e-12, atol=1e-15)
-    result = critical_sharpness(problem, opt, rtol=1e-10)
+    result = critical_sharpness(problem, optimizer=opt, rtol=1e-10)
     t_c = 2 * float(-g @ flat_delta) / float(flat_delta @ H @ flat_delta)
     assert result.factor == pytest.approx(t_c, rel=1e-8)
     after = (model.state_dict(), opt.state_dict())
@@ -180,7 +180,7 @@ def test_muon_update_line_search_matches_its_closed_form():
     W.grad = g.clone()
     twin.step()
     torch.testing.assert_close(D, W.detach() - before, rtol=0, atol=0)
-    result = critical_sharpness(problem, opt, rtol=1e-10)
+    result = critical_sharpness(problem, optimizer=opt, rtol=1e-10)
     t_c = 2 * float((-g * D).sum()) / float((D * (model.A @ D)).sum())
     assert result.factor == pytest.approx(t_c, rel=1e-8)
     assert result.sharpness == pytest.approx(2 / (t_c * 0.02), rel=1e-8)
@@ -220,10 +220,10 @@ def test_muon_with_adamw_for_the_rest_of_a_network():
         muon.step()
         adamw.step()
     problem = ls.Problem(model, (X, y), nn.CrossEntropyLoss())
-    both = critical_sharpness(problem, [muon, adamw])
+    both = critical_sharpness(problem, optimizer=[muon, adamw])
     assert both.optimizer == "Muon + AdamW"
     assert 0 < both.critical_lr < math.inf and both.num_evaluations < 40
-    alone = critical_sharpness(problem, muon)
+    alone = critical_sharpness(problem, optimizer=muon)
     assert any("trained by no given optimizer" in n for n in alone.notes)
 
 
@@ -257,7 +257,7 @@ def test_every_torch_optimizer_has_a_critical_sharpness(name):
     model, X, y = _tiny_classifier()
     opt = getattr(torch.optim, name)(model.parameters(), **OPTIMIZERS[name])
     problem = ls.Problem(model, (X, y), nn.CrossEntropyLoss())
-    result = critical_sharpness(problem, opt)
+    result = critical_sharpness(problem, optimizer=opt)
     assert result.critical_lr > 0 and result.update_norm > 0
     assert math.isfinite(result.loss)
 
@@ -269,7 +269,7 @@ def test_sparse_adam_gets_sparse_gradients():
     Y = torch.randn(12, 1, generator=gen, dtype=DTYPE)
     opt = torch.optim.SparseAdam(list(model[0].parameters()), lr=1e-2)
     problem = ls.Problem(model, (X, Y), nn.MSELoss(), params="0")
-    result = critical_sharpness(problem, opt)
+    result = critical_sharpness(problem, optimizer=opt)
     assert 0 < result.critical_lr < math.inf
 
 
@@ -288,7 +288,9 @@ def test_a_third_party_optimizer_is_measured():
     model, X, Y = _least_squares()
     g, H = _flat_gradient_and_hessian(model, X, Y)
     result = critical_sharpness(
-        ls.Problem(model, (X, Y), nn.MSELoss()), SignDescent(model.parameters(), 0.01), rtol=1e-10
+        ls.Problem(model, (X, Y), nn.MSELoss()),
+        optimizer=SignDescent(model.parameters(), 0.01),
+        rtol=1e-10,
     )
     u = g.sign()
     assert result.critical_lr == pytest.approx(2 * float(g @ u) / float(u @ H @ u), rel=1e-8)

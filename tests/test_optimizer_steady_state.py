@@ -10,7 +10,9 @@ agree, within 25 %, with the state of an Adam run at lr 1e-12 equilibrated at th
 from __future__ import annotations
 
 import copy
+import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -91,6 +93,52 @@ def test_small_batch_matches_an_equilibrated_adam_run(trained):
     real = frozen_stability(H, linearize(opt, problem))
     assert real.label == "optimizer state"
     assert real.lr_max > steady.lr_max
+
+
+def test_max_learning_rate_without_a_state_on_the_issue_case(trained):
+    # issue 22: with no optimizer, lr_max at the full batch near a minimum was 3.2e-4 against
+    # 1.73 from the real state; now no number and a note, and at B = 50 within 25 % of an
+    # Adam run equilibrated at the same point, each labelled with what it rests on
+    model, opt, problem, _, _ = trained
+    n = problem.num_samples
+    r = ls.max_learning_rate(
+        problem, batch_sizes=(50, "full"), optimizer="adam", num_batches=4, tol=1e-4
+    )
+    assert r.batch_sizes.tolist() == [50, n]
+    assert math.isnan(r.lr_max[1])
+    row = next(line.split() for line in r.table().splitlines() if line.split()[:1] == [str(n)])
+    assert row[2] == "-"  # the table says "no number" too
+    assert any("no learning-rate limit at the full batch" in note for note in r.notes)
+    assert r.preconditioner == "steady state" and "steady state" in r.rests_on
+    assert any("remembers larger gradients" in note for note in r.notes)
+    twin, equilibrated = _equilibrated_optimizer(model, problem, 50)
+    state = ls.max_learning_rate(
+        problem.with_model(twin), batch_sizes=(50,), optimizer=equilibrated, num_batches=4,
+        tol=1e-4,
+    )  # fmt: skip
+    assert state.preconditioner == "optimizer state"
+    assert r.lr_max[0] == pytest.approx(state.lr_max[0], rel=0.25)
+    # the real run's state remembers larger gradients: a higher threshold, and a number at
+    # the full batch too
+    real = ls.max_learning_rate(problem, batch_sizes=(50, "full"), optimizer=opt, num_batches=4)
+    assert real.lr_max[0] > r.lr_max[0] and np.isfinite(real.lr_max).all()
+    assert real.lr_max[1] > 2e-3  # the learning rate the model was trained with is stable
+
+
+def _equilibrated_optimizer(model, problem, batch_size, steps=1000):
+    """A copy of the model and Adam at lr 1e-12 after ``steps`` random batches at its point."""
+    batch = next(iter(problem.batches())).data
+    X, y = batch
+    twin = copy.deepcopy(model)
+    opt = torch.optim.Adam(twin.parameters(), lr=1e-12)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        index = torch.randperm(len(y), generator=gen)[:batch_size]
+        opt.zero_grad()
+        nn.functional.cross_entropy(twin(X[index]), y[index]).backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return twin, opt
 
 
 def _equilibrated_state(model, problem, batch_size, steps=1000):

@@ -104,7 +104,9 @@ def test_muon_and_adamw_critical_sharpness_on_gpt2():
     _train(case, [muon, adamw])
     before = snapshot(case.model)
     states = copy.deepcopy((muon.state_dict(), adamw.state_dict()))
-    result = critical_sharpness(ls.Problem(case.model, case.batches), [muon, adamw], rtol=1e-9)
+    result = critical_sharpness(
+        ls.Problem(case.model, case.batches), optimizer=[muon, adamw], rtol=1e-9
+    )
     assert_unchanged(case.model, before)
     for opt, state in zip((muon, adamw), states):
         for i, st in state["state"].items():

@@ -506,7 +506,7 @@ def run_network(setup: Setup, names: list[str]) -> list[dict[str, Any]]:
         else:
             for group in opt.param_groups:
                 group["lr"] = 1e-2
-            critical = critical_sharpness(problem, opt)
+            critical = critical_sharpness(problem, optimizer=opt)
             row.update(
                 predicted=critical.critical_lr,
                 critical_sharpness=critical.sharpness,

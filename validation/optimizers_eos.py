@@ -158,7 +158,7 @@ def muon_run(X: torch.Tensor, Y: torch.Tensor, lr: float, steps: int, every: int
         loss = square_loss(model(X), Y)
         loss.backward()
         if t % every == 0 and t > 0:
-            critical = critical_sharpness(problem, opt)
+            critical = critical_sharpness(problem, optimizer=opt)
             general = generalized_sharpness(
                 H, problem.space, scales, lr=lr, starts=1, max_iterations=30, init=init
             )

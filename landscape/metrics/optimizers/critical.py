@@ -46,16 +46,17 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from landscape.losses import Criterion
 from landscape.metrics.optimizers.frozen import torch_class
+from landscape.metrics.optimizers.instances import optimizer_list, trained_problem
 from landscape.metrics.optimizers.support import describe_optimizer
-from landscape.metrics.thresholds import unwrap_optimizer
 from landscape.problem import Problem
 from landscape.records import Record
 
@@ -239,30 +240,30 @@ class CriticalSharpness(Record):
     notes: tuple[str, ...] = field(default=())
 
 
-def _mean_loss(problem: Problem, theta: Mapping[str, Tensor]) -> Tensor:
-    total, weight = None, 0.0
-    with problem.evaluation() as run:
-        for batch in problem.batches():
-            term = run.call(dict(theta), batch.data, batch.weight) * batch.weight
-            total = term if total is None else total + term
-            weight += batch.weight
-    if total is None:
-        raise ValueError("the problem's data has no batch of positive weight.")
-    return total / weight
-
-
 def _gradient(problem: Problem, theta: dict[str, Tensor]) -> tuple[float, dict[str, Tensor]]:
-    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}
-    loss = _mean_loss(problem, leaves)
-    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    return float(loss.detach()), {
-        k: _dense(g if g is not None else torch.zeros_like(v)).detach()
-        for (k, v), g in zip(leaves.items(), grads, strict=True)
-    }
+    """Return the mean loss and its gradient per parameter at ``theta`` (the one data loop).
+
+    Returns
+    -------
+    tuple of (float, dict of str to Tensor)
+        The loss and the gradient, all-reduced under :mod:`torch.distributed`.
+    """
+    loss, gradient = problem.at(theta).value_and_grad()
+    return loss, problem.space.unflatten(gradient)
 
 
-def _dense(g: Tensor) -> Tensor:
-    return g.to_dense() if g.is_sparse else g
+def _loss(problem: Problem, theta: dict[str, Tensor]) -> float:
+    """Return the mean loss at ``theta``; a non-finite loss reads as ``inf`` (a rise).
+
+    Returns
+    -------
+    float
+        The loss.
+    """
+    try:
+        return problem.at(theta).loss()
+    except FloatingPointError:
+        return math.inf
 
 
 def update_direction(
@@ -295,13 +296,10 @@ def update_direction(
     ValueError
         If no optimizer trains any parameter of the problem.
     """
-    if isinstance(optimizers, torch.optim.Optimizer) or not isinstance(optimizers, Sequence):
-        optimizers = [optimizers]
-    optimizers = [unwrap_optimizer(o) for o in optimizers]
+    optimizers = optimizer_list(optimizers)
     named = dict(problem.model.named_parameters())
     space = problem.space
-    with problem.evaluation() as run:
-        theta = {k: v.detach().clone() for k, v in run.theta.items()}
+    theta = {k: v.detach().clone() for k, v in problem.theta.items()}
     _, grads = _gradient(problem, theta)
     notes: list[str] = []
     ids = {id(named[n]): n for n in space.names}
@@ -396,30 +394,59 @@ class _preserved_rng:
 
 
 def critical_sharpness(
-    problem: Problem,
-    optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+    problem: Problem | torch.nn.Module,
+    data: Any = None,
+    loss_fn: Criterion | None = None,
     *,
+    optimizer: Any,
     rtol: float = 1e-3,
     max_doublings: int = 60,
+    **options: Any,
 ) -> CriticalSharpness:
     r"""Measure the critical learning rate along the optimizer's own next update.
 
+    .. math::
+        \eta_c = \eta\,\min\{t > 0 : L(\theta + t\,\Delta\theta) > L(\theta)\},
+        \qquad \lambda_c = 2/\eta_c
+
+    with :math:`\Delta\theta` the update the optimizer would take next at its learning rate
+    :math:`\eta` (from the full-data gradient of the problem's loss; see
+    :func:`update_direction`). On a quadratic, :math:`\lambda_c = u^\top H u / g^\top u`
+    along :math:`u = -\Delta\theta/\eta`: for gradient descent the Rayleigh quotient of the
+    gradient. It predicts whether the next step raises the loss, not whether training
+    diverges (see the module documentation).
+
     Parameters
     ----------
-    problem : Problem
-        The model, data (the loss is the weighted mean over its batches; pass a mini-batch
-        to measure it on one) and parameters.
-    optimizers : torch.optim.Optimizer or sequence of them
-        Any optimizer(s), or wrappers of them; never modified.
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model with its data and loss (the loss
+        is the weighted mean over the batches; pass one mini-batch to measure on it). With a
+        model, the parameters are those the optimizer(s) train.
+    optimizer : torch.optim.Optimizer or sequence of them
+        Any optimizer(s) — ``Muon`` with ``AdamW`` for the rest, third-party ones — or
+        wrappers of them; never modified.
     rtol : float, optional
         Relative precision of :math:`\eta_c`.
     max_doublings : int, optional
         Range of the bracketing search.
+    **options
+        Options of :class:`~landscape.problem.Problem`.
 
     Returns
     -------
     CriticalSharpness
         :math:`\eta_c`, :math:`t_c = \eta_c/\eta`, :math:`\lambda_c = 2/\eta_c` and notes.
+
+    Raises
+    ------
+    ValueError
+        If no optimizer trains a parameter of the problem.
+    FloatingPointError
+        If the loss at the current parameters is not finite (naming the batch).
+
+    References
+    ----------
+    Kalra et al. (2026), arXiv:2601.16979.
 
     Examples
     --------
@@ -428,29 +455,26 @@ def critical_sharpness(
     >>> _ = torch.manual_seed(0)
     >>> model = nn.Linear(3, 1, bias=False).double()
     >>> X, y = torch.randn(20, 3).double(), torch.randn(20, 1).double()
-    >>> problem = ls.Problem(model, (X, y), nn.MSELoss())
-    >>> r = critical_sharpness(problem, torch.optim.SGD(model.parameters(), lr=0.01), rtol=1e-10)
+    >>> sgd = torch.optim.SGD(model.parameters(), lr=0.01)
+    >>> r = ls.critical_sharpness(model, (X, y), nn.MSELoss(), optimizer=sgd, rtol=1e-10)
     >>> H = 2 * X.T @ X / 20
     >>> g = (2 * X.T @ (X @ model.weight.detach().T - y) / 20).reshape(-1)
     >>> bool(abs(r.sharpness / float(g @ H @ g / (g @ g)) - 1) < 1e-8)
     True
     """
-    optimizer_list = (
-        [optimizers]
-        if isinstance(optimizers, torch.optim.Optimizer) or not isinstance(optimizers, Sequence)
-        else list(optimizers)
-    )
-    inner = [unwrap_optimizer(o) for o in optimizer_list]
+    inner = optimizer_list(optimizer)
+    problem = trained_problem(problem, data, loss_fn, inner, where="critical_sharpness", **options)
     delta, notes = update_direction(problem, inner)
-    with problem.evaluation() as run:
-        theta = {k: v.detach().clone() for k, v in run.theta.items()}
+    theta = {k: v.detach().clone() for k, v in problem.theta.items()}
     lr = float(inner[0].param_groups[0]["lr"])
-    norm = math.sqrt(sum(float(d.double().square().sum()) for d in delta.values()))
+    squares = [d.double().square().sum() for d in delta.values()]
+    norm = math.sqrt(float(torch.stack(squares).sum())) if squares else 0.0
 
     def loss_along(t: float) -> float:
+        if t == 0:
+            return problem.at(theta).loss()  # a non-finite loss here names its batch
         with torch.no_grad():
-            moved = {k: theta[k] + t * delta[k] for k in theta}
-            return float(_mean_loss(problem, moved))
+            return _loss(problem, {k: theta[k] + t * delta[k] for k in theta})
 
     if norm == 0:
         result = CriticalStep(math.inf, math.inf, loss_along(0.0), 1, "never rises")

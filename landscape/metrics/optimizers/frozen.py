@@ -91,7 +91,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.metrics.optimizers.recursion import ModeRecursion
-from landscape.metrics.thresholds import unwrap_optimizer
+from landscape.metrics.thresholds import OptimizerSettings, unwrap_optimizer
 from landscape.params import ParamSpace
 from landscape.problem import Problem
 from landscape.records import Record
@@ -102,6 +102,7 @@ __all__ = [
     "NotLinearizable",
     "linearize",
     "radam_rectification",
+    "settings_linearization",
     "torch_class",
 ]
 
@@ -227,6 +228,8 @@ class FrozenLinearization(Record):
         float
             :math:`w\eta`, or :math:`\lambda\eta_t` for ASGD.
         """
+        if not self.decoupled_weight_decay:
+            return 0.0  # also where the learning rate is not known (nan)
         lr = self.lr if lr is None else float(lr)
         if self.schedule == "asgd":
             return self.decoupled_weight_decay * self.step_size(lr)
@@ -780,6 +783,64 @@ def linearize(
         sizes.append(p.numel())
         maximize.add(bool(group.get("maximize", False)))
     return _combine(name, parts, lrs, sizes, maximize, space)
+
+
+def settings_linearization(settings: OptimizerSettings, space: ParamSpace) -> FrozenLinearization:
+    r"""Return the linearization of a named optimizer: :math:`P = I` or none, no state read.
+
+    For ``"sgd"``, ``"momentum"`` and ``"nesterov"`` (torch's SGD: dampening only acts with
+    momentum) the step is exactly linear on a quadratic; ``"adam"`` has no preconditioner
+    without a state (see :mod:`~landscape.metrics.optimizers.steady_state`) and is refused.
+
+    Parameters
+    ----------
+    settings : OptimizerSettings
+        A named SGD kind, with its coupled weight decay.
+    space : ParamSpace
+        The parameters (for the weight-decay vector).
+
+    Returns
+    -------
+    FrozenLinearization
+        Exactness ``"exact"``, label ``"identity"``.
+
+    Raises
+    ------
+    ValueError
+        For ``"adam"`` or ``"other"``.
+
+    Examples
+    --------
+    >>> from landscape.metrics.thresholds import OptimizerSettings
+    >>> space = ParamSpace(names=("w",), shapes=((2,),), dtype=torch.float64,
+    ...                    device=torch.device("cpu"))
+    >>> lin = settings_linearization(OptimizerSettings("nesterov", momentum=0.9), space)
+    >>> round(lin.coefficient, 10)
+    1.3571428571
+    """
+    kind, mu, d = settings.kind, settings.momentum, settings.dampening
+    if kind == "sgd":
+        recursion = _GD
+    elif kind == "nesterov":
+        recursion = ModeRecursion(mu, 1.0, 1.0, mu)
+    elif kind == "momentum":
+        recursion = ModeRecursion(mu, 1.0 - d, 0.0, 1.0)
+    else:
+        raise ValueError(
+            f"a {kind!r} optimizer has no state-free linearization: Adam needs its state or "
+            "its steady state, other optimizers their instance."
+        )
+    wd = settings.weight_decay
+    return FrozenLinearization(
+        optimizer=kind,
+        lr=math.nan if settings.lr is None else float(settings.lr),
+        recursion=recursion,
+        weight_decay=torch.full((space.dim,), wd, dtype=space.dtype, device=space.device)
+        if wd
+        else None,
+        label="identity",
+        exactness="exact",
+    )
 
 
 def _where(

@@ -28,7 +28,13 @@ from landscape.operators.base import IdentityOperator, LinearOperator
 from landscape.operators.scaled import diagonal_congruence
 from landscape.records import Record
 
-__all__ = ["FrozenStability", "frozen_stability", "preconditioned_operator"]
+__all__ = [
+    "FrozenStability",
+    "epsilon_note",
+    "epsilon_share",
+    "frozen_stability",
+    "preconditioned_operator",
+]
 
 
 def preconditioned_operator(
@@ -85,6 +91,48 @@ def preconditioned_operator(
     if linearization.preconditioner is not None:
         A = diagonal_congruence(A, linearization.preconditioner.to(H.dtype).rsqrt())
     return A
+
+
+def epsilon_share(linearization: FrozenLinearization, direction: Tensor) -> float | None:
+    r"""Return the share of :math:`P` that :math:`\epsilon` makes up along a direction.
+
+    :math:`\sum_i u_i^2\,\epsilon_i/P_i \,/\, \sum_i u_i^2` for the direction :math:`u`
+    (the top eigenvector of the preconditioned operator).
+
+    Parameters
+    ----------
+    linearization : FrozenLinearization
+        With its :attr:`~FrozenLinearization.epsilon` part.
+    direction : Tensor
+        :math:`u`, flat.
+
+    Returns
+    -------
+    float or None
+        The share in [0, 1], or ``None`` without a preconditioner or an epsilon part.
+    """
+    if linearization.epsilon is None or linearization.preconditioner is None:
+        return None
+    weights = direction.square() / direction.square().sum()
+    ratio = linearization.epsilon.to(weights) / linearization.preconditioner.to(weights)
+    return float((weights * ratio).sum())
+
+
+def epsilon_note(share: float) -> str:
+    """Return the note for a threshold set by epsilon-dominated coordinates.
+
+    Returns
+    -------
+    str
+        What the threshold means there.
+    """
+    return (
+        f"the threshold is set by coordinates whose preconditioner is mostly epsilon "
+        f"(share {share:.2g} along the top direction): their gradients vanish (inputs "
+        "that are always zero, dead units, a full batch at a minimum). The frozen "
+        "threshold holds for the frozen dynamics, but left free the optimizer raises "
+        "its second moment there as soon as those coordinates move."
+    )
 
 
 @dataclass(frozen=True)
@@ -190,20 +238,9 @@ def frozen_stability(
     a = float(result.values[0])
     vector = result.vectors[:, 0]
     notes = linearization.notes
-    share = None
-    if linearization.epsilon is not None and linearization.preconditioner is not None:
-        weights = vector.square() / vector.square().sum()
-        ratio = linearization.epsilon.to(weights) / linearization.preconditioner.to(weights)
-        share = float((weights * ratio).sum())
-        if share > 0.5:
-            notes = (
-                *notes,
-                f"the threshold is set by coordinates whose preconditioner is mostly epsilon "
-                f"(share {share:.2g} along the top direction): their gradients vanish (inputs "
-                "that are always zero, dead units, a full batch at a minimum). The frozen "
-                "threshold holds for the frozen dynamics, but left free the optimizer raises "
-                "its second moment there as soon as those coordinates move.",
-            )
+    share = epsilon_share(linearization, vector)
+    if share is not None and share > 0.5:
+        notes = (*notes, epsilon_note(share))
     return FrozenStability(
         optimizer=linearization.optimizer,
         sharpness=a,

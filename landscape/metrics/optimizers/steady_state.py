@@ -58,7 +58,9 @@ __all__ = [
     "PreconditionerShares",
     "SteadyStateStability",
     "preconditioner_shares",
+    "says_nothing",
     "steady_state_linearization",
+    "steady_state_note",
     "steady_state_preconditioner",
     "steady_state_stability",
 ]
@@ -253,6 +255,92 @@ def steady_state_linearization(
     )
 
 
+def says_nothing(
+    shares: PreconditionerShares, *, min_noise_share: float = 0.5, near_minimum_snr: float = 1.0
+) -> bool:
+    r"""Whether the frozen steady-state preconditioner says nothing (the rule of the module doc).
+
+    No number when the noise share is below ``min_noise_share`` and either :math:`\epsilon`
+    carries at least half of :math:`P_B` or the point is near a minimum
+    (:math:`\lVert G\rVert^2 \le` ``near_minimum_snr`` times its sampling variance).
+
+    Parameters
+    ----------
+    shares : PreconditionerShares
+        Along the top preconditioned direction.
+    min_noise_share, near_minimum_snr : float, optional
+        The rule's two levels.
+
+    Returns
+    -------
+    bool
+        ``True``: give no number.
+
+    Examples
+    --------
+    >>> says_nothing(PreconditionerShares(noise=0.0, mean=0.9, eps=0.1, gradient_snr=0.2))
+    True
+    >>> says_nothing(PreconditionerShares(noise=0.8, mean=0.1, eps=0.1, gradient_snr=0.2))
+    False
+    """
+    near_minimum = shares.gradient_snr <= near_minimum_snr
+    return shares.noise < min_noise_share and (shares.eps >= 0.5 or near_minimum)
+
+
+def steady_state_note(
+    shares: PreconditionerShares,
+    batch_size: int,
+    num_samples: int,
+    *,
+    withheld: float,
+    min_noise_share: float = 0.5,
+    near_minimum_snr: float = 1.0,
+) -> str | None:
+    """Return why there is no number, or what a mean-dominated number means (else ``None``).
+
+    Parameters
+    ----------
+    shares : PreconditionerShares
+        Along the top preconditioned direction.
+    batch_size, num_samples : int
+        :math:`B` and :math:`n`.
+    withheld : float
+        The frozen threshold the rule withholds (quoted in the note).
+    min_noise_share, near_minimum_snr : float, optional
+        The rule's two levels (see :func:`says_nothing`).
+
+    Returns
+    -------
+    str or None
+        The note.
+    """
+    near_minimum = shares.gradient_snr <= near_minimum_snr
+    if says_nothing(shares, min_noise_share=min_noise_share, near_minimum_snr=near_minimum_snr):
+        what = "the full batch" if batch_size >= num_samples else f"batch size {batch_size}"
+        rests = "epsilon" if shares.eps >= shares.mean else "the mean gradient"
+        return (
+            f"no learning-rate limit at {what}: along the direction that sets it, Adam's "
+            f"steady-state preconditioner rests on {rests} (noise share {shares.noise:.2g}, "
+            f"mean {shares.mean:.2g}, eps {shares.eps:.2g}) "
+            + (
+                f"near a minimum (|G|^2 = {shares.gradient_snr:.2g} x its sampling variance), "
+                if near_minimum
+                else ""
+            )
+            + "where Adam adapts its preconditioner to any step it takes and settles at the "
+            "edge of stability instead of diverging (Cohen et al. 2022); a frozen threshold "
+            f"({withheld:.3g}) would say nothing about it. With the optimizer's state, its "
+            "own preconditioner gives a threshold."
+        )
+    if shares.noise < min_noise_share:
+        return (
+            f"the steady-state preconditioner rests mostly on the mean gradient at batch size "
+            f"{batch_size} (noise share {shares.noise:.2g}): Adam's steps change it, so this "
+            "threshold describes the first steps from this point, not a stationary state."
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class SteadyStateStability(Record):
     r"""Adam's stability at batch size :math:`B` from its steady-state preconditioner.
@@ -360,31 +448,19 @@ def steady_state_stability(
         mean, variance, batch_size, num_samples, eps=eps, direction=result.eigenvector
     )
     notes = list(lin.notes)
-    near_minimum = shares.gradient_snr <= near_minimum_snr
-    silent = shares.noise < min_noise_share and (shares.eps >= 0.5 or near_minimum)
-    if silent:
-        what = "the full batch" if batch_size >= num_samples else f"batch size {batch_size}"
-        rests = "epsilon" if shares.eps >= shares.mean else "the mean gradient"
-        notes.append(
-            f"no learning-rate limit at {what}: along the direction that sets it, Adam's "
-            f"steady-state preconditioner rests on {rests} (noise share {shares.noise:.2g}, "
-            f"mean {shares.mean:.2g}, eps {shares.eps:.2g}) "
-            + (
-                f"near a minimum (|G|^2 = {shares.gradient_snr:.2g} x its sampling variance), "
-                if near_minimum
-                else ""
-            )
-            + "where Adam adapts its preconditioner to any step it takes and settles at the "
-            "edge of stability instead of diverging (Cohen et al. 2022); a frozen threshold "
-            f"({lin.max_lr(result.sharpness):.3g}) would say nothing about it. With the "
-            "optimizer's state, its own preconditioner gives a threshold."
-        )
-    elif shares.noise < min_noise_share:
-        notes.append(
-            f"the steady-state preconditioner rests mostly on the mean gradient here (noise "
-            f"share {shares.noise:.2g}): Adam's steps change it, so this threshold describes "
-            "the first steps from this point, not a stationary state."
-        )
+    silent = says_nothing(
+        shares, min_noise_share=min_noise_share, near_minimum_snr=near_minimum_snr
+    )
+    note = steady_state_note(
+        shares,
+        batch_size,
+        num_samples,
+        withheld=lin.max_lr(result.sharpness),
+        min_noise_share=min_noise_share,
+        near_minimum_snr=near_minimum_snr,
+    )
+    if note:
+        notes.append(note)
     return SteadyStateStability(
         batch_size=int(batch_size),
         sharpness=result.sharpness,
