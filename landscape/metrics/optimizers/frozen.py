@@ -436,12 +436,9 @@ def _adamax(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name:
 def _rmsprop(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, name: str) -> _Part:
     _needs(state, ("square_avg",), name, "RMSprop")
     v = _tensor(state["square_avg"], p)
-    notes = []
-    if group["centered"]:
-        v = v - _tensor(state["grad_avg"], p).square()
-        if bool((v < 0).any()):
-            notes.append("RMSprop (centered): v - mean(g)^2 < 0 from rounding, clamped at 0.")
-            v = v.clamp_min(0.0)
+    notes: list[str] = []
+    if group["centered"]:  # v - mean(g)^2 can round below 0: clamped (no sync to check)
+        v = (v - _tensor(state["grad_avg"], p).square()).clamp_min(0.0)
     diagonal = v.sqrt() + _value(group["eps"])
     mu = _value(group["momentum"])
     recursion = ModeRecursion(mu, 1.0, 0.0, 1.0) if mu > 0 else _GD
@@ -628,8 +625,8 @@ def _adafactor(group: Mapping[str, Any], state: Mapping[str, Any], p: Tensor, na
     else:
         variance = _tensor(state["variance"], p)
     s = _steps(state) + 1
-    rms = float(p.detach().double().norm()) / math.sqrt(p.numel())
-    scale = max(_value(eps2), rms)
+    rms = p.detach().to(torch.float64).norm() / math.sqrt(p.numel())  # stays on the device
+    scale = rms.clamp(min=_value(eps2))
     diagonal = variance.clamp(min=eps1 * eps1).sqrt() / scale
     return _Part(
         diagonal,
@@ -767,8 +764,9 @@ def linearize(
     reader = _READERS["Adam" if base.__name__ == "AdamW" else base.__name__]
     named, space = _where(optimizer, params, space)
     groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    states = _host_scalars([optimizer.state.get(named[n], {}) for n in space.names])
     parts, lrs, sizes, maximize = [], [], [], set()
-    for pname in space.names:
+    for pname, state in zip(space.names, states, strict=True):
         p = named[pname]
         group = groups.get(id(p))
         if group is None:
@@ -778,7 +776,7 @@ def linearize(
             )
         if p.is_complex():
             raise NotLinearizable(f"parameter {pname!r} is complex: not supported.")
-        parts.append(reader(group, optimizer.state.get(p, {}), p, pname))
+        parts.append(reader(group, state, p, pname))
         lrs.append(_value(group["lr"]))
         sizes.append(p.numel())
         maximize.add(bool(group.get("maximize", False)))
@@ -841,6 +839,30 @@ def settings_linearization(settings: OptimizerSettings, space: ParamSpace) -> Fr
         label="identity",
         exactness="exact",
     )
+
+
+def _host_scalars(states: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return the states with every 0-dim tensor (step counts, NAdam's products) as a float.
+
+    One transfer per device for all of them, not one synchronization per parameter
+    (``capturable`` and ``fused`` optimizers keep their step counts on the GPU).
+
+    Returns
+    -------
+    list of dict
+        Shallow copies of the states.
+    """
+    out = [dict(state) for state in states]
+    found: dict[torch.device, list[tuple[int, str, Tensor]]] = {}
+    for i, state in enumerate(out):
+        for key, value in state.items():
+            if isinstance(value, Tensor) and value.dim() == 0:
+                found.setdefault(value.device, []).append((i, key, value))
+    for items in found.values():
+        values = torch.stack([v.detach().to(torch.float64) for _, _, v in items]).tolist()
+        for (i, key, _), x in zip(items, values, strict=True):
+            out[i][key] = x
+    return out
 
 
 def _where(
