@@ -263,24 +263,31 @@ class LearningRateResult(Record):
     exactness: str | None = None
 
     @property
-    def rests_on(self) -> str:
-        """Which preconditioner the numbers rest on, in words (inferred for older files).
+    def basis(self) -> str:
+        """The preconditioner label, inferred for files written before it was recorded.
 
         Returns
         -------
         str
-            E.g. ``"the optimizer's state"``.
+            ``"identity"``, ``"optimizer state"`` or ``"steady state"``.
         """
-        label = self.preconditioner
-        if label is None:  # written before the label existed: read the method
-            method = self.method.lower()
-            label = (
-                "steady state"
-                if "steady-state" in method
-                else "optimizer state"
-                if "optimizer's state" in method
-                else "identity"
-            )
+        if self.preconditioner is not None:
+            return self.preconditioner
+        method = self.method.lower()  # older files: Adam's method named its preconditioner
+        if self.optimizer.kind != "adam":
+            return "identity"
+        return "steady state" if "steady" in method else "optimizer state"
+
+    @property
+    def rests_on(self) -> str:
+        """Which preconditioner the numbers rest on, in words.
+
+        Returns
+        -------
+        str
+            E.g. ``"the optimizer's state (P of its next step)"``.
+        """
+        label = self.basis
         if self.measure == "critical sharpness":
             return "the optimizer's own next update (from its state)"
         return {
