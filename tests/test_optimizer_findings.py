@@ -75,7 +75,10 @@ def test_critical_sharpness_is_never_read_as_a_divergence_threshold():
     # Muon: lambda_c = 250 at B = 64 -> eta_c = 0.008 < lr 0.01
     muon = result("Muon", measure="critical sharpness")
     headroom = F.learning_rate_headroom(rates(muon))
-    assert "above the critical learning rate (0.008" in headroom.statement
+    assert "is 1.2× the critical learning rate along Muon's own update (0.008)" in (
+        headroom.statement
+    )
+    assert "the next step at this learning rate raises the loss" in headroom.statement
     assert "not a divergence threshold" in headroom.statement
     assert headroom.priority == F.INFORM and "Kalra" in headroom.reference
     assert "rests on the optimizer's own next update" in headroom.evidence
@@ -83,6 +86,9 @@ def test_critical_sharpness_is_never_read_as_a_divergence_threshold():
     assert "raises the loss (η·λ_c/2 = 1)" in edge.statement
     assert "not a divergence threshold" in edge.statement
     assert edge.priority == F.INFORM
+    slow = F.learning_rate_headroom(rates(result("Muon", lr=0.001, measure="critical sharpness")))
+    assert "1/8 of the critical learning rate" in slow.statement
+    assert "a larger step would still lower the loss" in slow.statement
     below = F.edge_of_stability(
         eigen(), rates(result("Muon", lr=0.001, measure="critical sharpness"))
     )

@@ -22,9 +22,14 @@ Rules
 ========================  =================================================================
 ``learning_rate``         current lr against lr_max at the loader's batch size for the
                           optimizer in use, and which estimate to trust (Granziol et al.
-                          2022; Mulayoff & Michaeli 2024; bursts)
-``edge_of_stability``     :math:`\eta\lambda_{\max}/c` against 1, with Adam's preconditioned
-                          sharpness (Cohen et al. 2021, 2022)
+                          2022; Mulayoff & Michaeli 2024; bursts); for every optimizer,
+                          naming what the number rests on (its state, Adam's steady state,
+                          or the critical sharpness along its update: Kalra et al. 2026),
+                          or saying that there is no number and why
+``edge_of_stability``     :math:`\eta\lambda_{\max}/c` against 1: the Hessian's for the SGD
+                          family, the preconditioned sharpness with the optimizer's own
+                          coefficient for adaptive ones, :math:`\eta\lambda_c/2` for the
+                          others (Cohen et al. 2021, 2022)
 ``batch_size``            the loader's batch against the gradient noise scale (McCandlish et
                           al. 2018; Goyal et al. 2017)
 ``curvature_sign``        negative curvature resolved or within the resolution (Dauphin et
@@ -359,12 +364,8 @@ def learning_rate_headroom(rates: LearningRates | None) -> Finding | None:
             "is room to raise it if training is slow."
         )
         priority = INFORM
-    if own.measure == CRITICAL and ratio >= 1:
-        statement = (
-            f"{head} is above the critical learning rate {where}: the next step along "
-            f"{own.optimizer.key}'s own update raises the loss."
-        )
-        priority = INFORM
+    if own.measure == CRITICAL:
+        statement, priority = _critical_headroom(own, lr, limit, batch), INFORM
     head_evidence = f"lr {g(lr)} ({own.optimizer.key}) at batch size {batch}"
     return Finding(
         topic="learning_rate",
@@ -375,6 +376,36 @@ def learning_rate_headroom(rates: LearningRates | None) -> Finding | None:
         confidence=confidence,
         priority=priority,
     )
+
+
+def _display(own: LearningRateResult) -> str:
+    """Return the optimizer's name for a sentence: its class name(s), else its kind.
+
+    Returns
+    -------
+    str
+        E.g. ``"AdamW"``, ``"Muon + AdamW"``, ``"adam"``.
+    """
+    return own.optimizer.name or own.optimizer.key
+
+
+def _critical_headroom(own: LearningRateResult, lr: float, limit: float, batch: int) -> str:
+    """Return the headroom statement of the critical sharpness (a one-step measure).
+
+    Returns
+    -------
+    str
+        What the learning rate is against the critical one.
+    """
+    ratio = lr / limit
+    head = (
+        f"The learning rate {g(lr)} is {ratio_text(ratio)}{' of' if ratio < 1 else ''} the "
+        "critical learning rate along "
+        f"{_display(own)}'s own update ({g(limit)}) at batch size {batch}"
+    )
+    if ratio >= 1:
+        return f"{head}: the next step at this learning rate raises the loss."
+    return f"{head}: a larger step would still lower the loss on the next step."
 
 
 def _rule(own: LearningRateResult) -> str:
@@ -428,7 +459,7 @@ def _no_number(own: LearningRateResult, lr: float, batch: int, topic: str) -> Fi
         )
     return Finding(
         topic=topic,
-        statement=f"No learning-rate limit for {own.optimizer.key} at {where}: {why}",
+        statement=f"No learning-rate limit for {_display(own)} at {where}: {why}",
         evidence=f"lr {g(lr)}; rests on {own.rests_on}; lr_max — at {where}",
         rule=_rule(own),
         reference=_reference(own),
@@ -565,7 +596,7 @@ def _adaptive_edge(own: LearningRateResult, lr: float) -> Finding | None:
         f"lr {g(lr)} × {what} / c {g(own.coefficient)} = {ratio:.3g} (batch size "
         f"{batch}{full}; lr_max there {g(limit)}; rests on {own.rests_on})"
     )
-    name = own.optimizer.key
+    name = _display(own)
     if critical:
         statement = _critical_edge(name, ratio)
         rule = "λ_c = 2/η_c along the optimizer's own update against 2/η"
