@@ -33,7 +33,7 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -45,6 +45,7 @@ from landscape._paths import check_writable
 from landscape.losses import Criterion
 from landscape.metrics.block_spectra import parameter_blocks
 from landscape.metrics.evaluate import evaluate
+from landscape.metrics.optimizers.instances import optimizer_list
 from landscape.metrics.thresholds import optimizer_settings
 from landscape.planning import Plan, measure_costs
 from landscape.problem import Problem, as_problem, unwrap_model
@@ -145,7 +146,7 @@ def analyze(
     loss_fn: Criterion | None = None,
     *,
     budget: Budget = "fast",
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
     seed: int = 0,
     progress: bool = True,
     surfaces: bool = True,
@@ -179,8 +180,13 @@ def analyze(
         With a model: the mean-reduced criterion (default: cross-entropy / MSE / ``.loss``).
     budget : {"fast", "standard", "thorough"}, optional
         How much to compute.
-    optimizer : torch.optim.Optimizer, optional
-        Its kind, hyperparameters and (Adam) state set the learning-rate analysis.
+    optimizer : torch.optim.Optimizer or sequence of them, optional
+        The optimizer the model trains with — any ``torch.optim`` class or third-party
+        optimizer, or several that train it together (``[muon, adamw]``). Its class,
+        hyperparameters and state set the learning-rate analysis of the optimizer in use
+        and its findings (:func:`landscape.max_learning_rate`: a frozen-state threshold for
+        optimizers with a linear step, the critical sharpness along its own update for the
+        others).
     seed : int, optional
         Seed of every random choice; same seed, same numbers. Each stage draws from a seed
         derived from its name (:func:`landscape.stages.stage_seed`).
@@ -339,7 +345,7 @@ def _identity(
     time_budget: float | None,
     seed: int,
     backend: str,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None,
     switches: Mapping[str, bool],
 ) -> dict[str, str]:
     """Return what a report file must match to be resumed: settings, model, optimizer, data.
@@ -366,11 +372,12 @@ def _identity(
     model = problem.model
     tensors = {f"param/{n}": p for n, p in model.named_parameters()}
     tensors.update({f"buffer/{n}": b for n, b in model.named_buffers()})
-    if optimizer is not None:
-        for i, state in enumerate(optimizer.state_dict()["state"].values()):
+    for j, instance in enumerate(optimizer_list(optimizer) if optimizer is not None else []):
+        prefix = "optimizer" if j == 0 else f"optimizer{j}"
+        for i, state in enumerate(instance.state_dict()["state"].values()):
             for key, value in state.items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"optimizer/{i}/{key}"] = value
+                    tensors[f"{prefix}/{i}/{key}"] = value
     source = problem.source
     return {
         "settings": json.dumps(jsonable(settings), sort_keys=True),
@@ -457,7 +464,7 @@ def plan(
     *,
     budget: Budget = "fast",
     time_budget: float | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
     surfaces: bool = True,
     learning_rates: bool = True,
     backend: str = "auto",
@@ -507,7 +514,7 @@ def plan(
     units = measure_costs(
         problem, settings["curvature_samples"], backend, exact_samples=settings["exact_samples"]
     )
-    kinds = {"sgd", "adam"} | ({optimizer_settings(optimizer).kind} if optimizer else set())
+    kinds = {"sgd", "adam"} | ({optimizer_settings(optimizer).key} if optimizer else set())
     seconds = math.inf if time_budget is None else time_budget - units.seconds
     blocks = len(parameter_blocks(problem.model, "modules"))
     fitted, scaled, predicted = fit(
@@ -586,7 +593,7 @@ def compare(
     loss_fn: Criterion | None = None,
     *,
     budget: Budget = "fast",
-    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+    optimizers: Mapping[str, Any] | None = None,
     seed: int = 0,
     progress: bool = True,
     interpolation_points: int = 25,
@@ -614,7 +621,8 @@ def compare(
     budget : {"fast", "standard", "thorough"}, optional
         As for :func:`analyze`.
     optimizers : mapping of str to torch.optim.Optimizer, optional
-        Each model's optimizer (for its learning-rate analysis).
+        Each model's optimizer (for its learning-rate analysis), of any class, or a list of
+        optimizers for a model trained by several (``{"Muon": [muon, adamw]}``).
     seed : int, optional
         Seed of every random choice.
     progress : bool, optional

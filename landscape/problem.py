@@ -232,6 +232,9 @@ _UNBATCHABLE: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDi
 # -- evaluation hygiene ------------------------------------------------------------------------
 
 
+_SPARSE_GRADIENT = (nn.Embedding, nn.EmbeddingBag)
+
+
 @contextlib.contextmanager
 def evaluation_mode(
     model: nn.Module,
@@ -276,6 +279,9 @@ def evaluation_mode(
     True
     """
     flags = [(m, m.training) for m in model.modules()]
+    # Sparse embedding gradients have no dense copy_, reshape or double backward: the same
+    # values come dense with the flag off (restored on exit).
+    sparse = [m for m in model.modules() if isinstance(m, _SPARSE_GRADIENT) and m.sparse]
     buffers = (
         [(b, b._version, b.detach().clone()) for b in model.buffers()] if restore_buffers else []
     )
@@ -283,6 +289,8 @@ def evaluation_mode(
     problem_type = getattr(config, "problem_type", _MISSING)
     try:
         model.eval()
+        for m in sparse:
+            m.sparse = False
         if batch_statistics:
             for m in model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -292,6 +300,8 @@ def evaluation_mode(
     finally:
         for m, training in flags:
             m.training = training
+        for m in sparse:
+            m.sparse = True
         if problem_type is not _MISSING:
             config.problem_type = problem_type
         with torch.no_grad():

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from landscape.linalg.block_density import js_distances
 from landscape.linalg.density import spectral_density
@@ -142,15 +141,15 @@ class StageContext:
         The analysis' seed.
     backend : str
         How Hessian products are computed.
-    optimizer : torch.optim.Optimizer or None
-        The user's optimizer.
+    optimizer : torch.optim.Optimizer, sequence of them, or None
+        The user's optimizer(s).
     """
 
     problem: Problem
     settings: dict[str, Any]
     seed: int
     backend: str = "auto"
-    optimizer: torch.optim.Optimizer | None = None
+    optimizer: Any = None
     notes: dict[str, str] = field(default_factory=dict)
     _hessian: HessianOperator | None = None
 
@@ -547,8 +546,9 @@ def _run_learning_rate(ctx: StageContext) -> Outcome:
     kinds: dict[str, Any] = {"sgd": "sgd", "adam": "adam"}
     own = None
     if ctx.optimizer is not None:
-        # The user's own optimizer (with its hyperparameters and state) under its kind's name.
-        own = optimizer_settings(ctx.optimizer).kind
+        # The user's own optimizer (its hyperparameters and state) under its kind's name
+        # ("momentum", "adam"), or its class name for any other ("RMSprop", "Muon + AdamW").
+        own = optimizer_settings(ctx.optimizer).key
         kinds[own] = ctx.optimizer
     results, matvecs, passes = {}, 0, 0
     for name, optimizer in kinds.items():

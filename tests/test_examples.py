@@ -45,6 +45,12 @@ EXAMPLE_OUTPUT = {
     "spectral_density_cnn.py": ["Gauss-Newton (P = 9802)", "largest ratio gap in the top 12"],
     "lr_vs_batch_size.py": ["max learning rate (sgd;", "max learning rate (adam;", "scaling d log"],
     "sgd_vs_adam.py": ["Landscape comparison: SGD vs Adam", "loss barrier on the straight line"],
+    "three_optimizers.py": [
+        "Landscape comparison: SGD vs AdamW vs Muon",
+        "Muon  critical sharpness (generic)",
+        "AdamW lr 0.002  lr_max",
+        "rests on the optimizer's own next update",
+    ],
     "edge_of_stability.py": ["reached the edge of stability", "tracker cost:"],
     "layer_sensitivity.py": ["per-layer curvature", "most sensitive first (HAWQ-V2 order)"],
     "hessian_vs_random_axes.py": ["Hessian axes, bn='eval'", "random axes, bn='recompute'"],

@@ -130,15 +130,31 @@ def test_adam_preconditioned_sharpness_is_exact(cls, wd):
     for _ in range(4):
         gd_step(model, optimizer, data)
         record = tracker.step(optimizer)
-    space = ParamSpace.from_module(model)
-    P = adam_preconditioner(optimizer, space, dict(model.named_parameters()))
+    # P of the next step (s = t + 1 = 5), written from torch's Adam: what its step divides by
+    state = optimizer.state[model.weight]
+    s = int(state["step"]) + 1
+    v = state["exp_avg_sq"].reshape(-1)
+    P = (1 - 0.9**s) * ((v / (1 - 0.99**s)).sqrt() + 1e-3)
     coupled = wd if cls is torch.optim.Adam else 0.0
     D = torch.diag(P.rsqrt())
     expected = top(D @ (A + coupled * torch.eye(DIM, dtype=A.dtype)) @ D)
     assert record["preconditioned_sharpness"] == pytest.approx(expected, rel=1e-9)
     assert record["sharpness"] == pytest.approx(top(A), rel=1e-9)
-    assert record["threshold"] == pytest.approx(38.0 / lr, rel=1e-12)
-    assert record["ratio"] == pytest.approx(expected / (38.0 / lr), rel=1e-9)
+    # AdamW's decoupled decay delta = lr * wd lowers the coefficient to (2 - delta)(1 + b)/(1 - b)
+    delta = lr * wd if cls is torch.optim.AdamW else 0.0
+    threshold = (2 - delta) * 1.9 / 0.1 / lr
+    assert record["threshold"] == pytest.approx(threshold, rel=1e-12)
+    assert record["ratio"] == pytest.approx(expected / threshold, rel=1e-9)
+    assert (record["measure"], record["preconditioner"]) == (
+        "preconditioned sharpness",
+        "optimizer state",
+    )
+    # the last step's P_t (Cohen et al.'s) is older by one bias correction: a control
+    space = ParamSpace.from_module(model)
+    P_t = adam_preconditioner(optimizer, space, dict(model.named_parameters()))
+    D = torch.diag(P_t.rsqrt())
+    older = top(D @ (A + coupled * torch.eye(DIM, dtype=A.dtype)) @ D)
+    assert abs(record["preconditioned_sharpness"] / older - 1) > 0.01
     assert record["num_matvecs"] > record["num_matvecs_sharpness"]
     h = tracker.history
     assert h["step"].tolist() == [0, 2, 4] and list(h["kind"]) == ["adam"] * 3
@@ -720,10 +736,11 @@ def test_tracker_in_a_real_hf_trainer_on_a_tiny_gpt2(tmp_path, one_thread):
         assert float(torch.linalg.eigvalsh(H)[-1]) == pytest.approx(
             history["sharpness"][i], rel=1e-4
         )
-        # Adam's preconditioner P_t = (1-β1^t) (sqrt(v_t / (1-β2^t)) + ε), from torch's state.
+        # P of Adam's next step, (1-β1^s) (sqrt(v / (1-β2^s)) + ε) with s = t + 1, from
+        # torch's state: what the step after the measurement divides by.
         diag = []
         for name in params:  # in the order of the Hessian's rows
-            t = float(state[name]["step"])
+            t = float(state[name]["step"]) + 1
             v = state[name]["exp_avg_sq"].double()
             diag.append(((1 - beta1**t) * ((v / (1 - beta2**t)).sqrt() + eps)).reshape(-1))
         d = torch.cat(diag).rsqrt()

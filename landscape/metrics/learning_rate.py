@@ -36,26 +36,27 @@ import torch
 from torch import Tensor, nn
 
 from landscape._compat import moved
-from landscape.data import BatchList
 from landscape.linalg._random import as_generator
 from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion, Objective
 from landscape.metrics import _per_example as per_example
-from landscape.metrics.mean_square import gram_spectrum, mean_square_threshold, nonuniformity
-from landscape.metrics.thresholds import (
-    OptimizerSettings,
-    adam_preconditioner,
-    optimizer_settings,
+from landscape.metrics._lr_measure import (
+    CHUNK,
+    Measure,
+    Run,
+    choose_measure,
+    critical_samples,
+    progress_bar,
 )
-from landscape.operators.base import IdentityOperator, LinearOperator
-from landscape.operators.hessian import HessianOperator
-from landscape.operators.scaled import diagonal_congruence
-from landscape.problem import Problem, as_problem, evaluation_mode
+from landscape.metrics.mean_square import gram_spectrum, mean_square_threshold, nonuniformity
+from landscape.metrics.optimizers.instances import optimizer_list, trained_problem
+from landscape.metrics.thresholds import OptimizerSettings, optimizer_settings
+from landscape.operators.hessian import hessian
+from landscape.problem import Problem, evaluation_mode
 from landscape.records import Record
 
 __all__ = ["LearningRateResult", "Verification", "VerifySettings", "max_learning_rate"]
 
-_CHUNK = 1024  # samples per physical batch when a mini-batch or the full data is evaluated
 _FACTOR_BUDGET = 250_000_000  # entries of the per-example factor matrix (1 GB in float32)
 _GRAM_ROWS = 1536  # rows m*k of the Gram matrix: each eigensolver product costs m k r^2 flops
 
@@ -207,6 +208,28 @@ class LearningRateResult(Record):
         per-example factors within 10 % of the full-batch Hessian's (an interpolating
         minimum). ``None`` where not checked (no exact threshold, or the full batch was not
         among the batch sizes).
+    measure : {"batch sharpness", "critical sharpness"}
+        What each mini-batch gave: the top eigenvalue of its (preconditioned) Hessian, or
+        the critical sharpness :math:`2/\eta_c` along the optimizer's own update (for
+        optimizers without a linear frozen step: Muon, Rprop, L-BFGS, Lion, third-party
+        ones); then :attr:`coefficient` is 2 and ``lr_max`` is :math:`2/\bar\lambda_c`.
+    preconditioner : {"identity", "optimizer state", "steady state"} or None
+        What the numbers rest on: no preconditioner (SGD family), the optimizer's own state
+        (its next step's :math:`P`, or its update), or Adam's steady state at each batch size
+        at this point (no state given). ``None``: a file written before it was recorded
+        (see :attr:`rests_on`).
+    exactness : str or None
+        How exact the per-batch rule is: ``"exact"`` (the step is linear on a quadratic),
+        ``"frozen state"`` (exact with the optimizer's accumulators held), ``"linear part"``
+        (Adafactor without update clipping), ``"steady state"`` (:math:`P` estimated),
+        ``"generic"`` (critical sharpness: a one-step measurement, no threshold theory).
+        The average over mini-batches is Granziol et al.'s heuristic in every case.
+
+    Notes
+    -----
+    ``lr_max`` is ``nan`` at a batch size where the measure says nothing (Adam's steady
+    state at the full batch near a minimum; a normalized update whose every step raises the
+    loss): the notes say why.
     """
 
     _renamed: ClassVar[dict[str, str]] = {"num_hvps": "num_matvecs"}
@@ -235,6 +258,43 @@ class LearningRateResult(Record):
     seconds: float
     notes: tuple[str, ...] = ()
     at_minimum: bool | None = None
+    measure: str = "batch sharpness"
+    preconditioner: str | None = None
+    exactness: str | None = None
+
+    @property
+    def basis(self) -> str:
+        """The preconditioner label, inferred for files written before it was recorded.
+
+        Returns
+        -------
+        str
+            ``"identity"``, ``"optimizer state"`` or ``"steady state"``.
+        """
+        if self.preconditioner is not None:
+            return self.preconditioner
+        method = self.method.lower()  # older files: Adam's method named its preconditioner
+        if self.optimizer.kind != "adam":
+            return "identity"
+        return "steady state" if "steady" in method else "optimizer state"
+
+    @property
+    def rests_on(self) -> str:
+        """Which preconditioner the numbers rest on, in words.
+
+        Returns
+        -------
+        str
+            E.g. ``"the optimizer's state (P of its next step)"``.
+        """
+        label = self.basis
+        if self.measure == "critical sharpness":
+            return "the optimizer's own next update (from its state)"
+        return {
+            "identity": "no preconditioner (P = I)",
+            "optimizer state": "the optimizer's state (P of its next step)",
+            "steady state": "Adam's steady state at this point (no optimizer state given)",
+        }.get(label, label)
 
     def table(self) -> str:
         """Return a plain-text table, one row per batch size.
@@ -249,12 +309,16 @@ class LearningRateResult(Record):
             head += f" {'lr_ms(SGD)':>11} {'WME bound':>10}"
         if self.verification:
             head += f" {'stable<=':>9} {'diverged>=':>10}"
-        lines = [f"max learning rate ({self.optimizer.kind}; {self.method})", head]
+        lines = [
+            f"max learning rate ({self.optimizer.key}; {self.method})",
+            f"rests on {self.rests_on}; {self.measure}",
+            head,
+        ]
         ver = {v.batch_size: v for v in self.verification}
         for i, B in enumerate(self.batch_sizes):
             row = (
-                f"{B:>7d} {self.sharpness[i]:>11.4g} {self.lr_max[i]:>10.4g} "
-                f"[{self.lr_max_low[i]:>10.4g}, {self.lr_max_high[i]:>10.4g}]"
+                f"{B:>7d} {self.sharpness[i]:>11.4g} {_number(self.lr_max[i]):>10} "
+                f"[{_number(self.lr_max_low[i]):>10}, {_number(self.lr_max_high[i]):>10}]"
             )
             if self.lr_mean_square is not None and self.lr_nonuniformity_bound is not None:
                 row += f" {self.lr_mean_square[i]:>11.4g} {self.lr_nonuniformity_bound[i]:>10.4g}"
@@ -276,6 +340,17 @@ class LearningRateResult(Record):
         )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _number(x: float) -> str:
+    """Format a learning rate: ``"-"`` for no number (``nan``).
+
+    Returns
+    -------
+    str
+        The text.
+    """
+    return "-" if math.isnan(x) else f"{x:.4g}"
 
 
 def _resolve_batch_sizes(batch_sizes: Sequence[int | str], n: int) -> list[int]:
@@ -303,11 +378,17 @@ def _resolve_batch_sizes(batch_sizes: Sequence[int | str], n: int) -> list[int]:
 def _fit_law(B: np.ndarray, lam: np.ndarray, n: int) -> dict[str, float]:
     """Fit lam(B) = a + b p_B, p_B = (n - B) / (B (n - 1)), by least squares in relative error.
 
+    Batch sizes without a finite positive sharpness are left out.
+
     Returns
     -------
     dict
-        ``a``, ``b`` and ``b_star = b / a``.
+        ``a``, ``b`` and ``b_star = b / a`` (``nan`` without any usable batch size).
     """
+    keep = np.isfinite(lam) & (lam != 0)
+    B, lam = B[keep], lam[keep]
+    if len(B) == 0:
+        return {"a": math.nan, "b": math.nan, "b_star": math.nan}
     if len(B) < 2:
         return {"a": float(lam[0]), "b": 0.0, "b_star": 0.0}
     X = np.stack([np.ones_like(B, dtype=float), _noise_factor(B, n)], axis=1) / lam[:, None]
@@ -368,14 +449,34 @@ def max_learning_rate(
         \frac{2+2\beta}{1+2\beta} \ (\text{Nesterov}),\
         \frac{2+2\beta_1}{1-\beta_1} \ (\text{Adam}).
 
-    For Adam the eigenvalue is that of :math:`P^{-1/2} H_S P^{-1/2}` with :math:`P` read from
-    the optimizer's state when an ``Adam`` instance that has stepped is given (Cohen et al.
-    2022), and otherwise Adam's steady state at batch size :math:`B`:
-    :math:`P_B = \mathrm{diag}(\sqrt{G^2 + p_B\,\sigma^2} + \epsilon)` with the per-coordinate
-    mean :math:`G` and variance :math:`\sigma^2` of per-example gradients and
-    :math:`p_B = (n-B)/(B(n-1))` — the square-root scaling argument of Granziol et al.
-    Coupled weight decay adds :math:`wI` to :math:`H_S`; dampening divides :math:`c` by
-    :math:`1-d`.
+    With an optimizer **instance**, its class and state decide the measure (every
+    ``torch.optim`` class, and any third-party optimizer, is accepted; the result's
+    :attr:`~LearningRateResult.measure`, :attr:`~LearningRateResult.preconditioner` and
+    notes say which):
+
+    * a step that is linear once its state is frozen (SGD, ASGD, Adam, AdamW, RMSprop,
+      Adagrad, Adadelta, Adamax, NAdam, RAdam, SparseAdam, Adafactor's linear part):
+      :math:`\lambda_1(P^{-1/2}(H_S + W)P^{-1/2})` with :math:`P` of the optimizer's next
+      step read from its state, and the learning rate at which it is marginal for the
+      optimizer's own recursion (momentum, NAdam's schedule, RAdam's rectification or
+      warm-up, decoupled decay: :func:`landscape.metrics.optimizers.linearize`);
+    * any other optimizer (Muon, Rprop, L-BFGS, Lion-like and unknown ones, several
+      optimizers at once, an adaptive one that has not stepped): the critical sharpness
+      :math:`\lambda_c = 2/\eta_c` along its own next update on each mini-batch
+      (:func:`landscape.critical_sharpness`), with :math:`\eta_{\max} = 2/\bar\lambda_c`
+      — whether the next step raises the loss, not a divergence threshold.
+
+    With the name ``"adam"`` (or an Adam that has not stepped), no state exists: :math:`P` is
+    Adam's steady state at batch size :math:`B` at this point,
+    :math:`P_B = \mathrm{diag}(\sqrt{G^2 + p_B\,\sigma^2} + \epsilon)` with the
+    per-coordinate mean :math:`G` and variance :math:`\sigma^2` of per-example gradients and
+    :math:`p_B = (n-B)/(B(n-1))` — the square-root scaling argument of Granziol et al. — and
+    **no number** (``nan``, with a note) where it says nothing: where it rests on the mean
+    gradient or :math:`\epsilon` near a minimum, as at the full batch, where Adam adapts
+    its preconditioner to any step (Cohen et al. 2022;
+    :func:`landscape.steady_state_stability`). A real run's state remembers larger
+    gradients: its thresholds are typically several times higher. Coupled weight decay adds
+    :math:`wI` to :math:`H_S`; dampening divides :math:`c` by :math:`1-d`.
 
     The fitted law :math:`\bar\lambda_1(B) \approx a + b\,(n-B)/(B(n-1))` and the log-log
     slope summarize
@@ -396,11 +497,12 @@ def max_learning_rate(
         (default: all trainable ones, or those of an ``optimizer`` instance).
     batch_sizes : sequence of int or "full", optional
         Batch sizes to evaluate (``"full"``: the whole dataset, one "batch").
-    optimizer : {"sgd", "momentum", "nesterov", "adam"}, OptimizerSettings or Optimizer
+    optimizer : {"sgd", "momentum", "nesterov", "adam"}, OptimizerSettings, Optimizer or list
         The update rule: a name (default hyperparameters), :class:`OptimizerSettings`
         (``lr`` is the learning rate you plan to use, reported as ``current_lr``), or an
-        instance, which supplies lr, momentum, betas, eps, weight decay and (Adam) its
-        preconditioner state.
+        instance of any optimizer class (or a framework wrapper or scheduler of one), which
+        supplies its hyperparameters and state; or several instances that train the model
+        together (``[muon, adamw]``). With instances the parameters are those they train.
     num_batches : int, optional
         Random batches per batch size.
     exact : bool or "auto", optional
@@ -469,126 +571,107 @@ def max_learning_rate(
         raise ValueError(f"exact_samples must be a positive integer; got {exact_samples!r}.")
     checks = VerifySettings() if verify is True else verify or None
     settings = optimizer_settings(optimizer)
-    instance = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
-    if instance is not None and "params" not in options and not isinstance(problem, Problem):
-        ids = {id(p) for g in instance.param_groups for p in g["params"]}
-        options["params"] = [p for p in problem.parameters() if id(p) in ids]
-    problem = as_problem(problem, data, loss_fn, where="max_learning_rate", **options)
-    problem = problem.with_data(shard=False)
-    problem.loss()  # a non-finite loss is named by the user's batch, not a random draw
-    run = _Run(problem, per_example.gather(problem), as_generator(seed), [])
-    sizes = _resolve_batch_sizes(batch_sizes, run.n)
-    scale, method = _preconditioner(run, settings, instance)
-    samples, hvps, passes = _batch_sharpness(
-        run, sizes, num_batches, settings, scale, tol, backend, progress
+    instances = _instances(optimizer)
+    problem = trained_problem(
+        problem, data, loss_fn, instances, where="max_learning_rate", **options
     )
-    table = _rates(samples, settings.coefficient, sizes, run.n, run.notes)
+    notes: list[str] = []
+    problem = _trained_parameters(problem, instances, notes).with_data(shard=False)
+    problem.loss()  # a non-finite loss is named by the user's batch, not a random draw
+    run = Run(problem, per_example.gather(problem), as_generator(seed), notes)
+    sizes = _resolve_batch_sizes(batch_sizes, run.n)
+    measure = choose_measure(run, settings, instances)
+    if measure.critical:
+        samples, passes = critical_samples(run, sizes, num_batches, measure, progress)
+        hvps = 0
+    else:
+        samples, hvps, passes = _batch_sharpness(
+            run, sizes, num_batches, measure, tol, backend, progress
+        )
+    table = _rates(samples, measure, sizes, run.n, run.notes)
+    measure.finish(table, sizes, run.n, run.notes)
     exact_rates = _exact(run, settings, exact, sizes, exact_samples, table["sharpness"])
     verification = () if checks is None else _verification(
-        run, sizes, table["lr_max"], settings, instance, checks
+        run, sizes, table["lr_max"], settings, instances, measure, checks
     )  # fmt: skip
     return LearningRateResult(
         **table,
         **exact_rates,
         optimizer=settings,
-        coefficient=settings.coefficient,
-        method=method,
+        coefficient=measure.coefficient(run.n),
+        method=measure.method,
         verification=verification,
-        current_lr=settings.lr,
+        current_lr=measure.lr,
         num_samples=run.n,
         num_matvecs=hvps,
         num_passes=passes,
         seconds=time.perf_counter() - start,
         notes=tuple(run.notes),
+        measure=measure.measure,
+        preconditioner=measure.preconditioner,
+        exactness=measure.exactness,
     )
 
 
-@dataclass
-class _Run:
-    """What every step of :func:`max_learning_rate` shares: the problem, the gathered data."""
-
-    problem: Problem
-    gathered: tuple[Any, int]
-    generator: torch.Generator
-    notes: list[str]
-
-    @property
-    def dataset(self) -> Any:
-        return self.gathered[0]
-
-    @property
-    def n(self) -> int:
-        return self.gathered[1]
-
-    def on(self, batches: list[Any]) -> Problem:
-        return self.problem.with_data(BatchList(batches), shard=False)
-
-    def whole(self) -> Problem:
-        return self.on(per_example.split(self.dataset, self.n, _CHUNK))
-
-
-Scale = Callable[[LinearOperator, int], LinearOperator]
-
-
-def _preconditioner(
-    run: _Run, settings: OptimizerSettings, instance: torch.optim.Optimizer | None
-) -> tuple[Scale, str]:
-    """Return how a mini-batch Hessian is scaled (weight decay, Adam's P) and the method text.
+def _instances(optimizer: Any) -> list[torch.optim.Optimizer]:
+    """Return the optimizer instances given (none for a name or settings).
 
     Returns
     -------
-    tuple
-        ``scale(operator, batch_size) -> operator`` and the description of the method.
+    list of torch.optim.Optimizer
+        Unwrapped from framework wrappers and schedulers.
     """
-    space = run.problem.space
-    fixed: Tensor | None = None
-    moments: tuple[Tensor, Tensor] | None = None
-    method = "lambda_1 of mini-batch Hessians (Granziol et al. heuristic)"
-    if settings.kind == "adam":
-        if instance is not None and any(len(s) for s in instance.state.values()):
-            named = dict(run.problem.model.named_parameters())
-            fixed = adam_preconditioner(instance, space, named).rsqrt()
-            method = "Adam: lambda_max(P^-1/2 H_S P^-1/2), P from the optimizer's state"
-        else:
-            moments = per_example.gradient_moments(run.whole())
-            method = (
-                "Adam: lambda_max(P_B^-1/2 H_S P_B^-1/2), P_B = Adam's steady-state "
-                "preconditioner at batch size B from per-example gradient moments"
-            )
-    if settings.weight_decay:
-        run.notes.append(f"coupled weight decay {settings.weight_decay:g} added to the Hessian.")
-    if settings.decoupled_weight_decay:
-        run.notes.append(
-            "decoupled (AdamW) weight decay shifts the threshold by O(lr*wd): ignored."
+    if isinstance(optimizer, str | OptimizerSettings):
+        return []
+    return [o for o in optimizer_list(optimizer) if isinstance(o, torch.optim.Optimizer)]
+
+
+def _trained_parameters(
+    problem: Problem, instances: list[torch.optim.Optimizer], notes: list[str]
+) -> Problem:
+    """Return the problem over the parameters the optimizer(s) train, noting what is left out.
+
+    Returns
+    -------
+    Problem
+        The problem itself when every selected parameter is trained (or no instance given).
+
+    Raises
+    ------
+    ValueError
+        If the optimizers train none of the problem's parameters.
+    """
+    if not instances:
+        return problem
+    ids = {id(p) for o in instances for g in o.param_groups for p in g["params"]}
+    named = dict(problem.model.named_parameters())
+    trained = [n for n in problem.space.names if id(named[n]) in ids]
+    if not trained:
+        raise ValueError(
+            "the optimizer trains none of the problem's parameters: pass the optimizer of "
+            "this model (or a Problem over the parameters it trains)."
         )
-    n = run.n
-
-    def scale(op: LinearOperator, B: int) -> LinearOperator:
-        if settings.weight_decay:
-            eye = IdentityOperator(space.dim, dtype=space.dtype, device=space.device)
-            op = op + eye * settings.weight_decay
-        if fixed is not None:
-            return diagonal_congruence(op, fixed)
-        if moments is not None:
-            p = 0.0 if n <= B else (n - B) / (B * (n - 1))
-            second = moments[0] ** 2 + p * moments[1]
-            return diagonal_congruence(op, (second.sqrt() + settings.eps).rsqrt())
-        return op
-
-    return scale, method
+    if len(trained) == len(problem.space.names):
+        return problem
+    left = len(problem.space.names) - len(trained)
+    notes.append(
+        f"{left} parameter tensor(s) are trained by no given optimizer (e.g. the biases and "
+        "norms next to Muon's matrices): the analysis is over the ones it trains, the others "
+        "held fixed."
+    )
+    return problem.with_params(trained)
 
 
 def _batch_sharpness(
-    run: _Run,
+    run: Run,
     sizes: list[int],
     num_batches: int,
-    settings: OptimizerSettings,
-    scale: Scale,
+    measure: Measure,
     tol: float,
     backend: str,
     progress: bool,
 ) -> tuple[list[np.ndarray], int, int]:
-    """Return the top eigenvalue of every drawn mini-batch's (scaled) Hessian, per batch size.
+    """Return the top eigenvalue of every drawn mini-batch's (preconditioned) Hessian, per B.
 
     Returns
     -------
@@ -596,26 +679,18 @@ def _batch_sharpness(
         Per batch size the array of sharpness samples, and the products and passes used.
     """
     n, generator = run.n, run.generator
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(1 if n == B else num_batches for B in sizes), desc="lr_max")
+    bar = progress_bar(progress, sum(1 if n == B else num_batches for B in sizes))
     samples: list[np.ndarray] = []
     hvps = passes = 0
     try:
         for B in sizes:
             values, v0 = [], None
             for _ in range(1 if n == B else num_batches):
-                if n == B:
-                    batches = per_example.split(run.dataset, n, _CHUNK)
-                else:
-                    index = torch.randperm(n, generator=generator)[:B]
-                    batches = per_example.split(per_example.select(run.dataset, index), B, _CHUNK)
-                op = scale(HessianOperator(run.on(batches), backend=backend), B)
+                op = measure.operator(hessian(run.draw(B), backend=backend), B, n)
                 seed_b = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
                 ev = eigenvalues(op, k=1, tol=tol, seed=seed_b, v0=v0)
                 v0 = ev.vectors[:, 0]
+                measure.observe(B, n, v0)
                 values.append(float(ev.values[0]))
                 hvps += ev.num_matvecs
                 passes += ev.num_passes
@@ -628,8 +703,26 @@ def _batch_sharpness(
     return samples, hvps, passes
 
 
+def _summaries(samples: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Return the mean, largest, smallest and spread of each batch size's finite samples.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``nan`` where a batch size has no finite sample.
+    """
+    out = []
+    for reduce in (np.mean, np.max, np.min, np.std):
+        values = []
+        for s in samples:
+            finite = s[~np.isnan(s)]
+            values.append(float(reduce(finite)) if finite.size else math.nan)
+        out.append(np.asarray(values, dtype=float))
+    return tuple(out)
+
+
 def _rates(
-    samples: list[np.ndarray], coefficient: float, sizes: list[int], n: int, notes: list[str]
+    samples: list[np.ndarray], measure: Measure, sizes: list[int], n: int, notes: list[str]
 ) -> dict[str, Any]:
     """Return the learning rates, their band and the fitted law from the sharpness samples.
 
@@ -639,37 +732,34 @@ def _rates(
         The :class:`LearningRateResult` fields of the heuristic.
     """
     Bs = np.asarray(sizes, dtype=np.int64)
-    sharp = np.asarray([s.mean() for s in samples])
+    sharp, worst, best, spread = _summaries(samples)
     if bool((sharp <= 0).any()):
         notes.append(
             "a mean batch sharpness is not positive: no curvature limits the step there "
             "(lr_max = inf)."
         )
-    with np.errstate(divide="ignore"):
-        lr_max = np.where(sharp > 0, coefficient / sharp, np.inf)
-        worst = np.asarray([s.max() for s in samples])
-        best = np.asarray([s.min() for s in samples])
-        lr_low = np.where(worst > 0, coefficient / worst, np.inf)
-        lr_high = np.where(best > 0, coefficient / best, np.inf)
+
+    def limits(values: np.ndarray) -> np.ndarray:
+        return np.asarray([measure.limit(B, n, float(a)) for B, a in zip(sizes, values)])
+
     fit = _fit_law(Bs.astype(float), sharp, n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lr_fit = coefficient / (fit["a"] + fit["b"] * _noise_factor(Bs.astype(float), n))
+    lr_max = limits(sharp)
     return {
         "batch_sizes": Bs,
         "lr_max": lr_max,
-        "lr_max_low": lr_low,
-        "lr_max_high": lr_high,
+        "lr_max_low": limits(worst),
+        "lr_max_high": limits(best),
         "sharpness": sharp,
-        "sharpness_std": np.asarray([s.std() for s in samples]),
+        "sharpness_std": spread,
         "sharpness_samples": tuple(samples),
         "fit": fit,
-        "lr_fit": lr_fit,
+        "lr_fit": limits(fit["a"] + fit["b"] * _noise_factor(Bs.astype(float), n)),
         "scaling_exponent": _slope(Bs.astype(float), lr_max, n),
     }
 
 
 def _exact(
-    run: _Run,
+    run: Run,
     settings: OptimizerSettings,
     exact: bool | str,
     sizes: list[int],
@@ -710,11 +800,12 @@ def _exact(
 
 
 def _verification(
-    run: _Run,
+    run: Run,
     sizes: list[int],
     lr_max: np.ndarray,
     settings: OptimizerSettings,
-    instance: torch.optim.Optimizer | None,
+    instances: list[torch.optim.Optimizer],
+    measure: Measure,
     checks: VerifySettings,
 ) -> tuple[Verification, ...]:
     """Run the training bursts at every batch size with a finite prediction; note caveats.
@@ -732,8 +823,7 @@ def _verification(
             run.n,
             B,
             lr_max[i] * np.asarray(checks.factors, dtype=float),
-            settings,
-            instance,
+            _Trainer(settings, instances, measure.lr),
             checks,
             run.generator,
         )
@@ -751,10 +841,11 @@ def _verification(
             "noise or nonlinear effects (catapults, escape to flatter regions) decide "
             "there; the bracket is not sharp."
         )
-    if settings.kind == "adam":
+    if measure.preconditioner != "identity" or measure.critical:
         run.notes.append(
-            "verification with Adam: above its linear-stability limit Adam rarely blows "
-            "up; a burst's loss grows from gradient noise instead, so its bracket measures "
+            "verification with an adaptive or normalized optimizer: above its linear-stability "
+            "limit it rarely blows up (its accumulators grow, or its step has a fixed length); "
+            "a burst's loss grows from gradient noise instead, so its bracket measures "
             "noise-driven excess loss more than instability."
         )
     run.notes.append(
@@ -841,9 +932,9 @@ def _weighted_parts(objective: Objective, batch: Any, n: int) -> list[tuple[Any,
     Returns
     -------
     list of (batch, float)
-        Chunks of at most ``_CHUNK`` samples.
+        Chunks of at most ``CHUNK`` samples.
     """
-    parts = [(part, objective.weight(part)) for part in per_example.split(batch, n, _CHUNK)]
+    parts = [(part, objective.weight(part)) for part in per_example.split(batch, n, CHUNK)]
     return [(part, w) for part, w in parts if w > 0]
 
 
@@ -853,14 +944,13 @@ def _verify(
     n: int,
     B: int,
     lrs: np.ndarray,
-    settings: OptimizerSettings,
-    instance: torch.optim.Optimizer | None,
+    trainer: _Trainer,
     checks: VerifySettings,
     generator: torch.Generator,
 ) -> Verification:
     # Every burst starts from the same slightly perturbed point: from an exact (interpolating)
     # minimum all gradients vanish and even an unstable learning rate never moves.
-    model, objective, space = whole.model, whole.objective, whole.space
+    model, space = whole.model, whole.space
     named = dict(model.named_parameters())
     noise = {
         name: torch.randn(named[name].shape, generator=generator, dtype=torch.float64)
@@ -885,34 +975,7 @@ def _verify(
     finals, diverged = [], []
     for lr in lrs:
         clone = start_point()
-        clone.eval()
-        selected = set(space.names)
-        trained = []
-        for name, p in clone.named_parameters():
-            p.requires_grad_(name in selected)
-            p.grad = None
-            if name in selected:
-                trained.append(p)
-        opt = _make_optimizer(trained, float(lr), settings, instance, model, clone)
-        final = math.inf
-        with evaluation_mode(clone):
-            for _ in range(checks.steps):
-                index = torch.randperm(n, generator=generator)[:B]
-                batch = dataset if n == B else per_example.select(dataset, index)
-                opt.zero_grad(set_to_none=True)
-                parts = _weighted_parts(objective, batch, B)
-                total = sum(w for _, w in parts)
-                for part, w in parts:
-                    loss = objective.loss(clone, part, w) * (w / total)
-                    loss.backward()
-                if not math.isfinite(float(loss.detach())):
-                    break
-                opt.step()
-            else:
-                try:
-                    final = whole.with_model(clone).loss()
-                except FloatingPointError:
-                    final = math.inf
+        final = _burst(whole, clone, dataset, n, B, float(lr), trainer, checks, generator)
         final = final if math.isfinite(final) else math.inf
         finals.append(final)
         diverged.append(not final <= checks.divergence_factor * start)
@@ -926,42 +989,157 @@ def _verify(
     )
 
 
-def _make_optimizer(
-    trained: list[Tensor],
-    lr: float,
-    settings: OptimizerSettings,
-    instance: torch.optim.Optimizer | None,
-    model: nn.Module,
+def _burst(
+    whole: Problem,
     clone: nn.Module,
+    dataset: Any,
+    n: int,
+    B: int,
+    lr: float,
+    trainer: _Trainer,
+    checks: VerifySettings,
+    generator: torch.Generator,
+) -> float:
+    """Train ``clone`` for ``checks.steps`` steps at ``lr``; return its final full-data loss.
+
+    Returns
+    -------
+    float
+        The loss (``inf`` if a step's loss or the final loss is not finite).
+    """
+    objective, selected = whole.objective, set(whole.space.names)
+    clone.eval()
+    trained = []
+    for name, p in clone.named_parameters():
+        p.requires_grad_(name in selected)
+        p.grad = None
+        if name in selected:
+            trained.append(p)
+    optimizers = trainer.make(trained, lr, whole.model, clone)
+    with evaluation_mode(clone):
+        for _ in range(checks.steps):
+            index = torch.randperm(n, generator=generator)[:B]
+            batch = dataset if n == B else per_example.select(dataset, index)
+            closure = _closure(objective, clone, _weighted_parts(objective, batch, B), optimizers)
+            if not math.isfinite(float(closure())):
+                return math.inf
+            for opt in optimizers:
+                _Trainer.step(opt, closure)
+    try:
+        return whole.with_model(clone).loss()
+    except FloatingPointError:
+        return math.inf
+
+
+def _closure(
+    objective: Objective,
+    model: nn.Module,
+    parts: list[tuple[Any, float]],
+    optimizers: list[torch.optim.Optimizer],
+) -> Callable[[], Tensor]:
+    """Return the closure that puts a batch's mean-loss gradient on ``model`` and returns it.
+
+    Returns
+    -------
+    callable
+        ``closure() -> loss`` (a 0-dim tensor on the model's device).
+    """
+    total = sum(w for _, w in parts)
+
+    def closure() -> Tensor:
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        value = None
+        for part, w in parts:
+            loss = objective.loss(model, part, w) * (w / total)
+            loss.backward()
+            value = loss.detach() if value is None else value + loss.detach()
+        _Trainer.sparsify(optimizers)
+        return value if value is not None else torch.zeros(())
+
+    return closure
+
+
+@dataclass
+class _Trainer:
+    """The optimizer(s) of the training bursts: fresh named ones, or copies of the instances."""
+
+    settings: OptimizerSettings
+    instances: list[torch.optim.Optimizer]
+    reference_lr: float | None
+
+    def make(
+        self, trained: list[Tensor], lr: float, model: nn.Module, clone: nn.Module
+    ) -> list[torch.optim.Optimizer]:
+        """Return the optimizers of a burst at learning rate ``lr`` over the clone's parameters.
+
+        Copies of the instances (class, groups and state mapped by name onto the clone) have
+        every group's learning rate scaled by ``lr`` over the reference learning rate, so
+        per-group ratios are kept.
+
+        Returns
+        -------
+        list of torch.optim.Optimizer
+            The optimizers.
+        """
+        if self.instances:
+            factor = lr / self.reference_lr if self.reference_lr else 1.0
+            return [_copy_onto(o, model, clone, factor) for o in self.instances]
+        s = self.settings
+        if s.kind == "adam":
+            return [
+                torch.optim.Adam(
+                    trained, lr=lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay
+                )
+            ]
+        nesterov = s.kind == "nesterov"
+        return [
+            torch.optim.SGD(
+                trained, lr=lr, momentum=s.momentum, dampening=0.0 if nesterov else s.dampening,
+                nesterov=nesterov, weight_decay=s.weight_decay,
+            )
+        ]  # fmt: skip
+
+    @staticmethod
+    def sparsify(optimizers: list[torch.optim.Optimizer]) -> None:
+        """Give SparseAdam the sparse gradients it takes (evaluations run embeddings dense)."""
+        for opt in optimizers:
+            if isinstance(opt, torch.optim.SparseAdam):
+                for g in opt.param_groups:
+                    for p in g["params"]:
+                        if p.grad is not None and not p.grad.is_sparse:
+                            p.grad = p.grad.to_sparse()
+
+    @staticmethod
+    def step(opt: torch.optim.Optimizer, closure: Callable[[], Tensor]) -> None:
+        """Step, with the closure for optimizers that re-evaluate the loss (L-BFGS)."""
+        if isinstance(opt, torch.optim.LBFGS):
+            opt.step(closure)
+        else:
+            opt.step()
+
+
+def _copy_onto(
+    optimizer: torch.optim.Optimizer, model: nn.Module, clone: nn.Module, factor: float
 ) -> torch.optim.Optimizer:
-    if instance is not None:
-        # Same class, groups and state, mapped by name onto the copy's parameters.
-        names = {id(p): name for name, p in model.named_parameters()}
-        own = dict(clone.named_parameters())
-        groups = [
-            {
-                **{k: v for k, v in g.items() if k != "params"},
-                "params": [own[names[id(p)]] for p in g["params"]],
-            }
-            for g in instance.param_groups
-        ]
-        clone_opt = type(instance)(groups)
-        clone_opt.load_state_dict(copy.deepcopy(instance.state_dict()))
-        for g in clone_opt.param_groups:
-            g["lr"] = lr
-        return clone_opt
-    if settings.kind == "adam":
-        return torch.optim.Adam(
-            trained,
-            lr=lr,
-            betas=settings.betas,
-            eps=settings.eps,
-            weight_decay=settings.weight_decay,
-        )
-    return torch.optim.SGD(
-        trained,
-        lr=lr,
-        momentum=settings.momentum,
-        nesterov=settings.kind == "nesterov",
-        weight_decay=settings.weight_decay,
-    )
+    """Return a copy of ``optimizer`` on the clone's parameters, learning rates times ``factor``.
+
+    Returns
+    -------
+    torch.optim.Optimizer
+        Same class, groups and state, mapped by parameter name.
+    """
+    names = {id(p): name for name, p in model.named_parameters()}
+    own = dict(clone.named_parameters())
+    groups = [
+        {
+            **{k: v for k, v in g.items() if k != "params"},
+            "params": [own[names[id(p)]] for p in g["params"]],
+        }
+        for g in optimizer.param_groups
+    ]
+    twin = type(optimizer)(groups)
+    twin.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    for g, original in zip(twin.param_groups, optimizer.param_groups, strict=True):
+        g["lr"] = float(original["lr"]) * factor
+    return twin

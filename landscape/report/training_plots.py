@@ -98,6 +98,7 @@ def plot_sharpness_history(
     n = steps.size
     sharpness = _column(history, "sharpness", n)
     preconditioned = _column(history, "preconditioned_sharpness", n)
+    critical = _column(history, "critical_sharpness", n)
     batch = _column(history, "batch_sharpness", n)
     threshold = _column(history, "threshold", n)
     ratio = _column(history, "ratio", n)
@@ -121,6 +122,8 @@ def plot_sharpness_history(
         top.plot(steps, sharpness, "o-", markersize=3, label=r"$\lambda_{\max}(H)$")
     if _any(preconditioned):
         top.plot(steps, preconditioned, "s-", markersize=3, label=r"$\lambda_{\max}(P^{-1}H)$")
+    if _any(critical):
+        top.plot(steps, critical, "d-", markersize=3, label=r"critical sharpness $2/\eta_c$")
     if _any(batch):
         top.plot(steps, batch, "^-", markersize=3, label="batch sharpness")
     if _any(threshold):
@@ -167,7 +170,8 @@ def _array(value: Any) -> np.ndarray | None:
 
 
 def _default_label(result: Any, index: int) -> str:
-    kind = getattr(getattr(result, "optimizer", None), "kind", None)
+    settings = getattr(result, "optimizer", None)
+    kind = getattr(settings, "key", None) or getattr(settings, "kind", None)
     return str(kind) if kind is not None else f"result {index + 1}"
 
 
