@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-browser lint format bench bench-realistic clean
+.PHONY: install demo test test-slow test-browser chromium docs docs-serve notebooks lint format bench bench-realistic clean
 
 # The dev install pins torch==2.13.0 (a CPU build on this project's machines); the package
 # itself accepts torch>=2.4.
@@ -34,22 +34,41 @@ test: lint
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
-# The demo's page in headless Chromium (tests/test_browser.py, about 20 s): no console error,
-# every figure loaded; saves figures/report_screenshot.png, the README's screenshot. Installs
-# Debian's chromium with apt-get when it is missing and this runs as root; otherwise says
-# what to install. Playwright (dev extra) drives that binary: it downloads no browser.
-test-browser: $(STAMP)
+# Debian's chromium for the browser tests (tests/test_browser.py, tests/test_docs_site.py):
+# installed with apt-get when missing and this runs as root (as CI does, from .ci/run);
+# otherwise says what to install. Playwright (dev extra) drives that binary: it downloads
+# no browser. Without Chromium the browser tests skip with a message.
+chromium:
 	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian's chromium with apt-get"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || exit 1; \
 	  else \
-	    echo "test-browser needs Chromium: install Debian's chromium package" \
+	    echo "the browser tests need Chromium: install Debian's chromium package" \
 	      "(sudo apt-get install chromium), or put chromium on the PATH" >&2; \
 	    exit 1; \
 	  fi; \
 	fi
+
+# The demo's page in headless Chromium (tests/test_browser.py, about 20 s): no console error,
+# every figure loaded; saves figures/report_screenshot.png, the README's screenshot.
+test-browser: $(STAMP) chromium
 	LANDSCAPE_SCREENSHOT=figures/report_screenshot.png $(PY) -m pytest tests/test_browser.py -q -rs
+
+# The documentation site from docs/ into site/ (offline; warnings are errors). The tests
+# build it too (tests/test_docs_site.py), run every code block of its pages
+# (tests/test_docs_code.py) and check the built site in headless Chromium.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# Serve the built site at http://127.0.0.1:8000 (search needs a server, not file://).
+docs-serve: docs
+	$(PY) -m http.server --bind 127.0.0.1 --directory site 8000
+
+# Re-run the example notebooks in a Jupyter kernel and store their outputs in them (what
+# the repository holds; tests/test_notebooks.py checks the stored outputs match a run).
+notebooks: $(STAMP)
+	$(PY) tests/notebooks.py --write
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
@@ -69,4 +88,4 @@ bench-realistic: $(STAMP)
 	$(PY) benchmarks/realistic.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site

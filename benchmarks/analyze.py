@@ -86,7 +86,8 @@ def main() -> None:
         print(f"{budget}: {seconds:.1f} s ({params} parameters, 2000 samples)")
         for stage, cost in report.costs.items():
             print(
-                f"  {stage:<14} {cost.seconds:7.2f} s  {cost.hvps:5d} HVPs  {cost.passes:5d} passes"
+                f"  {stage:<14} {cost.seconds:7.2f} s  {cost.num_matvecs:5d} HVPs  "
+                f"{cost.passes:5d} passes"
             )
     planned = []
     for seconds_allowed in args.time_budgets:

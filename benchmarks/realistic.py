@@ -1068,7 +1068,13 @@ def surfaces_task(
         def run() -> Any:
             with quiet():
                 results[label] = ls.surface(
-                    model, data, dirs, coords, loss_fn=w.loss_fn, progress=False, **kw
+                    model,
+                    data,
+                    directions=dirs,
+                    coords=coords,
+                    loss_fn=w.loss_fn,
+                    progress=False,
+                    **kw,
                 )
 
         row = timed_row("surface", label, "ours", run, repeats)

@@ -93,7 +93,9 @@ def run_workload(workload: hvp.Workload, steps: int) -> dict:
     rows.append({"method": "loss-landscapes random_plane", "seconds": t_peer, "points": peer.size})
 
     start = time.perf_counter()
-    ours = ls.surface(model, batches, dirs, coords, loss_fn=loss_fn, progress=False)
+    ours = ls.surface(
+        model, batches, directions=dirs, coords=coords, loss_fn=loss_fn, progress=False
+    )
     t_ours = time.perf_counter() - start
     rows.append(
         {
@@ -105,7 +107,13 @@ def run_workload(workload: hvp.Workload, steps: int) -> dict:
 
     start = time.perf_counter()
     single = ls.surface(
-        model, batches, dirs, coords, loss_fn=loss_fn, vectorize=True, progress=False
+        model,
+        batches,
+        directions=dirs,
+        coords=coords,
+        loss_fn=loss_fn,
+        vectorize=True,
+        progress=False,
     )
     t_single = time.perf_counter() - start
     chunk = single.settings["points_per_chunk"]

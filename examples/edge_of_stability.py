@@ -77,7 +77,7 @@ def main() -> None:
         else:
             print(f"  still sharpening: max sharpness / (2/lr) = {s['max_ratio']:.3f}")
         print(
-            f"  tracker cost: {s['total_hvps']} Hessian-vector products over "
+            f"  tracker cost: {s['total_matvecs']} Hessian-vector products over "
             f"{s['num_measurements']} measurements ({time.perf_counter() - start:.1f} s with "
             f"training)"
         )

@@ -70,7 +70,7 @@ def main() -> None:
     for bn in ("eval", "recompute"):
         for axes, dirs in (("Hessian", hessian), ("random", random)):
             start = time.perf_counter()
-            s = ls.surface(model, loader, dirs, coords, bn=bn, progress=False)
+            s = ls.surface(model, loader, directions=dirs, coords=coords, bn=bn, progress=False)
             curvature = [s.curvature_at_origin(axis=i) for i in (0, 1)]
             quadratic = ""
             if axes == "Hessian":

@@ -59,8 +59,7 @@ def main() -> None:
             optimizer=trained.optimizer,  # its lr, betas and (Adam) preconditioner state
             num_batches=num_batches,
             exact_samples=32 if args.quick else 96,
-            verify=not args.quick,
-            verify_steps=100,
+            verify=not args.quick and ls.VerifySettings(steps=100),
             seed=0,
         )
         print(result.table())

@@ -10,19 +10,21 @@ from torch import Tensor, nn
 from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion
 from landscape.operators.hessian import hessian
+from landscape.problem import Problem
 
 __all__ = ["hessian_directions"]
 
 
 def hessian_directions(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     k: int = 2,
     *,
     which: str = "largest",
     tol: float = 1e-4,
     seed: int | torch.Generator | None = 0,
+    backend: str = "auto",
     **options: Any,
 ) -> list[dict[str, Tensor]]:
     r"""Top Hessian eigenvectors as surface axes (unit norm, parameter-shaped).
@@ -35,12 +37,9 @@ def hessian_directions(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model (never modified).
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`.
-    loss_fn : callable, optional
-        As for :func:`landscape.hessian`.
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model (never modified) with its data
+        and loss, as for :func:`landscape.hessian`.
     k : int, optional
         Number of directions.
     which : {"largest", "smallest", "magnitude"}, optional
@@ -49,8 +48,10 @@ def hessian_directions(
         Residual tolerance of the eigenpairs.
     seed : int or torch.Generator, optional
         Lanczos starting vector.
+    backend : str, optional
+        How Hessian products are computed (see :class:`landscape.HessianOperator`).
     **options
-        Passed to :func:`landscape.hessian`.
+        Options of :class:`~landscape.problem.Problem`, as for :func:`landscape.hessian`.
 
     Returns
     -------
@@ -64,7 +65,7 @@ def hessian_directions(
     >>> len(dirs), sorted(dirs[0]) == sorted(n for n, _ in model.named_parameters())
     (2, True)
     """
-    H = hessian(model, data, loss_fn, **options)
+    H = hessian(problem, data, loss_fn, backend=backend, **options)
     ev = eigenvalues(H, k=k, which=which, tol=tol, seed=seed)  # type: ignore[arg-type]
     assert ev.named_vectors is not None  # curvature operators always provide them
     return [{n: t.clone() for n, t in d.items()} for d in ev.named_vectors]

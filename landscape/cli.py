@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", title="commands", help="one of:"
     )
 
+    _add_demo(commands, formatter)
+    _add_analyze(commands, formatter)
+    _add_show(commands, formatter)
+    return parser
+
+
+def _add_demo(commands: Any, formatter: type) -> None:
     demo = commands.add_parser(
         "demo",
         help="train one small MLP with SGD and with Adam on offline data, compare the two "
@@ -120,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of everything (default: 0)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+
+def _add_analyze(commands: Any, formatter: type) -> None:
     analyze = commands.add_parser(
         "analyze",
         help="analyze your model (a factory, or a saved model or state_dict) on built-in "
@@ -167,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_show(commands: Any, formatter: type) -> None:
     show = commands.add_parser(
         "show",
         help="print the summary of a saved report or comparison, optionally write its figures",
@@ -178,7 +189,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("path", metavar="FILE.h5", help="a report or comparison file")
     show.add_argument("--figures", metavar="DIR", help="write every figure as PNG here")
-    return parser
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -395,8 +405,15 @@ def _data(args: argparse.Namespace) -> Any:
     return data
 
 
-def _check_forward(model: Any, data: Any, spec: str) -> None:
-    """Evaluate the loss on the first batch, so that a data/model mismatch is a clear error.
+def _problem(model: Any, data: Any, spec: str) -> Any:
+    """Return the analysis' problem, after evaluating the loss on its first batch.
+
+    A data/model mismatch is then a clear error, before the analysis starts.
+
+    Returns
+    -------
+    landscape.Problem
+        The problem.
 
     Raises
     ------
@@ -411,8 +428,8 @@ def _check_forward(model: Any, data: Any, spec: str) -> None:
     if first is None:
         raise CLIError("the model from --model has no parameters to analyze.")
     try:
-        problem = Problem(model, data, max_batches=1, shard=False)
-        batch = next(problem.batches()).data
+        problem = Problem(model, data)
+        batch = next(problem.with_data(max_batches=1, shard=False).batches()).data
     except Exception as error:
         raise CLIError(
             f"--data {spec!r}: cannot read a batch: {type(error).__name__}: {error}"
@@ -427,6 +444,7 @@ def _check_forward(model: Any, data: Any, spec: str) -> None:
             f"the model cannot take a batch of --data {spec!r} (tensors {shapes}): "
             f"{type(error).__name__}: {error}"
         ) from error
+    return problem
 
 
 def _check_directory(option: str, value: str | None) -> None:
@@ -466,10 +484,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     _check_directory("--figures", args.figures)
     model = _model(args)
     data = _data(args)
-    _check_forward(model, data, args.data)
+    problem = _problem(model, data, args.data)
     report = ls.analyze(
-        model,
-        data,
+        problem,
         budget=args.budget,
         seed=args.seed,
         progress=not args.no_progress,

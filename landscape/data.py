@@ -19,7 +19,7 @@ from torch import Tensor
 from landscape import distributed
 from landscape.batches import batch_size, map_tensors
 
-__all__ = ["Batch", "DataSource"]
+__all__ = ["Batch", "BatchList", "DataSource"]
 
 
 class Batch(NamedTuple):
@@ -44,6 +44,29 @@ class Batch(NamedTuple):
 
 
 _DEFAULT_CACHE_BYTES = 2 * 1024**3
+
+
+class BatchList:
+    """A re-iterable list of batches, never mistaken for a single batch.
+
+    :class:`DataSource` reads a plain list of up to four tensors as one batch; wrap a list
+    of batches in this to say it is a list of batches.
+
+    Examples
+    --------
+    >>> X, y = torch.randn(4, 3), torch.arange(4)
+    >>> len(BatchList([(X[:2], y[:2]), (X[2:], y[2:])]))
+    2
+    """
+
+    def __init__(self, batches: list[Any]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def _is_single_batch(data: Any) -> bool:
@@ -171,6 +194,7 @@ class DataSource:
         self.shard = shard
         self.weigh = weigh
         self._cached: list[Batch] | None = None
+        self._whole = False  # the cache holds every batch read, in order (none skipped)
         self._num_samples: int | None = None
         self._total_weight: float | None = None
 
@@ -192,6 +216,15 @@ class DataSource:
         if self._total_weight is None:
             self._count()
         return self._total_weight  # type: ignore[return-value]
+
+    @property
+    def spans_ranks(self) -> bool:
+        """Whether the data is split across :mod:`torch.distributed` ranks (sums are all-reduced).
+
+        True under an initialized process group unless ``shard=False`` (every rank holds all
+        the data): sharded by batch index, or by the loader's ``DistributedSampler``.
+        """
+        return distributed.is_distributed() and self.shard is not False
 
     def _count(self) -> None:
         for _ in self:
@@ -262,11 +295,13 @@ class DataSource:
         limit = self._cache_limit()
         kept: list[Batch] | None = [] if limit >= 0 else None
         used = 0
+        skipped = False
         # Samples of batches of positive weight, their weight, and all samples read.
         local = torch.zeros(3, dtype=torch.float64)
         for item in self._stream():
             local[2] += item.num_samples
             if item.weight == 0:
+                skipped = True
                 continue
             local[0] += item.num_samples
             local[1] += item.weight
@@ -278,7 +313,7 @@ class DataSource:
                     kept = None
             yield item
         total = local
-        if distributed.is_distributed() and self.shard is not False:  # ranks hold parts
+        if self.spans_ranks:  # ranks hold parts
             total = distributed.all_reduce_sum_(local.to(self.device)).cpu()
         samples, weight, read = int(total[0]), float(total[1]), int(total[2])
         if read == 0:
@@ -304,3 +339,47 @@ class DataSource:
         self._total_weight = weight
         if kept is not None:
             self._cached = kept
+            self._whole = not skipped
+
+    def prefix(self, *, max_batches: int | None, max_samples: int | None) -> DataSource | None:
+        """Return a source of the first batches or samples of this one, from its device cache.
+
+        No pass over the user's data is made: the cached device batches are shared. Only
+        possible once a pass has cached every batch (none of weight 0 skipped, not split
+        across ranks) and when the new limits take a part of this source's data.
+
+        Parameters
+        ----------
+        max_batches, max_samples : int or None
+            The limits of the new source.
+
+        Returns
+        -------
+        DataSource or None
+            The new source, or ``None`` when this one cannot serve it from its cache.
+
+        Examples
+        --------
+        >>> X, y = torch.randn(10, 3), torch.arange(10) % 2
+        >>> source = DataSource([(X[:6], y[:6]), (X[6:], y[6:])], device=torch.device("cpu"),
+        ...                     dtype=torch.float32)
+        >>> source.prefix(max_batches=None, max_samples=4) is None  # nothing cached yet
+        True
+        >>> source.num_samples, source.prefix(max_batches=None, max_samples=4).num_samples
+        (10, 4)
+        """
+        if self._cached is None or not self._whole or distributed.is_distributed():
+            return None
+        for new, old in ((max_batches, self.max_batches), (max_samples, self.max_samples)):
+            if old is not None and (new is None or new > old):
+                return None
+        return DataSource(
+            BatchList([b.data for b in self._cached]),
+            device=self.device,
+            dtype=self.dtype,
+            max_batches=max_batches,
+            max_samples=max_samples,
+            cache=True,
+            shard=False,
+            weigh=self.weigh,
+        )

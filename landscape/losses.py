@@ -181,12 +181,8 @@ class CausalLMLoss(_TokenCrossEntropy):
     with logits :math:`z` of shape ``(batch, length, vocabulary)`` and labels :math:`y` of
     shape ``(batch, length)``: position :math:`t` predicts token :math:`t+1` (the labels are
     *shifted*, as in Hugging Face ``ForCausalLMLoss``), and labels equal to ``ignore_index``
-    (padding, prompts) are not scored. A batch weighs :math:`|S|` tokens.
-
-    Parameters
-    ----------
-    ignore_index : int, optional
-        The label that is not scored.
+    (padding, prompts) are not scored. A batch weighs :math:`|S|` tokens. ``ignore_index``
+    (default -100) is the label that is not scored.
 
     Examples
     --------
@@ -211,12 +207,8 @@ class TokenClassificationLoss(_TokenCrossEntropy):
         \qquad S = \{(i, t) : y_{i,t} \ne -100\},
 
     without a shift: the convention of token classification, masked language modelling and
-    encoder-decoder (sequence-to-sequence) heads. A batch weighs :math:`|S|` positions.
-
-    Parameters
-    ----------
-    ignore_index : int, optional
-        The label that is not scored.
+    encoder-decoder (sequence-to-sequence) heads. A batch weighs :math:`|S|` positions, and
+    ``ignore_index`` (default -100) marks the positions that are not scored.
 
     Examples
     --------
@@ -420,9 +412,6 @@ class Task:
     name: str
     criterion: Any
     num_items: bool = False
-
-
-_TOKEN_TASKS = ("causal_lm", "masked_lm", "seq2seq_lm", "token_classification")
 
 
 def _accepts_num_items(model: nn.Module) -> bool:
@@ -717,16 +706,12 @@ class Objective:
         return self.criterion(outputs, targets), outputs
 
     def loss(self, model: nn.Module, batch: Any, weight: Tensor | float | None = None) -> Tensor:
-        """Return the scalar mean loss of ``model`` on ``batch``.
+        """Return the scalar mean loss of ``model`` on ``batch`` (see :meth:`forward`).
 
         Parameters
         ----------
-        model : torch.nn.Module
-            The model (possibly reparametrized by :func:`torch.func.functional_call`).
-        batch : Any
-            One batch.
-        weight : Tensor or float, optional
-            The batch's weight (see :meth:`forward`).
+        model, batch, weight
+            As for :meth:`forward`.
 
         Returns
         -------

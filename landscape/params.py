@@ -72,6 +72,10 @@ def select_parameters(model: nn.Module, params: ParamSelector = None) -> list[st
     ['0.bias', '2.bias']
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if next(iter(model.parameters()), None) is None:
+        raise ValueError(
+            f"{type(model).__name__} has no parameters; there is no landscape to analyze."
+        )
     if not named:
         raise ValueError(
             f"{type(model).__name__} has no trainable parameters (all have requires_grad=False "

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from landscape import distributed
 from landscape._attention import math_attention
 from landscape.batches import batch_size, leaves, rebuild, select_rows
 from landscape.data import Batch, DataSource
@@ -44,10 +45,12 @@ from landscape.losses import BatchLoss, Count, Criterion, Objective
 from landscape.params import ParamSelector, ParamSpace
 
 __all__ = [
+    "PROBLEM_OPTIONS",
     "Evaluation",
     "Problem",
     "Samples",
     "VectorizationWarning",
+    "as_problem",
     "evaluation_mode",
     "unwrap_model",
 ]
@@ -158,6 +161,89 @@ def _entry_point() -> str:
         if module.startswith("landscape") and frame.function in public:
             return f"ls.{frame.function}"
     return "this function"
+#: The keyword arguments of :class:`Problem` besides ``model, data, loss_fn``: every public
+#: function that takes ``model, data, loss_fn`` accepts them as ``**options`` and builds its
+#: problem from them (:func:`as_problem`).
+PROBLEM_OPTIONS = (
+    "batch_loss",
+    "count",
+    "params",
+    "mode",
+    "precision",
+    "max_batches",
+    "max_samples",
+    "cache",
+    "shard",
+)
+_VARIANT_OPTIONS = ("params", "max_batches", "max_samples", "cache", "shard")
+
+
+def as_problem(
+    problem: Any, data: Any = None, loss_fn: Any = None, /, *, where: str, **options: Any
+) -> Problem:
+    """Return the :class:`Problem` a public function works on: given, or built from its parts.
+
+    Every curvature function and metric takes either a :class:`Problem` or the parts of one,
+    ``(model, data, loss_fn, **options)`` with the options of :class:`Problem`; this is the
+    one place that tells them apart. With a :class:`Problem`, the options that make a
+    variant of it (``params``, ``max_batches``, ``max_samples``, ``cache``, ``shard``) are
+    applied (:meth:`Problem.with_params`, :meth:`Problem.with_data`); the others are part of
+    the problem and refused.
+
+    Parameters
+    ----------
+    problem : Problem or torch.nn.Module
+        A problem, or the model.
+    data, loss_fn : optional
+        With a model: its data and loss (see :class:`Problem`).
+    where : str
+        The calling function's name, for error messages.
+    **options
+        Options of :class:`Problem`.
+
+    Returns
+    -------
+    Problem
+        The problem.
+
+    Raises
+    ------
+    TypeError
+        For an unknown option, data given twice, or a missing ``data``.
+
+    Examples
+    --------
+    >>> problem = Problem(nn.Linear(3, 2), (torch.randn(8, 3), torch.arange(8) % 2))
+    >>> as_problem(problem, where="f", max_samples=4).num_samples
+    4
+    """
+    unknown = sorted(k for k in options if k not in PROBLEM_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"{where}() got unexpected keyword argument(s) {unknown}; the problem's options "
+            f"are {list(PROBLEM_OPTIONS)} (see landscape.Problem)."
+        )
+    if isinstance(problem, Problem):
+        if data is not None or loss_fn is not None:
+            raise TypeError(
+                f"{where}() got a Problem and data or loss_fn: a Problem carries its data and "
+                "loss. Pass either ls.Problem(model, data, loss_fn) or model, data, loss_fn."
+            )
+        fixed = sorted(k for k in options if k not in _VARIANT_OPTIONS)
+        if fixed:
+            raise TypeError(
+                f"{where}(): {fixed} are part of the Problem; build it with them, e.g. "
+                f"ls.Problem(model, data, {fixed[0]}=...)."
+            )
+        if "params" in options:
+            problem = problem.with_params(options.pop("params"))
+        return problem.with_data(**options) if options else problem
+    if data is None:
+        raise TypeError(
+            f"{where}() needs data: pass model, data (a DataLoader, a list of batches or one "
+            "batch), or a landscape.Problem."
+        )
+    return Problem(problem, data, loss_fn, **options)
 
 
 class VectorizationWarning(UserWarning):
@@ -170,6 +256,9 @@ _UNBATCHABLE: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDi
 
 
 # -- evaluation hygiene ------------------------------------------------------------------------
+
+
+_SPARSE_GRADIENT = (nn.Embedding, nn.EmbeddingBag)
 
 
 @contextlib.contextmanager
@@ -216,6 +305,9 @@ def evaluation_mode(
     True
     """
     flags = [(m, m.training) for m in model.modules()]
+    # Sparse embedding gradients have no dense copy_, reshape or double backward: the same
+    # values come dense with the flag off (restored on exit).
+    sparse = [m for m in model.modules() if isinstance(m, _SPARSE_GRADIENT) and m.sparse]
     buffers = (
         [(b, b._version, b.detach().clone()) for b in model.buffers()] if restore_buffers else []
     )
@@ -223,6 +315,8 @@ def evaluation_mode(
     problem_type = getattr(config, "problem_type", _MISSING)
     try:
         model.eval()
+        for m in sparse:
+            m.sparse = False
         if batch_statistics:
             for m in model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -232,6 +326,8 @@ def evaluation_mode(
     finally:
         for m, training in flags:
             m.training = training
+        for m in sparse:
+            m.sparse = True
         if problem_type is not _MISSING:
             config.problem_type = problem_type
         with torch.no_grad():
@@ -455,40 +551,251 @@ class Problem:
         self._train_copy: nn.Module | None = None
         self._unbatchable = _UNBATCHABLE.setdefault(model, set())
         self._criterion_checked = False
+        self._theta: dict[str, Tensor] | None = None
+        self.shared: dict[str, Any] = {}  # what every variant of this problem shares
 
-    def with_data(self, data: Any, **options: Any) -> Problem:
-        """Return the same problem (model, loss, parameters, mode) on other data.
+    # -- variants ------------------------------------------------------------------------------
+    def _variant(self) -> Problem:
+        other = copy.copy(self)  # shares model, objective, data source, private copy, caches
+        return other
+
+    def with_data(
+        self,
+        data: Any = None,
+        *,
+        max_batches: int | object | None = _MISSING,
+        max_samples: int | object | None = _MISSING,
+        cache: bool | Literal["auto"] | object = _MISSING,
+        shard: bool | Literal["auto"] | object = _MISSING,
+    ) -> Problem:
+        """Return the same problem (model, loss, parameters, mode, θ) on other data or limits.
 
         Parameters
         ----------
-        data : iterable of batches, or one batch
-            The other data (e.g. a random mini-batch).
-        **options
-            ``max_batches``, ``max_samples``, ``cache``, ``shard`` of the new data source.
+        data : iterable of batches, or one batch, optional
+            Other data (e.g. a random mini-batch); default: this problem's data, with the
+            limits below (when they are this problem's, the data source itself is shared:
+            its cached device batches and sample counts).
+        max_batches, max_samples, cache, shard : optional
+            As for :class:`Problem`; default: this problem's (for new ``data``: the defaults).
 
         Returns
         -------
         Problem
-            A problem that shares this one's objective, parameters and what is known about
-            vectorizing the model.
+            A problem sharing this one's model, objective, parameters and what is known
+            about vectorizing the model.
+
+        Examples
+        --------
+        >>> problem = Problem(nn.Linear(3, 2), (torch.randn(8, 3), torch.arange(8) % 2))
+        >>> problem.with_data(max_samples=4).num_samples, problem.num_samples
+        (4, 8)
         """
-        other = object.__new__(Problem)
-        other._setup(
-            self.model,
-            self.objective,
-            dataclasses.replace(self.space, dtype=self._model_dtype),
-            self.mode,
-            self.compute_dtype,
-        )
-        other._criterion_checked = self._criterion_checked
+        source = self.source
+        given = {
+            "max_batches": max_batches,
+            "max_samples": max_samples,
+            "cache": cache,
+            "shard": shard,
+        }
+        given = {k: v for k, v in given.items() if v is not _MISSING}
+        other = self._variant()
+        if data is None:
+            current = {k: getattr(source, k) for k in given}
+            if given == current:
+                return other
+            options = {
+                k: getattr(source, k) for k in ("max_batches", "max_samples", "cache", "shard")
+            }
+            options.update(given)
+            shared = source.prefix(
+                max_batches=options["max_batches"], max_samples=options["max_samples"]
+            )
+            if shared is not None:  # the cached device batches: no new pass over the data
+                other.source = shared
+                return other
+            data = source.data
+        else:
+            options = given
         other.source = DataSource(
-            data,
-            device=self.space.device,
-            dtype=self.compute_dtype,
-            weigh=self.objective.weight,
+            data, device=self.space.device, dtype=self.compute_dtype, weigh=self.objective.weight,
             **options,
-        )
+        )  # fmt: skip
         return other
+
+    def with_params(self, params: ParamSelector) -> Problem:
+        """Return the same problem with curvature taken in other parameters.
+
+        Parameters
+        ----------
+        params : ParamSelector
+            The parameters (names, modules, tensors or a predicate; see
+            :func:`landscape.params.select_parameters`).
+
+        Returns
+        -------
+        Problem
+            A problem sharing the data source, objective and model.
+
+        Examples
+        --------
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        >>> Problem(model, (torch.randn(8, 3), torch.arange(8) % 2)).with_params("2").space.dim
+        10
+        """
+        other = self._variant()
+        space = ParamSpace.from_module(self.model, params)
+        other.space = dataclasses.replace(space, dtype=self.space.dtype)
+        other.constant_entries = _padding_rows(self.model, space)
+        if self._theta is not None:
+            table = {n: p.detach() for n, p in self.model.named_parameters()}
+            other._theta = {n: self._theta.get(n, table[n]) for n in other.space.names}
+        return other
+
+    def with_evaluation(
+        self, *, mode: Mode | None = None, precision: Precision | None = None
+    ) -> Problem:
+        """Return the same problem evaluated in another mode or precision.
+
+        Parameters
+        ----------
+        mode : {"eval", "train"}, optional
+            As for :class:`Problem` (default: this problem's).
+        precision : {"auto", "model", "float32", "float64"}, optional
+            As for :class:`Problem` (default: this problem's dtype).
+
+        Returns
+        -------
+        Problem
+            A problem sharing the model, objective and parameters (a new data source when
+            the dtype of the batches changes).
+
+        Raises
+        ------
+        ValueError
+            For an unknown mode or precision.
+        """
+        mode = self.mode if mode is None else mode
+        if mode not in ("eval", "train"):
+            raise ValueError(f"mode must be 'eval' or 'train'; got {mode!r}.")
+        compute = self.compute_dtype
+        if precision is not None:
+            if precision not in _PRECISIONS:
+                raise ValueError(f"precision must be one of {_PRECISIONS}; got {precision!r}.")
+            compute = _compute_dtype(self._model_dtype, precision)
+        if mode == self.mode and compute == self.compute_dtype:
+            return self
+        other = self._variant()
+        other.mode = mode
+        other.compute_dtype = compute
+        working = compute if compute in (torch.float32, torch.float64) else torch.float32
+        other.space = dataclasses.replace(self.space, dtype=working)
+        other._train_copy = None
+        if compute != self.compute_dtype:
+            source = self.source
+            other.source = DataSource(
+                source.data, device=self.space.device, dtype=compute, weigh=self.objective.weight,
+                max_batches=source.max_batches, max_samples=source.max_samples,
+                cache=source.cache, shard=source.shard,
+            )  # fmt: skip
+        return other
+
+    def with_model(self, model: nn.Module) -> Problem:
+        """Return the same problem on another model of the same architecture (e.g. a copy).
+
+        Used where landscape trains or perturbs a private copy (learning-rate verification
+        bursts) and needs the same loss, weighting and data on it.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            A model with the selected parameters under the same names and shapes.
+
+        Returns
+        -------
+        Problem
+            A problem sharing the data source and objective, evaluating ``model``.
+
+        Raises
+        ------
+        ValueError
+            If ``model`` lacks a selected parameter or its shape differs.
+        """
+        model = unwrap_model(model)
+        table = dict(model.named_parameters())
+        wrong = [
+            n for n, s in zip(self.space.names, self.space.shapes)
+            if n not in table or tuple(table[n].shape) != tuple(s)
+        ]  # fmt: skip
+        if wrong:
+            raise ValueError(f"the other model lacks, or reshapes, the parameters {wrong[:5]}.")
+        other = self._variant()
+        other.model = model
+        other._train_copy = None
+        other._unbatchable = _UNBATCHABLE.setdefault(model, set())
+        return other
+
+    def at(self, theta: Tensor | dict[str, Tensor]) -> Problem:
+        r"""Return the same problem evaluated at other values :math:`\theta` of the parameters.
+
+        The model is not touched: every evaluation of the returned problem (losses,
+        gradients, curvature products, :meth:`reduce`) calls it functionally with
+        ``theta`` in place of the selected parameters.
+
+        Parameters
+        ----------
+        theta : Tensor or dict of str to Tensor
+            A flat vector of length ``P`` in this problem's parameter order, or one tensor
+            per selected parameter name.
+
+        Returns
+        -------
+        Problem
+            The problem at ``theta``.
+
+        Raises
+        ------
+        ValueError
+            If ``theta`` does not match the selected parameters.
+
+        Examples
+        --------
+        >>> model = nn.Linear(2, 1, bias=False)
+        >>> data = (torch.ones(4, 2), torch.zeros(4, 1))
+        >>> round(Problem(model, data).at(torch.tensor([1.0, 2.0])).loss(), 6)
+        9.0
+        """
+        if isinstance(theta, Tensor):
+            if theta.shape != (self.space.dim,):
+                raise ValueError(
+                    f"theta has shape {tuple(theta.shape)}; expected ({self.space.dim},), the "
+                    "number of selected parameters."
+                )
+            theta = self.space.unflatten(theta)
+        missing = [n for n in self.space.names if n not in theta]
+        if missing:
+            raise ValueError(f"theta lacks the selected parameters {missing[:5]}.")
+        other = self._variant()
+        other._theta = {n: theta[n].detach() for n in self.space.names}
+        return other
+
+    @property
+    def theta(self) -> dict[str, Tensor]:
+        """The values of the selected parameters this problem is evaluated at (detached)."""
+        if self._theta is not None:
+            return self._theta
+        table = dict(self.model.named_parameters())
+        return {n: table[n].detach() for n in self.space.names}
+
+    def parameters_vector(self) -> Tensor:
+        """Return :attr:`theta` as one flat vector (a copy, in the working dtype).
+
+        Returns
+        -------
+        Tensor
+            Shape ``(P,)``.
+        """
+        return self.space.flatten(self.theta).to(self.space.dtype, copy=True)
 
     # -- the data -----------------------------------------------------------------------------
     @property
@@ -563,6 +870,167 @@ class Problem:
             module, batch_statistics=self.mode == "train", fused_attention=first_order
         ):
             yield Evaluation(self, module)
+
+    # -- the one data loop --------------------------------------------------------------------
+    def reduce(
+        self,
+        per_batch: Callable[[Evaluation, Batch], Tensor | Sequence[Tensor]],
+        *,
+        init: Sequence[Tensor] | None = None,
+        mean: bool = True,
+        first_order: bool = False,
+        names: Sequence[str] = ("loss",),
+        hint: str = "",
+        check_finite: bool = True,
+    ) -> list[Tensor]:
+        r"""Return the weighted mean of per-batch quantities over the data: the one data loop.
+
+        .. math::
+            \bar f = \frac{\sum_b w_b\, f_b}{\sum_b w_b},
+
+        over this rank's batches (:meth:`batches`), summed over the data-parallel ranks, with
+        :math:`f_b` = ``per_batch(run, batch)`` evaluated inside :meth:`evaluation` (so at
+        the problem's parameters, :meth:`at` included) and :math:`w_b` the batch's weight
+        (samples, or scored tokens). Every mean over the data in landscape is this loop:
+        the loss, gradients, curvature products, sharpness, surfaces, the tracker. It
+        checks every part for non-finite values with one synchronization per pass and
+        names the first batch where one appears (every rank raises together).
+
+        Parameters
+        ----------
+        per_batch : callable
+            ``per_batch(run, batch) -> Tensor or sequence of Tensor``, the batch's
+            quantities (for ``mean=True``, the batch's *mean* quantities, e.g. its mean
+            loss). Detached before they are summed.
+        init : sequence of Tensor, optional
+            Zero accumulators of the parts' shapes (summed into in place, and returned); by
+            default created from the first batch's parts (needed under
+            :mod:`torch.distributed` when a rank may have no batch).
+        mean : bool, optional
+            ``True``: weight by :math:`w_b` and divide by :math:`\sum_b w_b`; ``False``:
+            return the plain sums :math:`\sum_b f_b`.
+        first_order : bool, optional
+            Only first derivatives are taken (fused attention kernels may run).
+        names : sequence of str, optional
+            What the parts are, for the error message (``("loss", "curvature product")``).
+        hint : str, optional
+            Appended to the message when a non-scalar part is not finite.
+        check_finite : bool, optional
+            Raise on non-finite parts (default); ``False`` for quantities that may
+            legitimately be infinite or undefined (a loss surface far from the minimum).
+
+        Returns
+        -------
+        list of Tensor
+            The reduced parts (scalars in float64, others in at least the working dtype).
+
+        Raises
+        ------
+        FloatingPointError
+            If a part is not finite: ``"at batch i (0-based) of the data, the loss is nan"``.
+        RuntimeError
+            If this rank has no batch and ``init`` is not given.
+
+        Examples
+        --------
+        >>> model = nn.Linear(3, 1)
+        >>> data = [(torch.randn(4, 3), torch.randn(4, 1)),
+        ...         (torch.randn(2, 3), torch.randn(2, 1))]
+        >>> problem = Problem(model, data)
+        >>> with torch.no_grad():
+        ...     (loss,) = problem.reduce(lambda run, b: run.loss(b.data, b.weight))
+        >>> X, Y = torch.cat([b[0] for b in data]), torch.cat([b[1] for b in data])
+        >>> bool(torch.isclose(loss, nn.functional.mse_loss(model(X), Y).double()))
+        True
+        """
+        sums = list(init) if init is not None else None
+        flags: list[Tensor] = []
+        firsts: list[Tensor] = []
+        indices: list[int] = []
+        with self.evaluation(first_order=first_order) as run:
+            for batch in self.batches():
+                parts = per_batch(run, batch)
+                parts = (parts,) if isinstance(parts, Tensor) else tuple(parts)
+                if sums is None:
+                    sums = [_accumulator(p, self.dtype) for p in parts]
+                for total, part in zip(sums, parts):
+                    total.add_(part.detach().to(total.dtype), alpha=batch.weight if mean else 1.0)
+                if check_finite:
+                    flags.append(torch.stack([torch.isfinite(p).all() for p in parts]))
+                    firsts.append(parts[0].detach().reshape(-1)[0])
+                    indices.append(batch.index)
+        if sums is None:
+            raise RuntimeError(
+                "this rank has no batch of the data and no accumulators were given (init=)."
+            )
+        bad = _non_finite(flags, firsts, indices, names, hint)
+        spans = self.source.spans_ranks
+        if spans:  # every rank raises together instead of deadlocking in the next collective
+            flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+            distributed.all_reduce_sum_(flag)
+            if bad is None and float(flag) > 0:
+                raise FloatingPointError(
+                    f"non-finite {' or '.join(names)} on another data-parallel rank."
+                )
+        if bad is not None:
+            raise FloatingPointError(bad)
+        if spans:
+            _all_reduce_(sums)
+        if mean:
+            weight = self.total_weight
+            for total in sums:
+                total.div_(weight)
+        return sums
+
+    def loss(self) -> float:
+        r"""Return the mean loss :math:`L(\theta) = \sum_b w_b L_b / \sum_b w_b` over the data.
+
+        Returns
+        -------
+        float
+            The loss at the problem's parameters (:meth:`at` included), in float64.
+
+        Examples
+        --------
+        >>> data = (torch.ones(4, 2), torch.zeros(4, 1))
+        >>> Problem(nn.Linear(2, 1, bias=False), data).at(torch.tensor([0.5, 0.5])).loss()
+        1.0
+        """
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        with torch.no_grad():
+            (value,) = self.reduce(lambda run, b: run.loss(b.data, b.weight), init=[zero])
+        return float(value)
+
+    def value_and_grad(self) -> tuple[float, Tensor]:
+        r"""Return the mean loss and its gradient :math:`\nabla_\theta L` (flat, length ``P``).
+
+        Returns
+        -------
+        tuple of (float, Tensor)
+            The loss (float64) and the gradient in the working dtype.
+
+        Examples
+        --------
+        >>> data = (torch.ones(4, 2), torch.zeros(4, 1))
+        >>> loss, g = Problem(nn.Linear(2, 1, bias=False), data).at(torch.ones(2)).value_and_grad()
+        >>> loss, g.tolist()
+        (4.0, [4.0, 4.0])
+        """
+
+        def part(run: Evaluation, batch: Batch) -> tuple[Tensor, Tensor]:
+            with torch.enable_grad():
+                loss = run.loss(batch.data, batch.weight)
+                grads = torch.autograd.grad(
+                    loss, run.params, allow_unused=True, materialize_grads=True
+                )
+            return loss.detach(), self.space.flatten(run.named(list(grads)))
+
+        init = [
+            torch.zeros((), dtype=torch.float64, device=self.device),
+            torch.zeros(self.space.dim, dtype=self.dtype, device=self.device),
+        ]
+        loss, gradient = self.reduce(part, init=init, first_order=True)
+        return float(loss), gradient
 
     def vectorize(
         self,
@@ -711,7 +1179,13 @@ class Evaluation:
         self.module = module
         table = dict(module.named_parameters())
         self.names = list(problem.space.names)
-        self.params = [table[n] for n in self.names]
+        self._at = problem._theta is not None  # evaluated at other values than the module's
+        if self._at:
+            # Fresh autograd leaves holding theta: derivatives are taken with respect to them.
+            given = problem._theta
+            self.params = [given[n].detach().requires_grad_(True) for n in self.names]  # type: ignore[index]
+        else:
+            self.params = [table[n] for n in self.names]
         self.theta = {n: p.detach() for n, p in zip(self.names, self.params)}
         self._bound = _Bound(module, problem.objective)
         selected = set(self.names)
@@ -720,9 +1194,12 @@ class Evaluation:
         }
         self._constants.update({f"model.{n}": b for n, b in module.named_buffers()})
 
-    # -- with the module's own parameters --------------------------------------------------------
+    # -- at the problem's parameters (the module's own, or those of Problem.at) -------------------
     def loss(self, batch: Any, weight: float | Tensor | None = None) -> Tensor:
-        """Return the mean loss of ``batch`` with the module's parameters.
+        """Return the mean loss of ``batch`` at the problem's parameters (:attr:`params`).
+
+        Differentiable with respect to :attr:`params` (the module's own parameters, or the
+        leaves holding the values given to :meth:`Problem.at`).
 
         Parameters
         ----------
@@ -736,6 +1213,8 @@ class Evaluation:
         Tensor
             The scalar loss.
         """
+        if self._at:
+            return self.call(self.named(self.params), batch, weight)
         return self.objective.loss(self.module, batch, weight)
 
     def forward(self, batch: Any, weight: float | Tensor | None = None) -> tuple[Tensor, Any]:
@@ -746,6 +1225,8 @@ class Evaluation:
         tuple
             ``(loss, outputs)``.
         """
+        if self._at:
+            return self.call_forward(self.named(self.params), batch, weight)
         return self.objective.forward(self.module, batch, weight)
 
     def correct(self, outputs: Any, batch: Any) -> tuple[Tensor, Tensor] | None:
@@ -955,3 +1436,66 @@ class Samples:
         for lo in range(0, len(self), size):
             hi = min(lo + size, len(self))
             yield lo, tuple(t[lo:hi] for t in self.rows), self.weights[lo:hi]
+
+
+def _accumulator(part: Tensor, working: torch.dtype) -> Tensor:
+    # Scalars (losses) sum in float64; vectors in at least the working dtype.
+    if part.ndim == 0:
+        dtype = torch.float64
+    elif part.is_floating_point():
+        dtype = torch.promote_types(part.dtype, working)
+    else:
+        dtype = torch.float64
+    return torch.zeros(part.shape, dtype=dtype, device=part.device)
+
+
+def _non_finite(
+    flags: list[Tensor],
+    firsts: list[Tensor],
+    indices: list[int],
+    names: Sequence[str],
+    hint: str,
+) -> str | None:
+    """Return the message naming the first batch with a non-finite part, or ``None``.
+
+    One synchronization: the flags of every batch are stacked and read once.
+
+    Returns
+    -------
+    str or None
+        ``"at batch i (0-based) of the data, the <name> is <value>"``.
+    """
+    if not flags:
+        return None
+    stacked = torch.stack(flags)
+    if bool(stacked.all()):
+        return None
+    row = int((~stacked.all(dim=1)).nonzero()[0, 0])
+    column = int((~stacked[row]).nonzero()[0, 0])
+    where = f"at batch {indices[row]} (0-based) of the data"
+    first = float(firsts[row])
+    name = names[column] if column < len(names) else f"part {column}"
+    if column == 0:
+        return f"{where}, the {name} is {first}"
+    return f"{where}, the {name} is not finite (the {names[0]}, {first:.6g}, is){hint}"
+
+
+def _all_reduce_(tensors: list[Tensor]) -> None:
+    """Sum tensors over the data-parallel ranks in place.
+
+    Views of one buffer are reduced with one call on the whole buffer (a curvature
+    product's per-parameter blocks): every element of that buffer must be an accumulator.
+    """
+    if not distributed.is_distributed():
+        return
+    groups: dict[tuple[int, torch.dtype], Tensor] = {}
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.dtype)
+        if key in groups:
+            continue
+        storage = t.untyped_storage()
+        whole = torch.empty(0, dtype=t.dtype, device=t.device)
+        whole.set_(storage, 0, (storage.nbytes() // t.element_size(),))
+        groups[key] = whole
+    for whole in groups.values():
+        distributed.all_reduce_sum_(whole)

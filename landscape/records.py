@@ -55,7 +55,13 @@ R = TypeVar("R", bound="Record")
 
 
 class Record:
-    """Mixin for result dataclasses: :meth:`to_dict`, :meth:`from_dict`, :meth:`to_json`."""
+    """Mixin for result dataclasses: :meth:`to_dict`, :meth:`from_dict`, :meth:`to_json`.
+
+    A subclass that renames a field lists ``{old name: new name}`` in ``_renamed``, so
+    that files written under the old name still load.
+    """
+
+    _renamed: typing.ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as plain values (see the module documentation).
@@ -93,6 +99,7 @@ class Record:
             raise TypeError(f"{cls.__name__}.from_dict needs a dict; got {type(data).__name__}.")
         hints = _hints(cls)
         values = {}
+        data = {**{new: data[old] for old, new in cls._renamed.items() if old in data}, **data}
         for f in _stored_fields(cls):
             if f.name in data:
                 values[f.name] = restore(hints[f.name], data[f.name])
@@ -119,7 +126,7 @@ def _stored_fields(cls: type) -> tuple[dataclasses.Field, ...]:
 @cache
 def _hints(cls: type) -> dict[str, Any]:
     module = sys.modules.get(cls.__module__)
-    namespace = {"torch": torch, "np": np, "Tensor": torch.Tensor}
+    namespace = {"torch": torch, "np": np, "Tensor": torch.Tensor, "typing": typing}
     namespace.update(vars(module) if module is not None else {})
     return typing.get_type_hints(cls, globalns=namespace)
 

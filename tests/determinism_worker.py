@@ -105,18 +105,16 @@ def compute(name: str) -> dict[str, Any]:
                 model,
                 batches,
                 seed=SEED,
-                trace_matvecs=12,
-                pacbayes_samples=3,
-                pacbayes_steps=4,
                 backend=BACKEND,
+                settings=ls.SharpnessSettings(
+                    trace_matvecs=12, pacbayes_samples=3, pacbayes_steps=4
+                ),
             )
         elif name == "coherence":
             result = ls.coherence(
                 model,
                 batches,
-                noise_hessian=True,
-                hessian_samples=3,
-                hessian_probes=4,
+                hessian=ls.HessianSettings(noise_scale=True, samples=3, probes=4),
                 seed=SEED,
                 backend=BACKEND,
             )
@@ -124,7 +122,12 @@ def compute(name: str) -> dict[str, Any]:
             dirs = ls.random_directions(model, n=2, seed=SEED)
             result = {
                 str(vectorize): ls.surface(
-                    model, batches, dirs, np.linspace(-1, 1, 5), vectorize=vectorize, progress=False
+                    model,
+                    batches,
+                    directions=dirs,
+                    coords=np.linspace(-1, 1, 5),
+                    vectorize=vectorize,
+                    progress=False,
                 )
                 for vectorize in (False, True)
             }

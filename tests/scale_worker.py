@@ -131,7 +131,7 @@ def main(out: str | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "seconds": seconds,
         "stage_seconds": {k: round(v.seconds, 2) for k, v in report.costs.items()},
-        "stage_hvps": {k: int(v.hvps) for k, v in report.costs.items()},
+        "stage_hvps": {k: int(v.num_matvecs) for k, v in report.costs.items()},
         "peak_rss_before_analyze_gib": before / 2**30,
         "peak_rss_gib": peak_rss_bytes() / 2**30,
         "sampled_peak_rss_gib_per_stage": {k: round(v, 2) for k, v in peaks.items()},

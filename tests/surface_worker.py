@@ -37,7 +37,7 @@ def compute(path, **options):
     return ls.surface(
         model,
         batches,
-        directions,
+        directions=directions,
         coords=GRID,
         loss_fn=slow_cross_entropy,
         path=path,

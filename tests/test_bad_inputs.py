@@ -98,7 +98,9 @@ ENTRY_POINTS = {
     "coherence": lambda m, d, f=None: ls.coherence(m, d, f),
     "layerwise": lambda m, d, f=None: ls.layerwise(m, d, f),
     "SharpnessTracker": lambda m, d, f=None: ls.SharpnessTracker(m, d, f).measure("sgd", lr=0.1),
-    "surface": lambda m, d, f=None: ls.surface(m, d, _dirs(m), [-1, 0, 1], loss_fn=f, **QUIET),
+    "surface": lambda m, d, f=None: ls.surface(
+        m, d, directions=_dirs(m), coords=[-1, 0, 1], loss_fn=f, **QUIET
+    ),
     "interpolate": lambda m, d, f=None: ls.interpolate(m, _other_model(), d, loss_fn=f, **QUIET),
 }
 
@@ -138,7 +140,7 @@ def test_no_trainable_parameters_for_surfaces(problem):
     with pytest.raises(ValueError, match="no trainable parameters to move along"):
         ls.random_directions(model)
     with pytest.raises(ValueError, match="no trainable parameters to move along"):
-        ls.surface(model, batches, dirs, [-1, 0, 1], **QUIET)
+        ls.surface(model, batches, directions=dirs, coords=[-1, 0, 1], **QUIET)
 
 
 def test_model_that_is_not_a_module_or_has_no_parameters(problem):
@@ -343,7 +345,7 @@ def test_load_a_directory_or_a_surface_file(tmp_path, problem):
         ls.load(tmp_path)
     model, batches = problem
     path = tmp_path / "s.h5"
-    ls.surface(model, batches, _dirs(model), [-1, 0, 1], path=path, **QUIET)
+    ls.surface(model, batches, directions=_dirs(model), coords=[-1, 0, 1], path=path, **QUIET)
     with pytest.raises(ValueError, match=r"format 'landscape.surface', not 'landscape.report'"):
         ls.load(path)
 
@@ -353,10 +355,12 @@ def test_surface_resume_with_other_data_settings(tmp_path, problem):
     model, batches = problem
     path = tmp_path / "s.h5"
     dirs = _dirs(model)
-    ls.surface(model, batches, dirs, [-1, 0, 1], path=path, **QUIET)
+    ls.surface(model, batches, directions=dirs, coords=[-1, 0, 1], path=path, **QUIET)
     before = path.read_bytes()
     with pytest.raises(ValueError, match=r"made with different settings.*; refusing to resume"):
-        ls.surface(model, batches, dirs, [-1, 0, 1], path=path, max_samples=20, **QUIET)
+        ls.surface(
+            model, batches, directions=dirs, coords=[-1, 0, 1], path=path, max_samples=20, **QUIET
+        )
     assert path.read_bytes() == before
 
 
@@ -430,11 +434,15 @@ def _unknown_options(model, batches):
             "ignore must be 'biasbn' or None; got 'bias'",
         ),
         "surface bn": (
-            lambda: ls.surface(model, batches, _dirs(model), [0, 1], bn="train", **QUIET),
+            lambda: ls.surface(
+                model, batches, directions=_dirs(model), coords=[0, 1], bn="train", **QUIET
+            ),
             "bn must be 'eval', 'recompute' or 'batch'; got 'train'",
         ),
         "surface metrics": (
-            lambda: ls.surface(model, batches, _dirs(model), [0, 1], metrics=("acc",), **QUIET),
+            lambda: ls.surface(
+                model, batches, directions=_dirs(model), coords=[0, 1], metrics=("acc",), **QUIET
+            ),
             "metrics must include 'loss'",
         ),
         "max_learning_rate optimizer": (
@@ -454,7 +462,7 @@ def _unknown_options(model, batches):
             r"unknown sharpness measure\(s\) \['samm'\]; valid measures are \['lambda_max'",
         ),
         "coherence hessian_method": (
-            lambda: ls.coherence(model, batches, hessian_method="approx"),
+            lambda: ls.coherence(model, batches, hessian=ls.HessianSettings(method="approx")),
             "hessian_method must be 'probes' or 'exact'; got 'approx'",
         ),
         "layerwise metrics": (
@@ -539,15 +547,38 @@ def test_failing_surface_leaves_no_file(problem, tmp_path):
     dirs = _dirs(model)
     path = tmp_path / "s.h5"
     with pytest.raises(ValueError, match="must be a scalar"):
-        ls.surface(model, batches, dirs, [-1, 0, 1], loss_fn=_per_sample_loss, path=path, **QUIET)
+        ls.surface(
+            model,
+            batches,
+            directions=dirs,
+            coords=[-1, 0, 1],
+            loss_fn=_per_sample_loss,
+            path=path,
+            **QUIET,
+        )
     with pytest.raises(FileNotFoundError, match=r"cannot write the surface file .*does not exist"):
-        ls.surface(model, batches, dirs, [-1, 0, 1], path=tmp_path / "no" / "s.h5", **QUIET)
+        ls.surface(
+            model,
+            batches,
+            directions=dirs,
+            coords=[-1, 0, 1],
+            path=tmp_path / "no" / "s.h5",
+            **QUIET,
+        )
 
     def interrupted(outputs, targets):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        ls.surface(model, batches, dirs, [-1, 0, 1], loss_fn=interrupted, path=path, **QUIET)
+        ls.surface(
+            model,
+            batches,
+            directions=dirs,
+            coords=[-1, 0, 1],
+            loss_fn=interrupted,
+            path=path,
+            **QUIET,
+        )
     assert os.listdir(tmp_path) == []
 
 
@@ -555,14 +586,14 @@ def test_failing_overwrite_keeps_the_previous_surface_file(problem, tmp_path):
     model, batches = problem
     dirs = _dirs(model)
     path = tmp_path / "s.h5"
-    first = ls.surface(model, batches, dirs, [-1, 0, 1], path=path, **QUIET)
+    first = ls.surface(model, batches, directions=dirs, coords=[-1, 0, 1], path=path, **QUIET)
     before = path.read_bytes()
     with pytest.raises(ValueError, match="must be a scalar"):
         ls.surface(
             model,
             batches,
-            dirs,
-            [-1, 0, 1],
+            directions=dirs,
+            coords=[-1, 0, 1],
             loss_fn=_per_sample_loss,
             path=path,
             resume=False,
@@ -570,7 +601,7 @@ def test_failing_overwrite_keeps_the_previous_surface_file(problem, tmp_path):
         )
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["s.h5"]
-    again = ls.surface(model, batches, dirs, [-1, 0, 1], path=path, **QUIET)
+    again = ls.surface(model, batches, directions=dirs, coords=[-1, 0, 1], path=path, **QUIET)
     assert again.num_points == 0
     np.testing.assert_array_equal(again.loss, first.loss)
 

@@ -18,7 +18,12 @@ from state import assert_unchanged, snapshot
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from landscape.metrics.coherence import _two_batch_estimates, coherence, noise_scale
+from landscape.metrics.coherence import (
+    HessianSettings,
+    _two_batch_estimates,
+    coherence,
+    noise_scale,
+)
 from landscape.operators.per_example import per_example_gradients
 
 # -- oracles -------------------------------------------------------------------------------------
@@ -180,7 +185,9 @@ def test_linear_regression_closed_forms():
     model = _linear(X, y, w)
     data = [(X[:10], y[:10]), (X[10:], y[10:])]
     before = snapshot(model)
-    res = coherence(model, data, batch_loss=half_mse, chunk_size=7, noise_hessian=True)
+    res = coherence(
+        model, data, batch_loss=half_mse, chunk_size=7, hessian=HessianSettings(noise_scale=True)
+    )
     assert_unchanged(model, before)
     G, G2, Eg2, trS = _closed_form(X, y, w)
     pe = per_example_gradients(model, data, batch_loss=half_mse)
@@ -216,7 +223,7 @@ def test_linear_regression_closed_forms():
     trHS = float(torch.einsum("ip,pq,iq->", D, H, D) / m)
     gHg = float(G.mean(0) @ H @ G.mean(0))
     assert res.b_noise == pytest.approx(trHS / gHg, rel=1e-10)
-    assert res.num_hvps == m + 1
+    assert res.num_matvecs == m + 1
     assert res.num_passes >= 3
 
     out = res.to_json()
@@ -259,13 +266,15 @@ def test_hessian_coherence_identical_rank_one():
     X = a.repeat(8, 1)
     y = torch.linspace(-1, 1, 8, dtype=torch.float64)
     model = _linear(X, y, torch.zeros(4, dtype=torch.float64))
-    res = coherence(model, (X, y), batch_loss=half_mse, hessian_samples=s, hessian_method="exact")
+    res = coherence(
+        model, (X, y), batch_loss=half_mse, hessian=HessianSettings(samples=s, method="exact")
+    )
     # H_i = a a^T: S = |a|^2 11^T, lambda_max(S) = s |a|^2, lambda_max(H_i) = |a|^2.
     assert res.hessian_coherence == pytest.approx(s, rel=1e-12)
     assert res.hessian_coherence_normalized == pytest.approx(1.0, rel=1e-12)
     assert res.hessian_alignment == pytest.approx(1.0, rel=1e-12)
     assert torch.allclose(res.hessian_top_eigenvalues, torch.full((s,), float(a @ a)).double())
-    assert res.num_hvps == s * 4
+    assert res.num_matvecs == s * 4
 
 
 def test_hessian_coherence_orthogonal_rank_one():
@@ -273,7 +282,9 @@ def test_hessian_coherence_orthogonal_rank_one():
     X = torch.eye(6, dtype=torch.float64) * torch.tensor([1.0, 3.0, 0.5, 2.0, 1.0, 1.0])[:, None]
     y = torch.ones(6, dtype=torch.float64)
     model = _linear(X, y, torch.zeros(6, dtype=torch.float64))
-    res = coherence(model, (X, y), batch_loss=half_mse, hessian_samples=s, hessian_method="exact")
+    res = coherence(
+        model, (X, y), batch_loss=half_mse, hessian=HessianSettings(samples=s, method="exact")
+    )
     # H_i = c_i^2 e_i e_i^T: S = diag(c_i^2), sigma = 1.
     assert res.hessian_coherence == pytest.approx(1.0, rel=1e-12)
     assert res.hessian_coherence_normalized == pytest.approx(1 / s, rel=1e-12)
@@ -287,7 +298,7 @@ def test_hessian_coherence_identical_higher_rank():
     x = torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64)
     X, Y = x.repeat(5, 1), torch.randn(5, 2, dtype=torch.float64)
     model = nn.Linear(3, 2, bias=False).double()
-    res = coherence(model, (X, Y), hessian_samples=s, hessian_method="exact")
+    res = coherence(model, (X, Y), hessian=HessianSettings(samples=s, method="exact"))
     assert res.hessian_coherence == pytest.approx(s * math.sqrt(2), rel=1e-12)
     assert res.hessian_alignment == pytest.approx(1.0, rel=1e-12)
 
@@ -304,8 +315,8 @@ def test_hessian_coherence_against_exact_per_example_hessians():
     model, batches = case.build()
     s, k = 4, 64
     before = snapshot(model)
-    exact = coherence(model, batches, hessian_samples=s, hessian_method="exact")
-    probes = coherence(model, batches, hessian_samples=s, hessian_probes=k, seed=1)
+    exact = coherence(model, batches, hessian=HessianSettings(samples=s, method="exact"))
+    probes = coherence(model, batches, hessian=HessianSettings(samples=s, probes=k), seed=1)
     assert_unchanged(model, before)
     names = [n for n, _ in model.named_parameters()]
     Hs = _exact_per_example_hessians(case, model, batches, names, s)
@@ -318,7 +329,7 @@ def test_hessian_coherence_against_exact_per_example_hessians():
     assert torch.allclose(exact.hessian_top_eigenvalues, tops, rtol=1e-10)
     assert exact.hessian_coherence == pytest.approx(sigma, rel=1e-10)
     assert exact.hessian_coherence_normalized == pytest.approx(sigma / s, rel=1e-10)
-    assert exact.num_hvps == s * Hs[0].shape[0]
+    assert exact.num_matvecs == s * Hs[0].shape[0]
 
     # Probes: E[(H_i z).(H_j z)] = tr(H_i H_j), standard deviation sqrt(2/k) |sym(H_i H_j)|_F.
     se = torch.stack(
@@ -329,7 +340,7 @@ def test_hessian_coherence_against_exact_per_example_hessians():
     ratio = probes.hessian_traces_stderr.diagonal() / se.diagonal()
     assert bool(((ratio > 0.5) & (ratio < 2.0)).all())
     assert torch.allclose(probes.hessian_top_eigenvalues, tops, rtol=1e-5)
-    assert probes.num_hvps > s * k
+    assert probes.num_matvecs > s * k
 
 
 def test_coherence_leaves_batchnorm_model_unchanged():
@@ -337,7 +348,7 @@ def test_coherence_leaves_batchnorm_model_unchanged():
     model, batches = case.build()
     model.train()
     before = snapshot(model)
-    res = coherence(model, batches, noise_hessian=True, hessian_samples=2, hessian_probes=4)
+    res = coherence(model, batches, hessian=HessianSettings(noise_scale=True, samples=2, probes=4))
     assert_unchanged(model, before)
     assert math.isfinite(res.alpha) and res.hessian_coherence is not None
 
@@ -444,4 +455,4 @@ def test_noise_scale_argument_errors():
     with pytest.raises(ValueError, match="num_pairs"):
         noise_scale(model, (X, y), small_batch=2, big_batch=4, num_pairs=1)
     with pytest.raises(ValueError, match="hessian_samples"):
-        coherence(model, (X, y), batch_loss=half_mse, hessian_samples=7)
+        coherence(model, (X, y), batch_loss=half_mse, hessian=HessianSettings(samples=7))

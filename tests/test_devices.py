@@ -62,7 +62,9 @@ def reference():
         "top": ls.eigenvalues(H, k=3, seed=0).values,
         "trace": ls.trace(H, num_matvecs=30, seed=0).value,
         "dirs": dirs,
-        "surface": ls.surface(model, batches, dirs, SURFACE_COORDS, progress=False).loss,
+        "surface": ls.surface(
+            model, batches, directions=dirs, coords=SURFACE_COORDS, progress=False
+        ).loss,
         "lr": ls.max_learning_rate(model, batches, batch_sizes=(8, "full"), num_batches=3).lr_max,
         "analyze": ls.analyze(model, batches, progress=False),
     }
@@ -93,7 +95,14 @@ def test_surface(device, reference):
     model, batches = _on(device)
     dirs = [{k: t.float().to(device) for k, t in d.items()} for d in reference["dirs"]]
     for vectorize in (False, True):
-        s = ls.surface(model, batches, dirs, SURFACE_COORDS, vectorize=vectorize, progress=False)
+        s = ls.surface(
+            model,
+            batches,
+            directions=dirs,
+            coords=SURFACE_COORDS,
+            vectorize=vectorize,
+            progress=False,
+        )
         assert _rel(s.loss, reference["surface"]) < 1e-5
 
 

@@ -108,20 +108,21 @@ class _Recording(_Interrupt):
             if "landscape" + os.sep in frame.f_code.co_filename:
                 names.append(frame.f_code.co_name)
             frame = frame.f_back
-        self.stages.append(names[names.index("analyze") - 1])
+        self.stages.append(names[names.index("_run") - 1])  # the stage's runner
         return super().__call__(outputs, targets)
 
 
 STAGES = [
-    "_eigenvalues",
-    "trace",
-    "frobenius_norm",
-    "spectral_density",
-    "layerwise",
-    "_surfaces",
-    "_sharpness",
-    "coherence",
-    "_learning_rates",
+    "_run_eigenvalues",
+    "_run_subsets",
+    "_run_trace",
+    "_run_density",
+    "_run_layerwise",
+    "_run_block_spectra",
+    "_run_surfaces",
+    "_run_sharpness",
+    "_run_coherence",
+    "_run_learning_rate",
 ]
 
 
@@ -137,10 +138,10 @@ def stage_calls():
     return calls
 
 
-def _interrupted_analyze(model, data, loss_fn, bars):
+def _interrupted_analyze(model, data, loss_fn, bars, **options):
     before = snapshot(model)
     with pytest.raises(KeyboardInterrupt):
-        ls.analyze(model, data, loss_fn, progress=True)
+        ls.analyze(model, data, loss_fn, progress=True, **options)
     assert_unchanged(model, before)
     assert model.training and model.bn.training
     assert model.conv.weight.grad is not None and torch.all(model.conv.weight.grad == 1)
@@ -161,11 +162,13 @@ def test_ctrl_c_deep_inside_a_stage_leaves_the_model_unchanged(stage_calls, bars
     assert criterion.calls == at
 
 
-@pytest.mark.parametrize("stage_pass", [1, 6])  # the loss, coherence
+@pytest.mark.parametrize("stage_pass", [1, 6])  # the loss, a later stage
 def test_ctrl_c_inside_the_loader_leaves_the_model_unchanged(bars, stage_pass):
+    # analyze reads a loader once and works on its cached batches; cache=False makes every
+    # stage read it again, so that an interrupt can come from inside a later stage.
     model, batches = _model()
     loader = _InterruptingLoader(batches, stage_pass)
-    _interrupted_analyze(model, loader, None, bars)
+    _interrupted_analyze(model, loader, None, bars, cache=False)
     assert loader.passes == stage_pass
 
 
@@ -182,7 +185,7 @@ def test_the_model_still_analyzes_after_an_interrupt(stage_calls):
 def _analyze_after_an_interrupt(stage_calls):
     model, batches = _model()
     with pytest.raises(KeyboardInterrupt):
-        ls.analyze(model, batches, _Interrupt(stage_calls["trace"][0]), progress=False)
+        ls.analyze(model, batches, _Interrupt(stage_calls["_run_trace"][0]), progress=False)
     options = {"progress": False, "surfaces": False, "learning_rates": False}
     again = ls.analyze(model, batches, **options)
     fresh = ls.analyze(_model()[0], batches, **options)

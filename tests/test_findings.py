@@ -61,7 +61,7 @@ def lr_result(
         verification=tuple(verification),
         current_lr=lr,
         num_samples=1024,
-        num_hvps=0,
+        num_matvecs=0,
         num_passes=0,
         seconds=0.0,
         at_minimum=at_minimum,
@@ -454,4 +454,4 @@ def test_headroom_for_adam_ignores_the_exact_sgd_threshold():
     sgd = lr_result("sgd", exact=(0.5, 1.0, 1.5))
     finding = F.learning_rate_headroom(rates(adam, sgd=sgd))
     assert "exact" not in finding.evidence and "exact" not in finding.statement
-    assert "(0.02, the heuristic)" in finding.statement
+    assert "(0.02, the frozen threshold of its own state)" in finding.statement

@@ -104,8 +104,12 @@ def test_optimizer_settings_errors():
         optimizer_settings(3)
     model = nn.Linear(2, 1)
     groups = [{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 0.2}]
-    with pytest.raises(ValueError, match="per-group"):
-        optimizer_settings(torch.optim.SGD(groups))
+    # per-group learning rates: the instance's linearization folds them into P
+    s = optimizer_settings(torch.optim.SGD(groups))
+    assert (s.kind, s.name, s.key, s.lr) == ("other", "SGD", "SGD", 0.1)
+    assert math.isnan(s.coefficient)
+    with pytest.raises(ValueError, match="instance"):
+        ls.OptimizerSettings("other")
     with pytest.raises(ValueError, match="no state"):
         opt = torch.optim.Adam(model.parameters())
         adam_preconditioner(opt, ls.ParamSpace.from_module(model), dict(model.named_parameters()))
@@ -124,8 +128,10 @@ def test_adamw_decay_and_no_decay_groups_are_one_setting():
 
     s = optimizer_settings(torch.optim.AdamW(groups(), lr=1e-3))
     assert (s.kind, s.lr, s.weight_decay, s.decoupled_weight_decay) == ("adam", 1e-3, 0.0, 0.01)
-    with pytest.raises(ValueError, match="weight_decay"):  # coupled decay is in the Hessian
-        optimizer_settings(torch.optim.SGD(groups(), lr=0.1))
+    assert s.name == "AdamW"
+    # coupled decay per group is a diagonal W in the Hessian: the instance's linearization
+    s = optimizer_settings(torch.optim.SGD(groups(), lr=0.1))
+    assert (s.kind, s.name) == ("other", "SGD")
 
 
 # -- exact mean-square threshold against parameter-space Kronecker algebra ------------------------
@@ -255,20 +261,41 @@ def test_adam_instance_uses_its_preconditioner():
         opt.step()
     opt.zero_grad(set_to_none=True)
     r = ls.max_learning_rate(model, (X, y), batch_sizes=("full",), optimizer=opt)
-    P = adam_preconditioner(opt, ls.ParamSpace.from_module(model), dict(model.named_parameters()))
+    # P of the next step (s = t + 1 = 4), written from torch's Adam: what step divides by
+    s4 = 4
+    P = torch.cat(
+        [
+            (
+                (1 - 0.9**s4) * ((opt.state[p]["exp_avg_sq"] / (1 - 0.999**s4)).sqrt() + 1e-4)
+            ).reshape(-1)
+            for p in model.parameters()
+        ]
+    ).reshape(-1)
     d = P.rsqrt()
     H = ls.hessian(model, (X, y)).to_dense()
     lam = float(torch.linalg.eigvalsh(d[:, None] * H * d[None, :]).max())
     assert r.sharpness[0] == pytest.approx(lam, rel=1e-6)
     assert r.lr_max[0] == pytest.approx(38.0 / lam, rel=1e-6)  # (2 + 2 beta1) / (1 - beta1)
     assert r.current_lr == 1e-3 and "optimizer's state" in r.method
+    assert (r.preconditioner, r.measure, r.exactness) == (
+        "optimizer state",
+        "batch sharpness",
+        "frozen state",
+    )
+    # the last step's P_t (Cohen et al.) is a different, older preconditioner: a control
+    P_t = adam_preconditioner(opt, ls.ParamSpace.from_module(model), dict(model.named_parameters()))
+    d = P_t.rsqrt()
+    older = float(torch.linalg.eigvalsh(d[:, None] * H * d[None, :]).max())
+    assert abs(r.sharpness[0] / older - 1) > 0.05
 
 
 def test_adam_steady_state_preconditioner():
     model, X, y = _regression(n=24)
     with torch.no_grad():
         model.bias.add_(0.3)
-    r = ls.max_learning_rate(model, (X, y), batch_sizes=(6, "full"), optimizer="adam", eps=1e-6)
+    r = ls.max_learning_rate(
+        model, (X, y), batch_sizes=(6, "full"), optimizer=ls.OptimizerSettings("adam", eps=1e-6)
+    )
     A = torch.cat([X, torch.ones(24, 1, dtype=X.dtype)], 1)
     residual = (model(X) - y).detach()[:, 0]
     g = 2 * residual[:, None] * A  # per-example gradients of (f - y)^2
@@ -291,9 +318,7 @@ def test_verify_brackets_gradient_descent_threshold():
         model,
         (X, y),
         batch_sizes=("full",),
-        verify=True,
-        verify_factors=(0.9, 1.1),
-        verify_steps=300,
+        verify=ls.VerifySettings(factors=(0.9, 1.1), steps=300),
     )
     v = r.verification[0]
     assert v.diverged.tolist() == [False, True]
@@ -347,7 +372,7 @@ def test_verify_detects_instability_from_an_exact_minimum():
     # small perturbation so that 1.1 x 2/lambda still shows as unstable.
     model, X, y = _regression(n=32)
     r = ls.max_learning_rate(
-        model, (X, y), batch_sizes=("full",), verify=True, verify_factors=(0.9, 1.1)
+        model, (X, y), batch_sizes=("full",), verify=ls.VerifySettings(factors=(0.9, 1.1))
     )
     assert r.verification[0].diverged.tolist() == [False, True]
     assert r.verification[0].start_loss > 0

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 import landscape as ls
-from landscape import planning
-from landscape.planning import Plan, UnitCosts, fit, stage_costs
+from landscape import planning, stages
+from landscape.planning import Plan, UnitCosts
+from landscape.stages import fit, stage_costs
 
 UNITS = UnitCosts(
     single=2.0,
@@ -34,12 +35,12 @@ def test_stage_costs_count_the_units_of_each_stage():
     settings = dict(ls.BUDGETS["standard"])  # 2048 curvature samples, but 2000 exist
     costs = stage_costs(settings, UNITS)
     ratio = 2000 / 512  # products cost their share of the curvature samples
-    assert costs["trace"] == pytest.approx(planning._TRACE_FACTOR * (99 + 30) * 1.0 * ratio)
+    assert costs["trace"] == pytest.approx(stages._TRACE_FACTOR * (99 + 30) * 1.0 * ratio)
     assert costs["density"] == pytest.approx(10 * 80 * 1.0 * ratio)
     assert costs["layerwise"] == pytest.approx(30 * 1.0 * ratio)
     assert costs["surfaces"] == pytest.approx((41 + 25**2) * 1e-3 * 2000)
     assert costs["loss"] == pytest.approx(2.0)
-    assert costs["coherence"] == pytest.approx(planning._COHERENCE_PER_EXAMPLE * 512 * 1e-2)
+    assert costs["coherence"] == pytest.approx(stages._COHERENCE_PER_EXAMPLE * 512 * 1e-2)
     assert list(costs) == [
         "loss", "eigenvalues", "subsets", "trace", "density", "layerwise", "block_spectra",
         "surfaces", "sharpness", "coherence", "learning_rate",
@@ -79,7 +80,8 @@ def _problem():
 
 def test_a_dry_run_plans_without_analyzing(capsys):
     model, data = _problem()
-    plan = ls.analyze(model, data, dry_run=True, progress=False)
+    plan = ls.plan(model, data)
+    print(plan.table())
     assert isinstance(plan, Plan) and plan.measured == {}
     assert set(plan.predicted) >= {"eigenvalues", "density", "learning_rate"}
     assert plan.units.curvature_samples == 512 and plan.units.single > 0
@@ -88,7 +90,7 @@ def test_a_dry_run_plans_without_analyzing(capsys):
 
 def test_a_time_budget_runs_the_scaled_settings_and_keeps_the_plan(tmp_path):
     model, data = _problem()
-    plan = ls.analyze(model, data, dry_run=True, progress=False, time_budget=1e-3)
+    plan = ls.plan(model, data, time_budget=1e-3)
     assert plan.settings["curvature_samples"] == 64  # nothing fits: the floors
     report = ls.analyze(
         model, data, time_budget=1e-3, progress=False, surfaces=False, learning_rates=False
@@ -110,15 +112,15 @@ def test_the_exact_threshold_counts_its_eigensolver_products():
     without = stage_costs(settings, UNITS)["learning_rate"]
     slow = dataclasses.replace(UNITS, mean_square_product=0.05)
     extra = stage_costs(settings, slow)["learning_rate"] - without
-    assert extra == pytest.approx(settings["lr_sizes"] * planning._MEAN_SQUARE_PRODUCTS * 0.05)
+    assert extra == pytest.approx(settings["lr_sizes"] * stages._MEAN_SQUARE_PRODUCTS * 0.05)
 
 
 def test_measured_units_include_the_mean_square_product_only_where_it_runs():
     model, data = _problem()
-    units = planning.measure_costs(model, data, None, {}, 64, exact_samples=16)
+    units = planning.measure_costs(ls.Problem(model, data), 64, exact_samples=16)
     assert units.mean_square_product > 0
     own_loss = planning.measure_costs(
-        model, data, None, {"batch_loss": lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])},
+        ls.Problem(model, data, batch_loss=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])),
         64, exact_samples=16,
     )  # fmt: skip
     assert own_loss.mean_square_product == 0.0

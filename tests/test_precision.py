@@ -90,7 +90,13 @@ def test_half_models_through_layerwise_surfaces_and_analyze():
     layers = ls.layerwise(model, case.batches, metrics=("trace",), num_probes=4)
     assert all(np.isfinite(row.trace) for row in layers.layers)
     dirs = ls.random_directions(model, n=1, seed=0)
-    s = ls.surface(model, case.batches, dirs, coords=[-0.5, 0.0, 0.5], progress=False)
+    s = ls.surface(
+        model,
+        case.batches,
+        directions=dirs,
+        coords=[-0.5, 0.0, 0.5],
+        progress=False,
+    )
     with torch.no_grad():  # the surface is the loss as the bf16 model computes it
         own = [
             float(model(pixel_values=b["pixel_values"].bfloat16(), labels=b["labels"]).loss)

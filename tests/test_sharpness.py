@@ -10,6 +10,7 @@ Ground truth:
 """
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -23,7 +24,7 @@ from state import assert_unchanged, snapshot
 from torch import nn
 
 from landscape.linalg._random import gaussian
-from landscape.metrics.sharpness import MEASURES, sharpness
+from landscape.metrics.sharpness import MEASURES, SharpnessSettings, sharpness
 
 DT = torch.float64
 SPECTRUM = torch.tensor([5.0, 1.5, 1.0, 0.7, 0.3, 0.1], dtype=DT)  # lambda_2/lambda_1 = 0.3
@@ -86,18 +87,26 @@ def noise_draws(result, name, P):
 def test_sam_at_the_minimum_is_half_rho_squared_lambda_max():
     model, batches, _ = quadratic()
     lam = float(SPECTRUM.max())
-    r = sharpness(model, batches, nn.MSELoss(), measures=("sam", "gam"), rho=0.05, gam_steps=10)
+    r = sharpness(
+        model,
+        batches,
+        nn.MSELoss(),
+        measures=("sam", "gam"),
+        settings=SharpnessSettings(rho=0.05, gam_steps=10),
+    )
     sam = r["sam"]
     assert r.loss == 0.0
     assert sam.details["start"] == "random (zero gradient)" and sam.details["one_step"] == 0.0
     assert sam.value == pytest.approx(0.5 * 0.05**2 * lam, rel=1e-6)
-    assert sam.num_passes == 10 + 2 and sam.num_hvps == 0
+    assert sam.num_passes == 10 + 2 and sam.num_matvecs == 0
     # GAM: max gradient norm in the ball is rho * lambda_max, so R = rho^2 lambda_max.
     gam = r["gam"]
     assert gam.details["grad_norm"] == 0.0
     assert gam.value == pytest.approx(0.05**2 * lam, rel=1e-6)
-    assert gam.num_hvps == 9 and gam.num_passes == 1 + 10 + 9  # random first step: no HVP
-    one = sharpness(model, batches, nn.MSELoss(), measures="gam", rho=0.05)["gam"]
+    assert gam.num_matvecs == 9 and gam.num_passes == 1 + 10 + 9  # random first step: no HVP
+    one = sharpness(
+        model, batches, nn.MSELoss(), measures="gam", settings=SharpnessSettings(rho=0.05)
+    )["gam"]
     assert 0 < one.value <= 0.05**2 * lam * (1 + 1e-12)
 
 
@@ -107,7 +116,13 @@ def test_sam_away_from_the_minimum_solves_the_trust_region_problem():
     g = A @ offset
     rho = 0.2
     exact = trust_region(g, A, rho)
-    r = sharpness(model, batches, nn.MSELoss(), measures="sam", rho=rho, ascent_steps=30)
+    r = sharpness(
+        model,
+        batches,
+        nn.MSELoss(),
+        measures="sam",
+        settings=SharpnessSettings(rho=rho, ascent_steps=30),
+    )
     sam = r["sam"]
     assert r.loss == pytest.approx(0.5 * float(offset @ A @ offset), rel=1e-12)
     e = rho * g / g.norm()
@@ -115,7 +130,13 @@ def test_sam_away_from_the_minimum_solves_the_trust_region_problem():
     assert sam.details["one_step"] <= sam.value <= exact * (1 + 1e-12)
     assert sam.value == pytest.approx(exact, rel=1e-9)
     assert sam.details["one_step"] < exact * (1 - 1e-4)  # the ascent had something to find
-    zero = sharpness(model, batches, nn.MSELoss(), measures="sam", rho=rho, ascent_steps=0)
+    zero = sharpness(
+        model,
+        batches,
+        nn.MSELoss(),
+        measures="sam",
+        settings=SharpnessSettings(rho=rho, ascent_steps=0),
+    )
     assert zero["sam"].value == zero["sam"].details["one_step"] == sam.details["one_step"]
     assert zero["sam"].num_passes == 2
 
@@ -127,7 +148,13 @@ def test_asam_one_step_and_ascent_match_the_transformed_trust_region():
     g = A @ offset
     eta, rho = 0.01, 0.5
     T = w.abs() + eta
-    r = sharpness(model, batches, nn.MSELoss(), measures="asam", asam_rho=rho, ascent_steps=40)
+    r = sharpness(
+        model,
+        batches,
+        nn.MSELoss(),
+        measures="asam",
+        settings=SharpnessSettings(asam_rho=rho, ascent_steps=40),
+    )
     asam = r["asam"]
     e = rho * T**2 * g / (T * g).norm()  # Kwon et al.'s first-order perturbation
     assert asam.details["one_step"] == pytest.approx(float(g @ e + 0.5 * e @ A @ e), rel=1e-10)
@@ -142,11 +169,13 @@ def test_gam_one_step_closed_form_away_from_the_minimum():
     model, batches, A = quadratic(offset)
     g = A @ offset
     rho = 0.1
-    r = sharpness(model, batches, nn.MSELoss(), measures="gam", rho=rho)["gam"]
+    r = sharpness(
+        model, batches, nn.MSELoss(), measures="gam", settings=SharpnessSettings(rho=rho)
+    )["gam"]
     delta = rho * (A @ g) / (A @ g).norm()  # one HVP: the ascent direction of ||grad L||
     expected = rho * max(float(g.norm()), float((g + A @ delta).norm()))
     assert r.value == pytest.approx(expected, rel=1e-12)
-    assert r.num_hvps == 1 and r.num_passes == 3
+    assert r.num_matvecs == 1 and r.num_passes == 3
     assert r.details["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-12)
 
 
@@ -159,10 +188,9 @@ def test_pacbayes_sigma_from_the_same_noise_draws():
         batches,
         nn.MSELoss(),
         measures=("pacbayes", "pacbayes_mag"),
-        pacbayes_target=delta,
-        pacbayes_samples=8,
-        pacbayes_steps=25,
-        pacbayes_eps=eps,
+        settings=SharpnessSettings(
+            pacbayes_target=delta, pacbayes_samples=8, pacbayes_steps=25, pacbayes_eps=eps
+        ),
     )
     # At the minimum, E_k[L(w + u_k)] - L(w) = 1/2 mean_k u_k^T A u_k exactly.
     Z = noise_draws(r, "pacbayes", 6)
@@ -188,7 +216,13 @@ def test_pacbayes_matches_trace_formula_in_expectation():
     # sigma = sqrt(2 delta / tr A) up to Monte-Carlo error: Var(z^T A z) = 2 ||A||_F^2.
     model, batches, A = quadratic()
     K = 200
-    r = sharpness(model, batches, nn.MSELoss(), measures="pacbayes", pacbayes_samples=K)
+    r = sharpness(
+        model,
+        batches,
+        nn.MSELoss(),
+        measures="pacbayes",
+        settings=SharpnessSettings(pacbayes_samples=K),
+    )
     rel_sd = 0.5 * math.sqrt(2 * float((A * A).sum()) / K) / float(A.trace())
     sigma = math.sqrt(2 * 0.1 / float(A.trace()))
     assert abs(r["pacbayes"].details["sigma"] / sigma - 1) < 4 * rel_sd + 1e-4
@@ -197,7 +231,13 @@ def test_pacbayes_matches_trace_formula_in_expectation():
 def test_m_sharpness_averages_subset_maxima():
     model, batches, _ = quadratic()
     m = 4
-    r = sharpness(model, batches, nn.MSELoss(), measures="sam", rho=0.1, m=m, ascent_steps=300)
+    r = sharpness(
+        model,
+        batches,
+        nn.MSELoss(),
+        measures="sam",
+        settings=SharpnessSettings(rho=0.1, m=m, ascent_steps=300),
+    )
     expected, N = 0.0, sum(SIZES)
     for x, _y in batches:
         for start in range(0, x.shape[0], m):
@@ -210,9 +250,19 @@ def test_m_sharpness_averages_subset_maxima():
     assert sam.value == pytest.approx(expected, rel=1e-6)
     assert sam.num_passes == 300 + 2
     merged = tuple(torch.cat([b[i] for b in batches]) for i in (0, 1))
-    whole = sharpness(model, merged, nn.MSELoss(), measures="sam", rho=0.1, ascent_steps=3)
+    whole = sharpness(
+        model,
+        merged,
+        nn.MSELoss(),
+        measures="sam",
+        settings=SharpnessSettings(rho=0.1, ascent_steps=3),
+    )
     one_subset = sharpness(
-        model, merged, nn.MSELoss(), measures="sam", rho=0.1, ascent_steps=3, m=sum(SIZES)
+        model,
+        merged,
+        nn.MSELoss(),
+        measures="sam",
+        settings=SharpnessSettings(rho=0.1, ascent_steps=3, m=sum(SIZES)),
     )
     assert one_subset["sam"].value == pytest.approx(whole["sam"].value, rel=1e-12)
 
@@ -230,9 +280,8 @@ def test_spectral_measures_match_exact_hessian(case):
         model,
         batches,
         measures=("lambda_max", "trace", "frobenius"),
-        lanczos_tol=1e-9,
-        trace_matvecs=3 * P,  # Hutch++'s sketch then spans the space: exact
-        frobenius_matvecs=200,
+        # Hutch++'s sketch then spans the space: exact
+        settings=SharpnessSettings(lanczos_tol=1e-9, trace_matvecs=3 * P, frobenius_matvecs=200),
     )
     assert r.loss == pytest.approx(full_loss(model, batches, case.oracle_loss).item(), rel=1e-12)
     assert r["lambda_max"].value == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-7)
@@ -240,7 +289,7 @@ def test_spectral_measures_match_exact_hessian(case):
     assert r["trace"].value == pytest.approx(float(H.trace()), rel=1e-9)
     exact_fro = float(torch.linalg.matrix_norm(H))
     assert abs(r["frobenius"].value - exact_fro) <= 5 * r["frobenius"].stderr
-    assert r["frobenius"].num_hvps == 200 and r["frobenius"].num_passes == 1
+    assert r["frobenius"].num_matvecs == 200 and r["frobenius"].num_passes == 1
     for name in ("lambda_max", "trace", "frobenius"):
         assert not r[name].invariant and "Dinh" in r[name].invariance
 
@@ -268,10 +317,12 @@ def test_rescaling_changes_non_invariant_measures_but_not_invariant_ones():
     model, scaled, batches = _relu_pair()
     options = {
         "measures": ("lambda_max", "trace", "sam", "gam", "pacbayes", "asam", "pacbayes_mag"),
-        "asam_eta": 0.0,  # exact invariance: T_w = diag(|w|)
-        "pacbayes_eps": 0.0,  # exact invariance: std_j = sigma' |w_j|
-        "pacbayes_samples": 4,
-        "trace_matvecs": 3 * 64,
+        "settings": SharpnessSettings(
+            asam_eta=0.0,  # exact invariance: T_w = diag(|w|)
+            pacbayes_eps=0.0,  # exact invariance: std_j = sigma' |w_j|
+            pacbayes_samples=4,
+            trace_matvecs=3 * 64,
+        ),
     }
     a = sharpness(model, batches, **options)
     b = sharpness(scaled, batches, **options)
@@ -296,7 +347,10 @@ def test_default_eta_and_eps_are_approximately_invariant():
     # eps = 1e-3 is far below sigma'|w_j| and moves the magnitude-aware sigma by ~2e-4. Both
     # stay far from SAM's 10x change at the same function.
     model, scaled, batches = _relu_pair()
-    options = {"measures": ("sam", "asam", "pacbayes_mag"), "pacbayes_samples": 4}
+    options = {
+        "measures": ("sam", "asam", "pacbayes_mag"),
+        "settings": SharpnessSettings(pacbayes_samples=4),
+    }
     a = sharpness(model, batches, **options)
     b = sharpness(scaled, batches, **options)
 
@@ -310,15 +364,16 @@ def test_default_eta_and_eps_are_approximately_invariant():
 
 # -- hygiene, determinism, output, errors -------------------------------------------------------
 
-CHEAP = {
-    "ascent_steps": 2,
-    "gam_steps": 2,
-    "pacbayes_samples": 2,
-    "pacbayes_steps": 3,
-    "trace_matvecs": 6,
-    "frobenius_matvecs": 3,
-    "lanczos_tol": 1e-3,
-}
+CHEAP_SETTINGS = SharpnessSettings(
+    ascent_steps=2,
+    gam_steps=2,
+    pacbayes_samples=2,
+    pacbayes_steps=3,
+    trace_matvecs=6,
+    frobenius_matvecs=3,
+    lanczos_tol=1e-3,
+)
+CHEAP = {"settings": CHEAP_SETTINGS}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -330,7 +385,7 @@ def test_model_unchanged_and_output_complete(case):
             p.grad = torch.full_like(p, 0.5)
             break
     before = snapshot(model)
-    r = sharpness(model, batches, m=7, **CHEAP)
+    r = sharpness(model, batches, settings=dataclasses.replace(CHEAP_SETTINGS, m=7))
     assert_unchanged(model, before)
     assert list(r) == list(MEASURES)
     assert all(math.isfinite(r[name].value) for name in MEASURES)
@@ -387,23 +442,23 @@ def test_errors():
         sharpness(model, batches, measures=())
     for bad in (0.0, -0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="rho must be positive"):
-            sharpness(model, batches, measures="sam", rho=bad)
+            sharpness(model, batches, measures="sam", settings=SharpnessSettings(rho=bad))
     with pytest.raises(ValueError, match="asam_rho must be positive"):
-        sharpness(model, batches, measures="asam", asam_rho=0)
+        sharpness(model, batches, measures="asam", settings=SharpnessSettings(asam_rho=0))
     with pytest.raises(TypeError, match="rho must be a number"):
-        sharpness(model, batches, rho="0.1")
+        sharpness(model, batches, settings=SharpnessSettings(rho="0.1"))
     with pytest.raises(ValueError, match="pacbayes_target must be positive"):
-        sharpness(model, batches, pacbayes_target=0)
+        sharpness(model, batches, settings=SharpnessSettings(pacbayes_target=0))
     with pytest.raises(ValueError, match="asam_eta must be non-negative"):
-        sharpness(model, batches, asam_eta=-1e-3)
+        sharpness(model, batches, settings=SharpnessSettings(asam_eta=-1e-3))
     with pytest.raises(ValueError, match="m must be at least 1"):
-        sharpness(model, batches, m=0)
+        sharpness(model, batches, settings=SharpnessSettings(m=0))
     with pytest.raises(ValueError, match="ascent_steps must be at least 0"):
-        sharpness(model, batches, ascent_steps=-1)
+        sharpness(model, batches, settings=SharpnessSettings(ascent_steps=-1))
     with pytest.raises(TypeError, match="pacbayes_samples must be an int"):
-        sharpness(model, batches, pacbayes_samples=2.5)
+        sharpness(model, batches, settings=SharpnessSettings(pacbayes_samples=2.5))
     with pytest.raises(ValueError, match="asam_normalize"):
-        sharpness(model, batches, asam_normalize="filters")
+        sharpness(model, batches, settings=SharpnessSettings(asam_normalize="filters"))
     bad = [(x.clone(), y) for x, y in batches]
     bad[1][0][0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="loss at the model's parameters is nan"):
@@ -416,7 +471,7 @@ def test_errors():
 def test_m_subsets_of_dict_batches_and_sample_weighting():
     case = CASES[5]  # dict batches, the model returns its own loss
     model, batches = case.build()
-    r = sharpness(model, batches, measures="sam", m=3, ascent_steps=0)
+    r = sharpness(model, batches, measures="sam", settings=SharpnessSettings(m=3, ascent_steps=0))
     assert r["sam"].details["num_subsets"] == 4 + 4 + 1
     assert r.loss == pytest.approx(full_loss(model, batches, case.oracle_loss).item(), rel=1e-12)
     merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
@@ -436,9 +491,15 @@ def test_asam_warns_when_nothing_is_normalized():
     x = torch.randn(8, 3, dtype=DT, generator=torch.Generator().manual_seed(0))
     data = (x, torch.zeros(8, 1, dtype=DT))
     with pytest.warns(UserWarning, match="reduces to SAM"):
-        r = sharpness(model, data, measures="asam", asam_rho=0.05, ascent_steps=3)
-    same = sharpness(model, data, measures="sam", rho=0.05, ascent_steps=3)
+        r = sharpness(
+            model, data, measures="asam", settings=SharpnessSettings(asam_rho=0.05, ascent_steps=3)
+        )
+    same = sharpness(
+        model, data, measures="sam", settings=SharpnessSettings(rho=0.05, ascent_steps=3)
+    )
     assert r["asam"].value == pytest.approx(same["sam"].value, rel=1e-12)
-    everything = sharpness(model, data, measures="asam", asam_normalize="all")
+    everything = sharpness(
+        model, data, measures="asam", settings=SharpnessSettings(asam_normalize="all")
+    )
     assert everything["asam"].details["normalized_params"] == ["w"]
     assert "biases" not in everything["asam"].invariance

@@ -39,7 +39,13 @@ def surf2d():
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     dirs = ls.random_directions(model, n=2)
-    return ls.surface(model, _data(), dirs, coords=np.linspace(-1, 1, 5), progress=False)
+    return ls.surface(
+        model,
+        _data(),
+        directions=dirs,
+        coords=np.linspace(-1, 1, 5),
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +53,13 @@ def surf1d():
     torch.manual_seed(1)
     model = nn.Linear(3, 2)
     dirs = ls.random_directions(model, n=1)
-    return ls.surface(model, _data(), dirs, coords=np.linspace(-1, 1, 7), progress=False)
+    return ls.surface(
+        model,
+        _data(),
+        directions=dirs,
+        coords=np.linspace(-1, 1, 7),
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")

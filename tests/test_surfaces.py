@@ -206,7 +206,9 @@ def test_origin_is_the_eval_loss_and_the_model_is_untouched(case):
     directions = ls.random_directions(model, n=2, seed=1)
     before = snapshot(model)
     coords = np.array([-0.5, 0.0, 0.5])
-    s = ls.surface(model, batches, directions, coords, loss_fn=case.loss_fn, progress=False)
+    s = ls.surface(
+        model, batches, directions=directions, coords=coords, loss_fn=case.loss_fn, progress=False
+    )
     assert_unchanged(model, before)
     expected = _eval_loss(case.oracle_loss, model, batches)
     assert s.origin_loss == pytest.approx(expected, rel=1e-12)
@@ -249,7 +251,7 @@ def test_batchnorm_policies_against_plain_evaluation(bn, reference):
     model.bn.train()  # a training-mode flag must survive too
     before = snapshot(model)
     coords = np.array([-0.5, 0.0, 0.5])
-    s = ls.surface(model, batches, directions, coords, bn=bn, progress=False)
+    s = ls.surface(model, batches, directions=directions, coords=coords, bn=bn, progress=False)
     assert_unchanged(model, before)
     model.bn.eval()
     base = reference(model, batches)
@@ -281,7 +283,13 @@ def test_linear_regression_surface_is_the_exact_quadratic():
     model, batches, X, y, d1, d2 = _regression()
     coords = (np.linspace(-2.0, 2.0, 5), np.linspace(-1.5, 1.5, 7))
     s = ls.surface(
-        model, batches, [d1, d2], coords, loss_fn=nn.MSELoss(), points_per_chunk=4, progress=False
+        model,
+        batches,
+        directions=[d1, d2],
+        coords=coords,
+        loss_fn=nn.MSELoss(),
+        points_per_chunk=4,
+        progress=False,
     )
     w0 = model.weight.detach().numpy()[0]
     r0, a1, a2 = X @ w0 - y, X @ d1["weight"].numpy()[0], X @ d2["weight"].numpy()[0]
@@ -304,10 +312,14 @@ def test_linear_regression_surface_is_the_exact_quadratic():
 
 def test_curvature_needs_a_symmetric_stencil():
     model, batches, *_, d1, _ = _regression()
-    s = ls.surface(model, batches, d1, [-1.0, 0.0, 0.5], loss_fn=nn.MSELoss(), progress=False)
+    s = ls.surface(
+        model, batches, directions=d1, coords=[-1.0, 0.0, 0.5], loss_fn=nn.MSELoss(), progress=False
+    )
     with pytest.raises(ValueError, match="-h, 0, h"):
         s.curvature_at_origin()
-    s = ls.surface(model, batches, d1, [0.0, 1.0], loss_fn=nn.MSELoss(), progress=False)
+    s = ls.surface(
+        model, batches, directions=d1, coords=[0.0, 1.0], loss_fn=nn.MSELoss(), progress=False
+    )
     with pytest.raises(ValueError, match="-h, 0, h"):
         s.curvature_at_origin()
 
@@ -319,13 +331,17 @@ def test_chunking_does_not_change_the_result(case):
     d1, d2 = ls.random_directions(model, n=2, seed=6)
     kw = {"loss_fn": case.loss_fn, "progress": False}
     coords = np.linspace(-1.0, 1.0, 5)
-    one = ls.surface(model, batches, [d1, d2], coords, points_per_chunk=1, **kw)
-    seven = ls.surface(model, batches, [d1, d2], coords, points_per_chunk=7, **kw)
+    one = ls.surface(model, batches, directions=[d1, d2], coords=coords, points_per_chunk=1, **kw)
+    seven = ls.surface(model, batches, directions=[d1, d2], coords=coords, points_per_chunk=7, **kw)
     assert one.loss.shape == (5, 5) and one.ndim == 2
     np.testing.assert_allclose(one.loss, seven.loss, rtol=1e-12, atol=0)
     np.testing.assert_allclose(one.accuracy, seven.accuracy, rtol=0, atol=1e-12)
-    line1 = ls.surface(model, batches, d1, np.linspace(-1, 1, 7), points_per_chunk=1, **kw)
-    line7 = ls.surface(model, batches, [d1], np.linspace(-1, 1, 7), points_per_chunk=7, **kw)
+    line1 = ls.surface(
+        model, batches, directions=d1, coords=np.linspace(-1, 1, 7), points_per_chunk=1, **kw
+    )
+    line7 = ls.surface(
+        model, batches, directions=[d1], coords=np.linspace(-1, 1, 7), points_per_chunk=7, **kw
+    )
     assert line1.loss.shape == (7,) and line1.ndim == 1
     np.testing.assert_allclose(line1.loss, line7.loss, rtol=1e-12, atol=0)
     # the 1-D line along d1 at -1, 0, 1 is the 2-D grid's column at d2-coordinate 0
@@ -335,31 +351,41 @@ def test_chunking_does_not_change_the_result(case):
 def test_accuracy_for_classification_only():
     model, batches = CASES[0].build()
     d = ls.random_directions(model, n=2, seed=0)
-    s = ls.surface(model, batches, d, [-1.0, 0.0, 1.0], progress=False)
+    s = ls.surface(model, batches, directions=d, coords=[-1.0, 0.0, 1.0], progress=False)
     with torch.no_grad():
         X, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
         accuracy = float((model(X).argmax(1) == y).double().mean())
     assert s.origin_accuracy == pytest.approx(accuracy, abs=1e-15)
     assert s.accuracy.shape == (3, 3) and s.accuracy[1, 1] == s.origin_accuracy
     assert np.all((s.accuracy >= 0) & (s.accuracy <= 1))
-    only_loss = ls.surface(model, batches, d, [-1.0, 0.0, 1.0], metrics=["loss"], progress=False)
+    only_loss = ls.surface(
+        model, batches, directions=d, coords=[-1.0, 0.0, 1.0], metrics=["loss"], progress=False
+    )
     assert only_loss.accuracy is None and only_loss.origin_accuracy is None
     np.testing.assert_array_equal(only_loss.loss, s.loss)
 
     model, batches = CASES[2].build()  # regression with MSE
     d = ls.random_directions(model, n=1, seed=0)
-    s = ls.surface(model, batches, d, [-1.0, 0.0, 1.0], loss_fn=nn.MSELoss(), progress=False)
+    s = ls.surface(
+        model, batches, directions=d, coords=[-1.0, 0.0, 1.0], loss_fn=nn.MSELoss(), progress=False
+    )
     assert s.accuracy is None and s.origin_accuracy is None
 
 
 def test_origin_outside_the_grid_is_still_exact():
     model, batches = CASES[0].build()
     d = ls.random_directions(model, n=2, seed=0)
-    s = ls.surface(model, batches, d, (np.array([0.5, 1.0]), np.array([-1.0])), progress=False)
+    s = ls.surface(
+        model,
+        batches,
+        directions=d,
+        coords=(np.array([0.5, 1.0]), np.array([-1.0])),
+        progress=False,
+    )
     assert s.loss.shape == (2, 1)
     assert s.origin_loss == pytest.approx(_eval_loss(_ce, model, batches), rel=1e-12)
     # coordinates within 1e-12 of zero are snapped to the exact origin
-    s = ls.surface(model, batches, d[0], [-1e-14, 1.0], progress=False)
+    s = ls.surface(model, batches, directions=d[0], coords=[-1e-14, 1.0], progress=False)
     assert s.coords[0][0] == 0.0 and s.loss[0] == s.origin_loss
 
 
@@ -412,20 +438,22 @@ def test_surface_rejects_bad_inputs():
     d = ls.random_directions(model, n=3, seed=0)
     kw = {"progress": False}
     with pytest.raises(ValueError, match="1 or 2 directions"):
-        ls.surface(model, batches, d, [0.0, 1.0], **kw)
+        ls.surface(model, batches, directions=d, coords=[0.0, 1.0], **kw)
     with pytest.raises(ValueError, match="shape"):
         bad = {**d[0], "net.0.weight": torch.zeros(2, 2, dtype=torch.float64)}
-        ls.surface(model, batches, bad, [0.0, 1.0], **kw)
+        ls.surface(model, batches, directions=bad, coords=[0.0, 1.0], **kw)
     with pytest.raises(ValueError, match="not trainable"):
-        ls.surface(model, batches, {**d[0], "nope": torch.ones(1)}, [0.0, 1.0], **kw)
+        ls.surface(
+            model, batches, directions={**d[0], "nope": torch.ones(1)}, coords=[0.0, 1.0], **kw
+        )
     with pytest.raises(ValueError, match="bn"):
-        ls.surface(model, batches, d[0], [0.0, 1.0], bn="train", **kw)
+        ls.surface(model, batches, directions=d[0], coords=[0.0, 1.0], bn="train", **kw)
     with pytest.raises(ValueError, match="coordinate arrays"):
-        ls.surface(model, batches, d[0], ([0.0], [1.0]), **kw)
+        ls.surface(model, batches, directions=d[0], coords=([0.0], [1.0]), **kw)
     with pytest.raises(ValueError, match="empty"):
-        ls.surface(model, batches, d[0], [], **kw)
+        ls.surface(model, batches, directions=d[0], coords=[], **kw)
     with pytest.raises(ValueError, match="metrics"):
-        ls.surface(model, batches, d[0], [0.0], metrics=["accuracy"], **kw)
+        ls.surface(model, batches, directions=d[0], coords=[0.0], metrics=["accuracy"], **kw)
 
 
 # -- 5. paths and planes -------------------------------------------------------------------------
@@ -561,10 +589,12 @@ def test_plane_through_three_models(tmp_path):
     assert abs(_dot(axes[0], axes[1])) < 1e-12
     # each model sits at its coordinates: one-point surfaces along the plane's axes
     for (x, y), m in zip(s.settings["model_coords"], (a, b, c)):
-        point = ls.surface(a, batches, axes, (np.array([x]), np.array([y])), progress=False)
+        point = ls.surface(
+            a, batches, directions=axes, coords=(np.array([x]), np.array([y])), progress=False
+        )
         assert point.loss[0, 0] == pytest.approx(_eval_loss(_ce, m, batches), rel=1e-10)
     # and the plane is the surface along those axes
-    again = ls.surface(a, batches, axes, s.coords, progress=False)
+    again = ls.surface(a, batches, directions=axes, coords=s.coords, progress=False)
     np.testing.assert_allclose(again.loss, s.loss, rtol=1e-12, atol=0)
 
 
@@ -618,7 +648,7 @@ def test_hessian_directions_are_orthonormal_eigenvectors():
     assert top[0] >= top[1] > 0
     # along an eigenvector the surface's curvature at 0 is its eigenvalue
     for d, eigenvalue in zip(dirs, top):
-        s = ls.surface(model, batches, d, [-1e-3, 0.0, 1e-3], progress=False)
+        s = ls.surface(model, batches, directions=d, coords=[-1e-3, 0.0, 1e-3], progress=False)
         assert s.curvature_at_origin() == pytest.approx(eigenvalue, rel=1e-4)
     # and it is the top of the spectrum
     ev = ls.eigenvalues(H, k=1, tol=1e-10)
@@ -666,7 +696,7 @@ def test_trajectory_directions_are_the_principal_components():
         np.testing.assert_allclose(c.numpy(), [_dot(delta, d) for d in dirs], atol=1e-12)
     # modules work as checkpoints too, and the surface around the last one accepts the axes
     assert torch.allclose(ls.project_trajectory([*checkpoints[:-1], model], dirs), coords)
-    s = ls.surface(model, batches, dirs, [-1.0, 0.0, 1.0], progress=False)
+    s = ls.surface(model, batches, directions=dirs, coords=[-1.0, 0.0, 1.0], progress=False)
     assert s.origin_loss == pytest.approx(_eval_loss(_ce, model, batches), rel=1e-12)
 
 
@@ -683,8 +713,8 @@ def test_points_per_chunk_must_be_positive():
         ls.surface(
             model,
             batches,
-            ls.random_directions(model, n=1),
-            [0.0],
+            directions=ls.random_directions(model, n=1),
+            coords=[0.0],
             points_per_chunk=0,
             progress=False,
         )
@@ -707,8 +737,8 @@ def test_vectorized_and_point_loop_agree(case):
     dirs = ls.random_directions(model, n=2, seed=2)
     coords = np.linspace(-0.5, 0.5, 3)
     kw = {"loss_fn": case.loss_fn, "progress": False, "points_per_chunk": 4}
-    looped = ls.surface(model, batches, dirs, coords, vectorize=False, **kw)
-    batched = ls.surface(model, batches, dirs, coords, vectorize=True, **kw)
+    looped = ls.surface(model, batches, directions=dirs, coords=coords, vectorize=False, **kw)
+    batched = ls.surface(model, batches, directions=dirs, coords=coords, vectorize=True, **kw)
     np.testing.assert_allclose(looped.loss, batched.loss, rtol=1e-12)
     assert looped.settings["vectorize"] is False and batched.settings["vectorize"] is True
     assert_unchanged(model, before)

@@ -53,7 +53,9 @@ def _surface(path, model, batches, directions, coords=COORDS, *, interrupt_after
     kw.setdefault("points_per_chunk", 3)
     _CALLS_LEFT[0] = interrupt_after
     try:
-        return ls.surface(model, batches, directions, coords, path=path, progress=False, **kw)
+        return ls.surface(
+            model, batches, directions=directions, coords=coords, path=path, progress=False, **kw
+        )
     finally:
         _CALLS_LEFT[0] = None
 

@@ -88,7 +88,7 @@ def test_sharpness_and_threshold_are_exact_on_a_quadratic(kwargs, coefficient):
     assert record["kind"] == (
         "sgd" if not kwargs else "nesterov" if "nesterov" in kwargs else "momentum"
     )
-    assert record["converged"] and record["num_hvps"] == record["num_hvps_sharpness"] > 0
+    assert record["converged"] and record["num_matvecs"] == record["num_matvecs_sharpness"] > 0
 
 
 def test_coupled_weight_decay_enters_the_ratio():
@@ -130,16 +130,32 @@ def test_adam_preconditioned_sharpness_is_exact(cls, wd):
     for _ in range(4):
         gd_step(model, optimizer, data)
         record = tracker.step(optimizer)
-    space = ParamSpace.from_module(model)
-    P = adam_preconditioner(optimizer, space, dict(model.named_parameters()))
+    # P of the next step (s = t + 1 = 5), written from torch's Adam: what its step divides by
+    state = optimizer.state[model.weight]
+    s = int(state["step"]) + 1
+    v = state["exp_avg_sq"].reshape(-1)
+    P = (1 - 0.9**s) * ((v / (1 - 0.99**s)).sqrt() + 1e-3)
     coupled = wd if cls is torch.optim.Adam else 0.0
     D = torch.diag(P.rsqrt())
     expected = top(D @ (A + coupled * torch.eye(DIM, dtype=A.dtype)) @ D)
     assert record["preconditioned_sharpness"] == pytest.approx(expected, rel=1e-9)
     assert record["sharpness"] == pytest.approx(top(A), rel=1e-9)
-    assert record["threshold"] == pytest.approx(38.0 / lr, rel=1e-12)
-    assert record["ratio"] == pytest.approx(expected / (38.0 / lr), rel=1e-9)
-    assert record["num_hvps"] > record["num_hvps_sharpness"]
+    # AdamW's decoupled decay delta = lr * wd lowers the coefficient to (2 - delta)(1 + b)/(1 - b)
+    delta = lr * wd if cls is torch.optim.AdamW else 0.0
+    threshold = (2 - delta) * 1.9 / 0.1 / lr
+    assert record["threshold"] == pytest.approx(threshold, rel=1e-12)
+    assert record["ratio"] == pytest.approx(expected / threshold, rel=1e-9)
+    assert (record["measure"], record["preconditioner"]) == (
+        "preconditioned sharpness",
+        "optimizer state",
+    )
+    # the last step's P_t (Cohen et al.'s) is older by one bias correction: a control
+    space = ParamSpace.from_module(model)
+    P_t = adam_preconditioner(optimizer, space, dict(model.named_parameters()))
+    D = torch.diag(P_t.rsqrt())
+    older = top(D @ (A + coupled * torch.eye(DIM, dtype=A.dtype)) @ D)
+    assert abs(record["preconditioned_sharpness"] / older - 1) > 0.01
+    assert record["num_matvecs"] > record["num_matvecs_sharpness"]
     h = tracker.history
     assert h["step"].tolist() == [0, 2, 4] and list(h["kind"]) == ["adam"] * 3
     off = SharpnessTracker(model, data, half_mse, preconditioned=False, tol=1e-10)
@@ -181,7 +197,7 @@ def test_trace_and_batch_sharpness_on_a_quadratic():
         ratios.append(float(g @ H @ g / (g @ g)))
     assert record["batch_sharpness"] == pytest.approx(np.mean(ratios), rel=1e-10)
     assert record["batch_sharpness_ratio"] == pytest.approx(np.mean(ratios) * 0.05 / 2, rel=1e-10)
-    assert record["num_hvps"] == record["num_hvps_sharpness"] + 40 + 4
+    assert record["num_matvecs"] == record["num_matvecs_sharpness"] + 40 + 4
     # a random subset of 2 batches, reproducible from the seed
     sub = SharpnessTracker(model, data, half_mse, batch_sharpness=2, tol=1e-10, seed=3)
     again = SharpnessTracker(model, data, half_mse, batch_sharpness=2, tol=1e-10, seed=3)
@@ -250,7 +266,7 @@ def test_gradient_descent_reaches_the_edge_of_stability():
     with torch.no_grad():
         assert h["loss"][-1] == pytest.approx(float(F.mse_loss(model(X), Y)), rel=1e-12)
     # warm starts: once warm, a measurement costs far fewer products than the cold first one
-    assert np.median(h["num_hvps"][1:]) < h["num_hvps"][0]
+    assert np.median(h["num_matvecs"][1:]) < h["num_matvecs"][0]
 
 
 def test_small_step_size_never_reaches_the_threshold():
@@ -262,10 +278,10 @@ def test_small_step_size_never_reaches_the_threshold():
 
 def test_warm_start_reduces_hessian_vector_products():
     tracker, *_ = train_gd(0.1, 2, every=1)
-    first, second = tracker.history["num_hvps"]
+    first, second = tracker.history["num_matvecs"]
     assert second < first
     cold = SharpnessTracker(tracker.model, tracker.operator.source.data, nn.MSELoss())
-    cold_cost = cold.measure("sgd", lr=0.1)["num_hvps"]
+    cold_cost = cold.measure("sgd", lr=0.1)["num_matvecs"]
     assert second < cold_cost
 
 
@@ -283,8 +299,8 @@ def synthetic(ratios):
             sharpness=20.0 * r,
             ratio=r,
             eigenvalues=[20.0 * r],
-            num_hvps=5,
-            num_hvps_sharpness=5,
+            num_matvecs=5,
+            num_matvecs_sharpness=5,
             converged=True,
         )
         tracker._records.append(record)
@@ -302,7 +318,7 @@ def test_summary_crossing_statistics_and_alarm():
     assert s["longest_run_above_one"] == 3 and s["alarm"] and s["alarm_step"] == 90
     assert not tracker.summary(patience=4)["alarm"]
     assert s["initial_sharpness"] == pytest.approx(10.0) and s["safe_lr"] == pytest.approx(0.2)
-    assert s["total_hvps"] == 50
+    assert s["total_matvecs"] == 50
     quiet = synthetic([0.5, 0.6]).summary()
     assert quiet["crossing_step"] is None and not quiet["alarm"]
     with pytest.raises(ValueError, match="key"):
@@ -720,10 +736,11 @@ def test_tracker_in_a_real_hf_trainer_on_a_tiny_gpt2(tmp_path, one_thread):
         assert float(torch.linalg.eigvalsh(H)[-1]) == pytest.approx(
             history["sharpness"][i], rel=1e-4
         )
-        # Adam's preconditioner P_t = (1-β1^t) (sqrt(v_t / (1-β2^t)) + ε), from torch's state.
+        # P of Adam's next step, (1-β1^s) (sqrt(v / (1-β2^s)) + ε) with s = t + 1, from
+        # torch's state: what the step after the measurement divides by.
         diag = []
         for name in params:  # in the order of the Hessian's rows
-            t = float(state[name]["step"])
+            t = float(state[name]["step"]) + 1
             v = state[name]["exp_avg_sq"].double()
             diag.append(((1 - beta1**t) * ((v / (1 - beta2**t)).sqrt() + eps)).reshape(-1))
         d = torch.cat(diag).rsqrt()

@@ -128,9 +128,9 @@ def test_parameter_paths_loop_with_the_same_numbers():
     assert torch.isfinite(Hv).all()
     dirs = ls.random_directions(model, n=2, seed=0)
     kwargs = {"coords": np.linspace(-2, 2, 5), "vectorize": True, "progress": False}
-    s, caught = _warnings(lambda: ls.surface(model, _data(), dirs, **kwargs))
+    s, caught = _warnings(lambda: ls.surface(model, _data(), directions=dirs, **kwargs))
     assert len(caught) == 1 and "grid points" in str(caught[0].message)
-    ref = ls.surface(twin, _data(), dirs, **kwargs)
+    ref = ls.surface(twin, _data(), directions=dirs, **kwargs)
     np.testing.assert_allclose(s.loss, ref.loss, rtol=1e-12)
     np.testing.assert_allclose(s.accuracy, ref.accuracy)
 

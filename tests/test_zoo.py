@@ -78,7 +78,13 @@ def test_loss_and_surface_origin_are_the_models_own_loss(case):
     truth = zoo.truth_loss(case)
     assert ls.evaluate(case.model, case.batches)["value"] == pytest.approx(truth, rel=1e-10)
     dirs = ls.random_directions(case.model, n=1, seed=0)
-    s = ls.surface(case.model, case.batches, dirs, coords=[-0.5, 0.0, 0.5], progress=False)
+    s = ls.surface(
+        case.model,
+        case.batches,
+        directions=dirs,
+        coords=[-0.5, 0.0, 0.5],
+        progress=False,
+    )
     assert s.origin_loss == pytest.approx(truth, rel=1e-10)
     assert s.loss[1] == s.origin_loss
 

@@ -399,7 +399,7 @@ def statistics(result: RunResult) -> dict[str, Any]:
         "initial_loss": float(result.losses[0]),
         "final_loss": float(result.losses[-1]),
         "all_converged": bool(h["converged"].all()),
-        "total_hvps": summary["total_hvps"],
+        "total_matvecs": summary["total_matvecs"],
         "num_measurements": summary["num_measurements"],
         "seconds": round(result.seconds, 2),
     }

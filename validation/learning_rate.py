@@ -561,10 +561,7 @@ def gd_and_sgd(quick: bool) -> dict[str, Any]:
                 batch_sizes=sizes[:-1],
                 num_batches=16,
                 exact_samples=n,
-                verify=True,
-                verify_steps=STEPS,
-                verify_factors=factors,
-                divergence_factor=1.001,
+                verify=ls.VerifySettings(steps=STEPS, factors=factors, divergence_factor=1.001),
                 seed=0,
             )
         )
@@ -575,10 +572,7 @@ def gd_and_sgd(quick: bool) -> dict[str, Any]:
             LOSS,
             batch_sizes=("full",),
             exact_samples=n,
-            verify=True,
-            verify_steps=STEPS,
-            verify_factors=gd_factors,
-            divergence_factor=1.001,
+            verify=ls.VerifySettings(steps=STEPS, factors=gd_factors, divergence_factor=1.001),
             seed=0,
         )
     )
@@ -591,8 +585,7 @@ def gd_and_sgd(quick: bool) -> dict[str, Any]:
             LOSS,
             batch_sizes=("full",),
             exact_samples=n,
-            verify=True,
-            verify_factors=(0.8, 1.05, 1.25),
+            verify=ls.VerifySettings(factors=(0.8, 1.05, 1.25)),
             seed=0,
         )
     )

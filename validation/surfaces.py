@@ -331,7 +331,7 @@ def widths(model: nn.Module, data: list, variant: Variant, seeds: range) -> dict
         ws, cs, surfaces = [], [], []
         for seed in seeds:
             dirs = ls.random_directions(model, n=1, norm=norm, seed=seed)
-            s = ls.surface(model, data, dirs, coords=coords, progress=False)
+            s = ls.surface(model, data, directions=dirs, coords=coords, progress=False)
             ws.append(s.width(THRESHOLD))
             cs.append(s.curvature_at_origin())
             surfaces.append(s)
@@ -456,11 +456,25 @@ def bn_policy(model: nn.Module, data: list, variant: Variant, plane: bool) -> di
                 "rayleigh_batch_statistics": float(v @ (H_batch @ v)),
             }
             for bn in ("eval", "recompute"):
-                local = ls.surface(m64, data64, d, coords=[-h, 0.0, h], bn=bn, progress=False)
+                local = ls.surface(
+                    m64,
+                    data64,
+                    directions=d,
+                    coords=[-h, 0.0, h],
+                    bn=bn,
+                    progress=False,
+                )
                 row[f"curvature_{bn}"] = local.curvature_at_origin()
                 row[f"origin_loss_{bn}"] = local.origin_loss
                 if plane:
-                    wide = ls.surface(m64, data64, d, coords=coords, bn=bn, progress=False)
+                    wide = ls.surface(
+                        m64,
+                        data64,
+                        directions=d,
+                        coords=coords,
+                        bn=bn,
+                        progress=False,
+                    )
                     row[f"width_{bn}"] = wide.width(THRESHOLD)
                     row[f"_surface_{bn}"] = wide
             row["curvature_ratio"] = row["curvature_eval"] / row["curvature_recompute"]
@@ -480,7 +494,14 @@ def bn_policy(model: nn.Module, data: list, variant: Variant, plane: bool) -> di
     if plane:
         coords = np.linspace(-0.5, 0.5, 17)
         out["_plane"] = {
-            bn: ls.surface(m64, data64, eig_dirs[:2], coords=coords, bn=bn, progress=False)
+            bn: ls.surface(
+                m64,
+                data64,
+                directions=eig_dirs[:2],
+                coords=coords,
+                bn=bn,
+                progress=False,
+            )
             for bn in ("eval", "recompute")
         }
     out["seconds"] = time.perf_counter() - start

@@ -19,7 +19,7 @@ from landscape.linalg.results import SpectralDensity
 from landscape.losses import Criterion
 from landscape.metrics.layerwise import _groups, _subtrees
 from landscape.operators.hessian import hessian
-from landscape.problem import unwrap_model
+from landscape.problem import Problem, as_problem, unwrap_model
 from landscape.records import Record
 
 __all__ = ["BlockSpectra", "block_spectra", "parameter_blocks"]
@@ -123,8 +123,8 @@ def parameter_blocks(model: nn.Module, blocks: Any) -> list[tuple[str, list[str]
 
 
 def block_spectra(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
     blocks: str | Sequence[str] | Mapping[str, Sequence[str]] = "parameters",
@@ -133,6 +133,7 @@ def block_spectra(
     normalize: int | None = 10,
     seed: int | torch.Generator | None = 0,
     progress: bool = False,
+    backend: str = "auto",
     **options: Any,
 ) -> BlockSpectra:
     r"""Hessian spectral density of every parameter block, and the blocks' heterogeneity.
@@ -149,12 +150,9 @@ def block_spectra(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified.
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`.
-    loss_fn : callable, optional
-        As for :func:`landscape.hessian`.
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model (never modified) with its data
+        and loss, as for :func:`landscape.hessian`.
     blocks : "parameters", "modules", list of module names, or mapping, optional
         One block per parameter tensor (Zhang et al.'s choice; default), per module owning
         parameters, per named module's subtree (e.g. ``["transformer.h.0.attn", ...]``),
@@ -170,8 +168,11 @@ def block_spectra(
         Randomness of the probes.
     progress : bool, optional
         Show a progress bar over the steps.
+    backend : str, optional
+        How Hessian products are computed (see :class:`landscape.HessianOperator`).
     **options
-        Passed to :func:`landscape.hessian` (``mode``, ``batch_loss``, ``max_samples``, ...).
+        Options of :class:`~landscape.problem.Problem` (``mode``, ``batch_loss``,
+        ``max_samples``, ...), as for :func:`landscape.hessian`.
 
     Returns
     -------
@@ -196,13 +197,11 @@ def block_spectra(
     >>> result.names, result.num_passes, result.distances.shape
     (('0', '2'), 10, (2, 2))
     """
-    model = unwrap_model(model)
-    groups = parameter_blocks(model, blocks)
+    problem = as_problem(problem, data, loss_fn, where="block_spectra", **options)
+    groups = parameter_blocks(problem.model, blocks)
     names = list(dict.fromkeys(n for _, group in groups for n in group))
-    H = hessian(model, data, loss_fn, params=names, **options)
-    slices = H.space.slices() if hasattr(H, "space") else None
-    if slices is None:
-        raise ValueError("block_spectra needs a Hessian over named parameters.")
+    H = hessian(problem.with_params(names), backend=backend)
+    slices = H.space.slices()
     indices = [torch.cat([torch.arange(H.shape[0])[slices[n]] for n in g]) for _, g in groups]
     densities = block_densities(H, indices, num_probes, num_steps, seed=seed, progress=progress)
     distances = js_distances(densities, normalize=normalize)

@@ -31,26 +31,84 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from landscape._compat import moved
 from landscape.batches import select_rows
+from landscape.data import BatchList
 from landscape.linalg._random import as_generator, gaussian
 from landscape.linalg.eigen import eigenvalues
-from landscape.losses import BatchLoss, Count, Criterion
+from landscape.losses import Criterion
 from landscape.operators.hessian import HessianOperator
 from landscape.operators.per_example import SampleChunk, check_chunk_size, per_example_pass
-from landscape.params import ParamSelector
-from landscape.problem import Evaluation, Problem
+from landscape.problem import Problem, as_problem
 from landscape.records import Record
 
-__all__ = ["CoherenceResult", "NoiseScale", "ParamGSNR", "coherence", "noise_scale"]
+__all__ = [
+    "CoherenceResult",
+    "HessianSettings",
+    "NoiseScale",
+    "ParamGSNR",
+    "coherence",
+    "noise_scale",
+]
 
 HessianMethod = Literal["probes", "exact"]
+
+
+@dataclass(frozen=True)
+class HessianSettings(Record):
+    r"""What :func:`coherence` measures with Hessians, besides the gradient statistics.
+
+    Attributes
+    ----------
+    noise_scale : bool
+        Compute :math:`B_\text{noise} = \operatorname{tr}(H\Sigma) / (G^\top H G)`
+        (:math:`m + 1` HVPs over the :math:`m` samples).
+    samples : int
+        :math:`s`, examples for the Hessian coherence of Dexter et al. (0: skip); at most
+        the samples used.
+    probes : int
+        Gaussian probes per example for ``method="probes"`` (at least 2, for standard
+        errors).
+    method : {"probes", "exact"}
+        How :math:`\operatorname{tr}(H_iH_j)` and :math:`\lambda_\max(H_i)` are computed:
+        shared probes and Lanczos, or dense per-example Hessians (:math:`P \le 8192`).
+    tol : float
+        Relative residual tolerance of the per-example Lanczos runs.
+
+    Raises
+    ------
+    ValueError
+        For a negative ``samples``, fewer than 2 ``probes`` or an unknown ``method``.
+
+    Examples
+    --------
+    >>> HessianSettings(noise_scale=True, samples=4).method
+    'probes'
+    """
+
+    noise_scale: bool = False
+    samples: int = 0
+    probes: int = 8
+    method: HessianMethod = "probes"
+    tol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, int) or self.samples < 0:
+            raise ValueError(
+                f"hessian_samples must be a non-negative integer; got {self.samples!r}."
+            )
+        if self.method not in ("probes", "exact"):
+            raise ValueError(f"hessian_method must be 'probes' or 'exact'; got {self.method!r}.")
+        if self.method == "probes" and (not isinstance(self.probes, int) or self.probes < 2):
+            raise ValueError(f"hessian_probes must be an integer >= 2; got {self.probes!r}.")
+
 
 _EXACT_MAX_DIM = 8192  # dense per-example Hessians (P x P each) beyond this are refused
 _PROBE_BLOCK_ENTRIES = 2**25  # bounds the (examples x P x probes) block of per-example HVPs
@@ -180,13 +238,15 @@ class CoherenceResult(Record):
         Frobenius norms.
     num_passes : int
         Passes over the data: per-example-gradient passes plus Hessian ``matmat`` calls.
-    num_hvps : int
+    num_matvecs : int
         Hessian-vector products (full-data for ``b_noise``, single-example for coherence).
     seconds : float
         Wall-clock time.
     notes : tuple of str
         Caveats met while computing.
     """
+
+    _renamed: ClassVar[dict[str, str]] = {"num_hvps": "num_matvecs"}
 
     num_samples: int
     num_params: int
@@ -217,7 +277,7 @@ class CoherenceResult(Record):
     hessian_coherence_normalized: float | None = None
     hessian_alignment: float | None = None
     num_passes: int = 0
-    num_hvps: int = 0
+    num_matvecs: int = 0
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
 
@@ -254,7 +314,7 @@ class CoherenceResult(Record):
                 ("Hessian alignment", _fmt(self.hessian_alignment)),
             ]
         rows.append(
-            ("cost", f"{self.num_passes} passes, {self.num_hvps} HVPs, {self.seconds:.3g} s")
+            ("cost", f"{self.num_passes} passes, {self.num_matvecs} HVPs, {self.seconds:.3g} s")
         )
         width = max(len(k) for k, _ in rows) + 2
         lines = [f"{k:<{width}}{v}" for k, v in rows]
@@ -449,22 +509,6 @@ def _summarize_gsnr(name: str, r: Tensor) -> ParamGSNR:
 # -- Hessian coherence ---------------------------------------------------------------------------
 
 
-class _Batches:
-    """A re-iterable list of batches, never mistaken for a single batch.
-
-    :class:`~landscape.data.DataSource` reads a plain list of up to four tensors as one batch.
-    """
-
-    def __init__(self, batches: list[Any]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 def _first_samples(problem: Problem, count: int) -> list[Any]:
     """Return the first ``count`` samples of positive weight, each as a one-sample batch.
 
@@ -499,7 +543,7 @@ def _hessian_coherence(
     Returns
     -------
     dict
-        The ``hessian_*`` fields of :class:`CoherenceResult`, plus ``num_hvps`` and
+        The ``hessian_*`` fields of :class:`CoherenceResult`, plus ``num_matvecs`` and
         ``num_passes``.
     """
     s = len(samples)
@@ -556,7 +600,7 @@ def _hessian_coherence(
         "hessian_coherence": sigma,
         "hessian_coherence_normalized": sigma / s,
         "hessian_alignment": lam_s / (s * diag_max) if diag_max > 0 else math.nan,
-        "num_hvps": sum(op.num_matvecs for op in ops),
+        "num_matvecs": sum(op.num_matvecs for op in ops),
         "num_passes": sum(op.num_passes for op in ops),
     }
 
@@ -564,24 +608,24 @@ def _hessian_coherence(
 # -- the public functions ------------------------------------------------------------------------
 
 
+@moved(
+    noise_hessian="hessian=ls.HessianSettings(noise_scale=True)",
+    hessian_samples="hessian=ls.HessianSettings(samples=...)",
+    hessian_probes="hessian=ls.HessianSettings(probes=...)",
+    hessian_method="hessian=ls.HessianSettings(method=...)",
+    hessian_tol="hessian=ls.HessianSettings(tol=...)",
+)
 def coherence(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
-    batch_loss: BatchLoss | None = None,
-    count: Count | None = None,
-    params: ParamSelector = None,
-    max_samples: int | None = 512,
-    noise_hessian: bool = False,
-    hessian_samples: int = 0,
-    hessian_probes: int = 8,
-    hessian_method: HessianMethod = "probes",
-    hessian_tol: float = 1e-4,
+    hessian: HessianSettings | None = None,
     seed: int | torch.Generator | None = 0,
     chunk_size: int = 64,
     progress: bool = False,
     backend: str = "auto",
+    **options: Any,
 ) -> CoherenceResult:
     r"""Measure gradient coherence, noise scales, GSNR and Hessian coherence at the current θ.
 
@@ -603,12 +647,14 @@ def coherence(
     :math:`r_j = \bar g_j^2 / \operatorname{Var}_i(g_{ij})`, summarized per parameter tensor
     (median and mean) and overall.
 
-    With ``noise_hessian=True``, :math:`B_\text{noise} = \operatorname{tr}(H\Sigma) /
-    (G^\top H G)` with :math:`H` the Hessian of the mean loss over the same samples and
+    With ``hessian=HessianSettings(noise_scale=True)``,
+    :math:`B_\text{noise} = \operatorname{tr}(H\Sigma) / (G^\top H G)` with :math:`H` the
+    Hessian of the mean loss over the same samples and
     :math:`\operatorname{tr}(H\Sigma) = \frac1m\sum_i (g_i - G)^\top H (g_i - G)`: exact,
     :math:`m + 1` HVPs over the :math:`m` samples.
 
-    With ``hessian_samples=s > 0``, the Hessian coherence of Dexter et al. on the first
+    With ``HessianSettings(samples=s)``, :math:`s > 0`, the Hessian coherence of Dexter et al.
+    on the first
     :math:`s` samples' Hessians :math:`H_i = \nabla^2\ell_i`:
 
     .. math::
@@ -616,8 +662,8 @@ def coherence(
                = \lVert H_i^{1/2} H_j^{1/2}\rVert_F , \qquad
         \sigma = \frac{\lambda_\max(S)}{\max_i \lambda_\max(H_i)} .
 
-    ``hessian_method="probes"`` estimates :math:`T_{ij} = \operatorname{tr}(H_iH_j)` as
-    :math:`\frac1k\sum_z (H_iz)^\top(H_jz)` over ``hessian_probes`` = :math:`k` Gaussian
+    ``method="probes"`` estimates :math:`T_{ij} = \operatorname{tr}(H_iH_j)` as
+    :math:`\frac1k\sum_z (H_iz)^\top(H_jz)` over ``probes`` = :math:`k` Gaussian
     probes shared by all examples (:math:`sk` HVPs; standard error
     :math:`\sqrt{2/k}\,\lVert\operatorname{sym}(H_iH_j)\rVert_F`), clips negative estimates
     to 0 before the square root, and finds :math:`\lambda_\max(H_i)` by Lanczos
@@ -638,27 +684,15 @@ def coherence(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified.
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`.
-    loss_fn, batch_loss, count : callable, optional
-        The loss (see :mod:`landscape.losses`); applied to one-sample batches.
-    params : ParamSelector, optional
-        Restrict to a subset of parameters.
-    max_samples : int or None, optional
-        Use the first ``max_samples`` samples (``None``: all). Memory is :math:`O(cP)` for
-        chunks of :math:`c` samples; per-example gradients are never all stored.
-    noise_hessian : bool, optional
-        Also compute :math:`B_\text{noise}` (:math:`m+1` HVPs).
-    hessian_samples : int, optional
-        :math:`s`, examples for the Hessian coherence (0: skip). At most the samples used.
-    hessian_probes : int, optional
-        Gaussian probes per example for ``"probes"`` (at least 2, for standard errors).
-    hessian_method : {"probes", "exact"}, optional
-        How :math:`\operatorname{tr}(H_iH_j)` and :math:`\lambda_\max(H_i)` are computed.
-    hessian_tol : float, optional
-        Relative residual tolerance of the per-example Lanczos runs.
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model (never modified) with its data
+        and loss (see :mod:`landscape.losses`; applied to one-sample batches). Built from a
+        model, the problem uses the first 512 samples unless ``max_samples`` is given
+        (``None``: all). Memory is :math:`O(cP)` for chunks of :math:`c` samples;
+        per-example gradients are never all stored.
+    hessian : HessianSettings, optional
+        The Hessian-based quantities: :math:`B_\text{noise}` and the Hessian coherence
+        (default: neither).
     seed : int or torch.Generator, optional
         Randomness of the probes and Lanczos starting vectors.
     chunk_size : int, optional
@@ -669,17 +703,20 @@ def coherence(
     backend : str, optional
         How Hessian products are computed (see :class:`landscape.HessianOperator`;
         ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
+    **options
+        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
+        ``count``, ``max_samples``, ...).
 
     Returns
     -------
     CoherenceResult
-        All quantities with ``num_passes``, ``num_hvps`` and ``seconds``.
+        All quantities with ``num_passes``, ``num_matvecs`` and ``seconds``.
 
     Raises
     ------
     ValueError
-        For invalid ``hessian_samples``, ``hessian_probes``, ``hessian_method``,
-        ``chunk_size`` or ``max_samples``.
+        For more Hessian samples than samples, an invalid ``chunk_size`` or
+        ``max_samples``.
     TypeError
         If ``model`` is not an ``nn.Module``.
 
@@ -702,7 +739,8 @@ def coherence(
     <torch._C.Generator object at ...>
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
     >>> X, y = torch.randn(40, 4, dtype=torch.float64), torch.randint(0, 3, (40,))
-    >>> result = coherence(model, (X, y), hessian_samples=4, hessian_method="exact")
+    >>> settings = HessianSettings(samples=4, method="exact")
+    >>> result = coherence(model, (X, y), hessian=settings)
     >>> result.num_samples, result.hessian_samples
     (40, 4)
     >>> abs(result.alpha * (1 + result.b_simple) - 1) < 1e-12
@@ -711,28 +749,46 @@ def coherence(
     (True, (4, 4))
     """
     start = time.perf_counter()
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     check_chunk_size(chunk_size)
-    if not isinstance(hessian_samples, int) or hessian_samples < 0:
-        raise ValueError(
-            f"hessian_samples must be a non-negative integer; got {hessian_samples!r}."
+    settings = hessian or HessianSettings()
+    if not isinstance(problem, Problem):
+        options.setdefault("max_samples", 512)
+    problem = as_problem(problem, data, loss_fn, where="coherence", **options)
+    problem = problem.with_data(cache=True, shard=False)
+    moments = _gradient_moments(problem, chunk_size, progress)
+    fields, notes = _gradient_statistics(problem, moments)
+    num_passes, num_matvecs = 1, 0
+
+    def make_hessian(data_: Any) -> HessianOperator:
+        return HessianOperator(problem.with_data(data_, cache=True, shard=False), backend=backend)
+
+    if settings.noise_scale:
+        extra, passes, matvecs = _noise_hessian(problem, moments, make_hessian, chunk_size, notes)
+        fields.update(extra)
+        num_passes, num_matvecs = num_passes + passes, num_matvecs + matvecs
+    if settings.samples > 0:
+        extra, passes, matvecs = _coherence_of_hessians(
+            problem, moments.count, settings, make_hessian, as_generator(seed), progress, notes
         )
-    if hessian_method not in ("probes", "exact"):
-        raise ValueError(f"hessian_method must be 'probes' or 'exact'; got {hessian_method!r}.")
-    if hessian_method == "probes" and (not isinstance(hessian_probes, int) or hessian_probes < 2):
-        raise ValueError(f"hessian_probes must be an integer >= 2; got {hessian_probes!r}.")
-    problem = Problem(
-        model,
-        data,
-        loss_fn,
-        batch_loss=batch_loss,
-        count=count,
-        params=params,
-        max_samples=max_samples,
-        cache=True,
-        shard=False,
+        fields.update(extra)
+        num_passes, num_matvecs = num_passes + passes, num_matvecs + matvecs
+    return CoherenceResult(
+        **fields,
+        num_passes=num_passes,
+        num_matvecs=num_matvecs,
+        seconds=time.perf_counter() - start,
+        notes=tuple(notes),
     )
+
+
+def _gradient_moments(problem: Problem, chunk_size: int, progress: bool) -> _Moments:
+    """Accumulate the moments of the per-example gradients in one pass.
+
+    Returns
+    -------
+    _Moments
+        Weighted mean, second moment and norms of the per-example gradients.
+    """
     space = problem.space
     acc_dtype = torch.float64 if space.device.type != "mps" else space.dtype
     moments = _Moments(space.dim, space.device, acc_dtype)
@@ -752,19 +808,27 @@ def coherence(
     finally:
         if bar is not None:
             bar.close()
-    num_passes, num_hvps = 1, 0
+    return moments
+
+
+def _gradient_statistics(problem: Problem, moments: _Moments) -> tuple[dict[str, Any], list[str]]:
+    """Return coherence, noise scales and GSNR from the moments, and the notes they need.
+
+    Returns
+    -------
+    tuple
+        The :class:`CoherenceResult` fields of the gradient statistics, and the notes.
+    """
     m, W = moments.count, moments.weight
     mean, m2 = moments.mean, moments.m2
     G2 = float(mean.double().square().sum())
     trS = float(m2.double().sum()) / W
     Eg2 = G2 + trS
-    alpha = _ratio(G2, Eg2)
     pairs = W * W - moments.weight_sq  # sum of w_i w_j over i != j
     if m >= 2 and pairs > 0:
         G2_unb = (W * W * G2 - moments.weighted_sq_norms) / pairs
-        alpha_unb = _ratio(G2_unb, Eg2)
         trS_unb = Eg2 - G2_unb
-        b_unb = _ratio(trS_unb, G2_unb)
+        alpha_unb, b_unb = _ratio(G2_unb, Eg2), _ratio(trS_unb, G2_unb)
     else:
         alpha_unb = G2_unb = trS_unb = b_unb = math.nan
     notes: list[str] = []
@@ -780,107 +844,113 @@ def coherence(
             "samples weigh their units (scored tokens): moments are weighted means, the "
             "unbiased estimates weighted U-statistics"
         )
-
     r = _gsnr(mean, m2 / W)
-    layers = tuple(_summarize_gsnr(name, r[sl]) for name, sl in space.slices().items())
     overall = _summarize_gsnr("(all)", r)
-
-    extra: dict[str, Any] = {}
-    batches = [batch.data for batch in problem.batches()]
-
-    def make_hessian(data_: Any) -> HessianOperator:
-        return HessianOperator(
-            None, None, problem=problem.with_data(data_, cache=True, shard=False), backend=backend
-        )
-
-    if noise_hessian:
-        H = make_hessian(_Batches(batches))
-        Gbar = mean.to(space.dtype)
-        gHg = float(Gbar.double() @ (H @ Gbar).double())
-        total = torch.zeros((), dtype=torch.float64, device=space.device)
-
-        def quadratic(chunk: SampleChunk) -> None:
-            nonlocal total
-            D = (chunk.gradients - Gbar).T.contiguous()  # (P, c)
-            w = chunk.weights.to(space.device)
-            total = total + ((D.double() * (H @ D).double()).sum(0) * w).sum()
-
-        per_example_pass(problem, chunk_size, quadratic)
-        trHS = float(total) / W
-        extra.update(b_noise=_ratio(trHS, gHg), trace_hessian_cov=trHS, gHg=gHg)
-        num_passes += 1 + H.num_passes
-        num_hvps += H.num_matvecs
-        if gHg <= 0:
-            notes.append("G^T H G <= 0 (negative curvature along G): B_noise is not meaningful")
-
-    if hessian_samples > 0:
-        if hessian_method == "exact" and space.dim > _EXACT_MAX_DIM:
-            raise ValueError(
-                f"hessian_method='exact' forms dense {space.dim}x{space.dim} per-example "
-                f"Hessians; it is limited to P <= {_EXACT_MAX_DIM}. Use hessian_method='probes'."
-            )
-        if hessian_samples > m:
-            raise ValueError(
-                f"hessian_samples={hessian_samples} exceeds the {m} samples used; lower it or "
-                "raise max_samples."
-            )
-        hess = _hessian_coherence(
-            lambda sample: make_hessian(_Batches([sample])),
-            _first_samples(problem, hessian_samples),
-            method=hessian_method,
-            num_probes=hessian_probes,
-            tol=hessian_tol,
-            generator=as_generator(seed),
-            progress=progress,
-        )
-        num_passes += hess.pop("num_passes")
-        num_hvps += hess.pop("num_hvps")
-        extra.update(hess)
-        extra.update(
-            hessian_samples=hessian_samples,
-            hessian_method=hessian_method,
-            hessian_probes=hessian_probes if hessian_method == "probes" else 0,
-        )
-        if not float(extra["hessian_top_eigenvalues"].max()) > 0:
-            notes.append("no per-example Hessian has a positive top eigenvalue: sigma is NaN")
-
-    return CoherenceResult(
-        num_samples=m,
-        num_params=space.dim,
-        mean_loss=moments.loss_sum / W,
-        grad_norm_sq=G2,
-        trace_cov=trS,
-        mean_grad_norm_sq=Eg2,
-        alpha=alpha,
-        m_coherence=_ratio(W * W * G2, moments.weighted_sq_norms),
-        alpha_unbiased=alpha_unb,
-        b_simple=_ratio(trS, G2),
-        grad_norm_sq_unbiased=G2_unb,
-        trace_cov_unbiased=trS_unb,
-        b_simple_unbiased=b_unb,
-        gsnr_median=overall.median,
-        gsnr_mean=overall.mean,
-        gsnr=layers,
-        num_passes=num_passes,
-        num_hvps=num_hvps,
-        seconds=time.perf_counter() - start,
-        notes=tuple(notes),
-        **extra,
-    )
+    fields = {
+        "num_samples": m,
+        "num_params": problem.space.dim,
+        "mean_loss": moments.loss_sum / W,
+        "grad_norm_sq": G2,
+        "trace_cov": trS,
+        "mean_grad_norm_sq": Eg2,
+        "alpha": _ratio(G2, Eg2),
+        "m_coherence": _ratio(W * W * G2, moments.weighted_sq_norms),
+        "alpha_unbiased": alpha_unb,
+        "b_simple": _ratio(trS, G2),
+        "grad_norm_sq_unbiased": G2_unb,
+        "trace_cov_unbiased": trS_unb,
+        "b_simple_unbiased": b_unb,
+        "gsnr_median": overall.median,
+        "gsnr_mean": overall.mean,
+        "gsnr": tuple(_summarize_gsnr(name, r[sl]) for name, sl in problem.space.slices().items()),
+    }
+    return fields, notes
 
 
-def _batch_gradient(run: Evaluation, batch: Any, weight: float) -> tuple[Tensor, Tensor]:
-    """Return the flat gradient of a batch's mean loss (the selected parameters) and the loss.
+def _noise_hessian(
+    problem: Problem,
+    moments: _Moments,
+    make_hessian: Callable[[Any], HessianOperator],
+    chunk_size: int,
+    notes: list[str],
+) -> tuple[dict[str, Any], int, int]:
+    r"""Return :math:`B_\text{noise} = \operatorname{tr}(H\Sigma) / G^\top H G` (m + 1 HVPs).
 
     Returns
     -------
-    tuple of Tensor
-        ``(gradient (P,), loss)``.
+    tuple
+        The fields ``b_noise``, ``trace_hessian_cov`` and ``gHg``; passes and products.
     """
-    with torch.enable_grad():
-        loss = run.loss(batch, weight)
-        grads = torch.autograd.grad(loss, run.params, allow_unused=True, materialize_grads=True)
-    return torch.cat([g.reshape(-1) for g in grads]), loss.detach()
+    space = problem.space
+    H = make_hessian(BatchList([batch.data for batch in problem.batches()]))
+    Gbar = moments.mean.to(space.dtype)
+    gHg = float(Gbar.double() @ (H @ Gbar).double())
+    total = torch.zeros((), dtype=torch.float64, device=space.device)
+
+    def quadratic(chunk: SampleChunk) -> None:
+        nonlocal total
+        D = (chunk.gradients - Gbar).T.contiguous()  # (P, c)
+        w = chunk.weights.to(space.device)
+        total = total + ((D.double() * (H @ D).double()).sum(0) * w).sum()
+
+    per_example_pass(problem, chunk_size, quadratic)
+    trHS = float(total) / moments.weight
+    if gHg <= 0:
+        notes.append("G^T H G <= 0 (negative curvature along G): B_noise is not meaningful")
+    fields = {"b_noise": _ratio(trHS, gHg), "trace_hessian_cov": trHS, "gHg": gHg}
+    return fields, 1 + H.num_passes, H.num_matvecs
+
+
+def _coherence_of_hessians(
+    problem: Problem,
+    used: int,
+    settings: HessianSettings,
+    make_hessian: Callable[[Any], HessianOperator],
+    generator: torch.Generator,
+    progress: bool,
+    notes: list[str],
+) -> tuple[dict[str, Any], int, int]:
+    """Return the Hessian coherence of Dexter et al. over the first ``settings.samples``.
+
+    Returns
+    -------
+    tuple
+        The ``hessian_*`` fields; passes and products.
+
+    Raises
+    ------
+    ValueError
+        For dense per-example Hessians of a large model, or more samples than were used.
+    """
+    space, count = problem.space, settings.samples
+    if settings.method == "exact" and space.dim > _EXACT_MAX_DIM:
+        raise ValueError(
+            f"hessian_method='exact' forms dense {space.dim}x{space.dim} per-example "
+            f"Hessians; it is limited to P <= {_EXACT_MAX_DIM}. Use hessian_method='probes'."
+        )
+    if count > used:
+        raise ValueError(
+            f"hessian_samples={count} exceeds the {used} samples used; lower it or "
+            "raise max_samples."
+        )
+    hess = _hessian_coherence(
+        lambda sample: make_hessian(BatchList([sample])),
+        _first_samples(problem, count),
+        method=settings.method,
+        num_probes=settings.probes,
+        tol=settings.tol,
+        generator=generator,
+        progress=progress,
+    )
+    passes, matvecs = hess.pop("num_passes"), hess.pop("num_matvecs")
+    hess.update(
+        hessian_samples=count,
+        hessian_method=settings.method,
+        hessian_probes=settings.probes if settings.method == "probes" else 0,
+    )
+    if not float(hess["hessian_top_eigenvalues"].max()) > 0:
+        notes.append("no per-example Hessian has a positive top eigenvalue: sigma is NaN")
+    return hess, passes, matvecs
 
 
 def _noise_factor(batch: int, n: int, finite_population: bool) -> float:
@@ -916,19 +986,16 @@ def _two_batch_estimates(
 
 
 def noise_scale(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
-    batch_loss: BatchLoss | None = None,
-    count: Count | None = None,
-    params: ParamSelector = None,
     small_batch: int = 8,
     big_batch: int = 64,
     num_pairs: int = 64,
     finite_population: bool = True,
-    max_samples: int | None = None,
     seed: int | torch.Generator | None = 0,
+    **options: Any,
 ) -> NoiseScale:
     r"""Estimate the gradient noise scale from mini-batch gradients of two batch sizes.
 
@@ -967,24 +1034,20 @@ def noise_scale(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified (evaluated in eval mode).
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`; cached on the device.
-    loss_fn, batch_loss, count : callable, optional
-        The loss (mean over the batch).
-    params : ParamSelector, optional
-        Restrict to a subset of parameters.
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model (never modified, evaluated in
+        eval mode) with its data (cached on the device) and loss, as for
+        :func:`landscape.hessian`.
     small_batch, big_batch : int, optional
         :math:`1 \le B_\text{small} < B_\text{big} \le n`.
     num_pairs : int, optional
         Pairs averaged (at least 2).
     finite_population : bool, optional
         Apply the finite-population correction (see above).
-    max_samples : int, optional
-        Use only the first ``max_samples`` samples.
     seed : int or torch.Generator, optional
         Randomness of the batches.
+    **options
+        Options of :class:`~landscape.problem.Problem` (``params``, ``max_samples``, ...).
 
     Returns
     -------
@@ -1019,8 +1082,6 @@ def noise_scale(
     (64, True)
     """
     start = time.perf_counter()
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     for name, value in (("small_batch", small_batch), ("big_batch", big_batch)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}.")
@@ -1032,18 +1093,8 @@ def noise_scale(
         raise ValueError(
             f"num_pairs must be an integer >= 2 (for standard errors); got {num_pairs!r}."
         )
-    problem = Problem(
-        model,
-        data,
-        loss_fn,
-        batch_loss=batch_loss,
-        count=count,
-        params=params,
-        max_samples=max_samples,
-        cache=True,
-        shard=False,
-    )
-    space = problem.space
+    problem = as_problem(problem, data, loss_fn, where="noise_scale", **options)
+    problem = problem.with_data(cache=True, shard=False)
     items = list(problem.batches())
     n = sum(item.num_samples for item in items)
     if big_batch > n:
@@ -1053,37 +1104,32 @@ def noise_scale(
     generator = as_generator(seed)
     num_gradients = 0
 
-    def subset_gradient(run: Evaluation, indices: Tensor, pair: int) -> Tensor:
-        # The gradient of the subset's mean loss: each batch's part is the gradient of its
-        # sub-batch's mean, weighted by the sub-batch's share of the subset's units.
+    def subset_gradient(indices: Tensor, pair: int) -> Tensor:
+        # The gradient of the subset's mean loss: its sub-batch in every batch, weighted by
+        # its units (the one data loop of the problem on those sub-batches).
         nonlocal num_gradients
-        total = torch.zeros(space.dim, dtype=torch.float64, device=space.device)
-        subset_weight = float(weights[indices].sum())
+        parts = []
         for item, lo in zip(items, offsets):
             rows = indices[(indices >= lo) & (indices < lo + item.num_samples)] - lo
-            share = float(weights[rows + lo].sum())
-            if rows.numel() == 0 or share == 0:
-                continue
-            part = select_rows(item.data, rows, item.num_samples)
-            g, loss = _batch_gradient(run, part, problem.objective.weight(part))
-            num_gradients += 1
-            if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(g).all()):
-                raise FloatingPointError(
-                    f"non-finite loss or gradient ({float(loss):.6g}) on the mini-batches of "
-                    f"pair {pair} (0-based)."
-                )
-            total.add_(g.double(), alpha=share / subset_weight)
-        return total
+            if rows.numel() and float(weights[rows + lo].sum()) > 0:
+                parts.append(select_rows(item.data, rows, item.num_samples))
+        num_gradients += len(parts)
+        try:
+            _, g = problem.with_data(BatchList(parts), shard=False).value_and_grad()
+        except FloatingPointError as error:
+            raise FloatingPointError(
+                f"non-finite loss on the mini-batches of pair {pair} (0-based): {error}"
+            ) from None
+        return g.double()
 
     small_sq = torch.empty(num_pairs, dtype=torch.float64)
     big_sq = torch.empty(num_pairs, dtype=torch.float64)
-    with problem.evaluation() as run:
-        for k in range(num_pairs):
-            perm = torch.randperm(n, generator=generator)
-            big = perm[:big_batch].sort().values
-            small = perm[:small_batch].sort().values
-            small_sq[k] = float(subset_gradient(run, small, k).square().sum())
-            big_sq[k] = float(subset_gradient(run, big, k).square().sum())
+    for k in range(num_pairs):
+        perm = torch.randperm(n, generator=generator)
+        big = perm[:big_batch].sort().values
+        small = perm[:small_batch].sort().values
+        small_sq[k] = float(subset_gradient(small, k).square().sum())
+        big_sq[k] = float(subset_gradient(big, k).square().sum())
     c_small = _noise_factor(small_batch, n, finite_population)
     c_big = _noise_factor(big_batch, n, finite_population)
     norms, traces = _two_batch_estimates(small_sq, big_sq, c_small, c_big)

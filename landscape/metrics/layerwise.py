@@ -13,7 +13,8 @@ from landscape.linalg._random import as_generator, draw
 from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion
 from landscape.operators.hessian import hessian
-from landscape.problem import unwrap_model
+from landscape.operators.sharded import is_sharded
+from landscape.problem import Problem, as_problem, unwrap_model
 from landscape.records import Record
 
 __all__ = ["LayerCurvature", "LayerwiseResult", "layerwise"]
@@ -155,8 +156,8 @@ def _subtrees(model: nn.Module, wanted: list[str]) -> list[tuple[str, list[str]]
 
 
 def layerwise(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
     metrics: Sequence[str] = _METRICS,
@@ -164,6 +165,7 @@ def layerwise(
     tol: float = 1e-4,
     seed: int | torch.Generator | None = 0,
     modules: Iterable[str] | None = None,
+    backend: str = "auto",
     **options: Any,
 ) -> LayerwiseResult:
     r"""Measure the curvature of each layer's diagonal Hessian block :math:`H_{ll}`.
@@ -180,12 +182,10 @@ def layerwise(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified.
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`.
-    loss_fn : callable, optional
-        As for :func:`landscape.hessian`.
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model (never modified) with its data
+        and loss, as for :func:`landscape.hessian`. Layers are the problem's selected
+        parameters, grouped.
     metrics : sequence of {"trace", "top_eigenvalue"}, optional
         What to compute.
     num_probes : int, optional
@@ -198,8 +198,11 @@ def layerwise(
         One row per named module, over every trainable parameter below it (e.g. the
         blocks ``"transformer.h.0"``, ``"transformer.h.1"`` of a GPT-2). Default: one row
         per module that owns parameters directly.
+    backend : str, optional
+        How Hessian products are computed (see :class:`landscape.HessianOperator`).
     **options
-        Passed to :func:`landscape.hessian` (``mode``, ``batch_loss``, ``max_batches``, ...).
+        Options of :class:`~landscape.problem.Problem` (``mode``, ``batch_loss``,
+        ``max_batches``, ...), as for :func:`landscape.hessian`.
 
     Returns
     -------
@@ -224,19 +227,32 @@ def layerwise(
     >>> [row.name for row in result.layers], result.layers[0].num_params
     (['0', '2'], 30)
     """
-    model = unwrap_model(model, sharded=True)  # FSDP2 models: on each rank's shards
+    if is_sharded(problem):  # FSDP2: on each rank's shards (no Problem: see operators.sharded)
+        model = unwrap_model(problem, sharded=True)
+        selected = {n for n, p in model.named_parameters() if p.requires_grad}
+
+        def block_hessian(members: list[str]) -> Any:
+            return hessian(model, data, loss_fn, params=members, backend=backend, **options)
+    else:
+        problem = as_problem(problem, data, loss_fn, where="layerwise", **options)
+        model, selected = problem.model, set(problem.space.names)
+
+        def block_hessian(members: list[str]) -> Any:
+            return hessian(problem.with_params(members), backend=backend)
     unknown = set(metrics) - set(_METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {_METRICS}.")
     if num_probes < 2:
         raise ValueError(f"num_probes must be at least 2 (for a standard error); got {num_probes}.")
     groups = _groups(model) if modules is None else _subtrees(model, list(modules))
+    groups = [(g, [n for n in members if n in selected]) for g, members in groups]
+    groups = [(g, members) for g, members in groups if members]
     generator = as_generator(seed)
     names = list(dict.fromkeys(n for _, group in groups for n in group))
     rows: dict[str, dict[str, Any]] = {g: {} for g, _ in groups}
     matvecs = passes = 0
     if "trace" in metrics:
-        H = hessian(model, data, loss_fn, params=names, **options)
+        H = block_hessian(names)
         space = H.vector_space
         Z = draw(space, num_probes, generator, "signs", probe_major=False)
         HZ = H @ Z
@@ -249,7 +265,7 @@ def layerwise(
         matvecs, passes = H.num_matvecs, H.num_passes
     if "top_eigenvalue" in metrics:
         for group, members in groups:
-            block = hessian(model, data, loss_fn, params=members, **options)
+            block = block_hessian(members)
             ev = eigenvalues(block, k=1, tol=tol, seed=generator)
             rows[group]["top_eigenvalue"] = float(ev.values[0])
             rows[group]["top_residual"] = float(ev.residuals[0])

@@ -27,36 +27,83 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape._compat import moved
 from landscape.linalg._random import as_generator
 from landscape.linalg.eigen import eigenvalues
-from landscape.losses import BatchLoss, Count, Criterion, Objective
+from landscape.losses import Criterion, Objective
 from landscape.metrics import _per_example as per_example
-from landscape.metrics.mean_square import gram_spectrum, mean_square_threshold, nonuniformity
-from landscape.metrics.thresholds import (
-    OptimizerSettings,
-    adam_preconditioner,
-    optimizer_settings,
+from landscape.metrics._lr_measure import (
+    CHUNK,
+    Measure,
+    Run,
+    choose_measure,
+    critical_samples,
+    progress_bar,
 )
-from landscape.operators.base import IdentityOperator, LinearOperator
-from landscape.operators.hessian import HessianOperator
-from landscape.operators.scaled import diagonal_congruence
-from landscape.params import ParamSelector, ParamSpace
-from landscape.problem import Problem, evaluation_mode, unwrap_model
+from landscape.metrics.mean_square import gram_spectrum, mean_square_threshold, nonuniformity
+from landscape.metrics.optimizers.instances import optimizer_list, trained_problem
+from landscape.metrics.thresholds import OptimizerSettings, optimizer_settings
+from landscape.operators.hessian import hessian
+from landscape.problem import Problem, evaluation_mode
 from landscape.records import Record
 
-__all__ = ["LearningRateResult", "Verification", "max_learning_rate"]
+__all__ = ["LearningRateResult", "Verification", "VerifySettings", "max_learning_rate"]
 
-_CHUNK = 1024  # samples per physical batch when a mini-batch or the full data is evaluated
 _FACTOR_BUDGET = 250_000_000  # entries of the per-example factor matrix (1 GB in float32)
 _GRAM_ROWS = 1536  # rows m*k of the Gram matrix: each eigensolver product costs m k r^2 flops
+
+
+@dataclass(frozen=True)
+class VerifySettings(Record):
+    """How :func:`max_learning_rate` verifies its predictions with short training bursts.
+
+    Attributes
+    ----------
+    steps : int
+        Optimizer steps per burst.
+    factors : tuple of float
+        Multiples of ``lr_max`` to try at every batch size.
+    divergence_factor : float
+        A burst diverged if its final full-data loss exceeds this times the starting loss
+        (or is not finite). Near the threshold growth is slow, so short bursts bracket the
+        true threshold only coarsely.
+    perturbation : float
+        Bursts start from the model plus a random perturbation of this norm relative to the
+        parameters' norm (the same for every learning rate), so that an unstable learning
+        rate shows even at an exact minimum, where all gradients vanish.
+
+    Raises
+    ------
+    ValueError
+        For ``divergence_factor <= 1``, ``steps < 1`` or no factors.
+
+    Examples
+    --------
+    >>> VerifySettings(steps=50).factors
+    (0.5, 0.8, 1.25, 2.0)
+    """
+
+    steps: int = 200
+    factors: tuple[float, ...] = (0.5, 0.8, 1.25, 2.0)
+    divergence_factor: float = 2.0
+    perturbation: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not self.divergence_factor > 1:
+            raise ValueError(f"divergence_factor must exceed 1; got {self.divergence_factor!r}.")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer; got {self.steps!r}.")
+        if not len(self.factors):
+            raise ValueError("factors is empty: give the multiples of lr_max to try.")
+        object.__setattr__(self, "factors", tuple(float(x) for x in sorted(self.factors)))
 
 
 @dataclass(frozen=True)
@@ -150,7 +197,7 @@ class LearningRateResult(Record):
         The optimizer's current learning rate, when known.
     num_samples : int
         Dataset size :math:`n`.
-    num_hvps, num_passes : int
+    num_matvecs, num_passes : int
         Hessian-vector products and passes over (mini-)batches.
     seconds : float
         Wall time.
@@ -161,7 +208,31 @@ class LearningRateResult(Record):
         per-example factors within 10 % of the full-batch Hessian's (an interpolating
         minimum). ``None`` where not checked (no exact threshold, or the full batch was not
         among the batch sizes).
+    measure : {"batch sharpness", "critical sharpness"}
+        What each mini-batch gave: the top eigenvalue of its (preconditioned) Hessian, or
+        the critical sharpness :math:`2/\eta_c` along the optimizer's own update (for
+        optimizers without a linear frozen step: Muon, Rprop, L-BFGS, Lion, third-party
+        ones); then :attr:`coefficient` is 2 and ``lr_max`` is :math:`2/\bar\lambda_c`.
+    preconditioner : {"identity", "optimizer state", "steady state"} or None
+        What the numbers rest on: no preconditioner (SGD family), the optimizer's own state
+        (its next step's :math:`P`, or its update), or Adam's steady state at each batch size
+        at this point (no state given). ``None``: a file written before it was recorded
+        (see :attr:`rests_on`).
+    exactness : str or None
+        How exact the per-batch rule is: ``"exact"`` (the step is linear on a quadratic),
+        ``"frozen state"`` (exact with the optimizer's accumulators held), ``"linear part"``
+        (Adafactor without update clipping), ``"steady state"`` (:math:`P` estimated),
+        ``"generic"`` (critical sharpness: a one-step measurement, no threshold theory).
+        The average over mini-batches is Granziol et al.'s heuristic in every case.
+
+    Notes
+    -----
+    ``lr_max`` is ``nan`` at a batch size where the measure says nothing (Adam's steady
+    state at the full batch near a minimum; a normalized update whose every step raises the
+    loss): the notes say why.
     """
+
+    _renamed: ClassVar[dict[str, str]] = {"num_hvps": "num_matvecs"}
 
     batch_sizes: np.ndarray
     lr_max: np.ndarray
@@ -182,11 +253,48 @@ class LearningRateResult(Record):
     verification: tuple[Verification, ...]
     current_lr: float | None
     num_samples: int
-    num_hvps: int
+    num_matvecs: int
     num_passes: int
     seconds: float
     notes: tuple[str, ...] = ()
     at_minimum: bool | None = None
+    measure: str = "batch sharpness"
+    preconditioner: str | None = None
+    exactness: str | None = None
+
+    @property
+    def basis(self) -> str:
+        """The preconditioner label, inferred for files written before it was recorded.
+
+        Returns
+        -------
+        str
+            ``"identity"``, ``"optimizer state"`` or ``"steady state"``.
+        """
+        if self.preconditioner is not None:
+            return self.preconditioner
+        method = self.method.lower()  # older files: Adam's method named its preconditioner
+        if self.optimizer.kind != "adam":
+            return "identity"
+        return "steady state" if "steady" in method else "optimizer state"
+
+    @property
+    def rests_on(self) -> str:
+        """Which preconditioner the numbers rest on, in words.
+
+        Returns
+        -------
+        str
+            E.g. ``"the optimizer's state (P of its next step)"``.
+        """
+        label = self.basis
+        if self.measure == "critical sharpness":
+            return "the optimizer's own next update (from its state)"
+        return {
+            "identity": "no preconditioner (P = I)",
+            "optimizer state": "the optimizer's state (P of its next step)",
+            "steady state": "Adam's steady state at this point (no optimizer state given)",
+        }.get(label, label)
 
     def table(self) -> str:
         """Return a plain-text table, one row per batch size.
@@ -201,12 +309,16 @@ class LearningRateResult(Record):
             head += f" {'lr_ms(SGD)':>11} {'WME bound':>10}"
         if self.verification:
             head += f" {'stable<=':>9} {'diverged>=':>10}"
-        lines = [f"max learning rate ({self.optimizer.kind}; {self.method})", head]
+        lines = [
+            f"max learning rate ({self.optimizer.key}; {self.method})",
+            f"rests on {self.rests_on}; {self.measure}",
+            head,
+        ]
         ver = {v.batch_size: v for v in self.verification}
         for i, B in enumerate(self.batch_sizes):
             row = (
-                f"{B:>7d} {self.sharpness[i]:>11.4g} {self.lr_max[i]:>10.4g} "
-                f"[{self.lr_max_low[i]:>10.4g}, {self.lr_max_high[i]:>10.4g}]"
+                f"{B:>7d} {self.sharpness[i]:>11.4g} {_number(self.lr_max[i]):>10} "
+                f"[{_number(self.lr_max_low[i]):>10}, {_number(self.lr_max_high[i]):>10}]"
             )
             if self.lr_mean_square is not None and self.lr_nonuniformity_bound is not None:
                 row += f" {self.lr_mean_square[i]:>11.4g} {self.lr_nonuniformity_bound[i]:>10.4g}"
@@ -223,9 +335,22 @@ class LearningRateResult(Record):
             lines.append(f"Wu & Su trace bound (B=1): lr <= {self.lr_trace_bound:.4g}")
         if self.current_lr is not None:
             lines.append(f"current lr {self.current_lr:.4g}")
-        lines.append(f"cost: {self.num_hvps} HVPs, {self.num_passes} passes, {self.seconds:.1f} s")
+        lines.append(
+            f"cost: {self.num_matvecs} HVPs, {self.num_passes} passes, {self.seconds:.1f} s"
+        )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _number(x: float) -> str:
+    """Format a learning rate: ``"-"`` for no number (``nan``).
+
+    Returns
+    -------
+    str
+        The text.
+    """
+    return "-" if math.isnan(x) else f"{x:.4g}"
 
 
 def _resolve_batch_sizes(batch_sizes: Sequence[int | str], n: int) -> list[int]:
@@ -253,11 +378,17 @@ def _resolve_batch_sizes(batch_sizes: Sequence[int | str], n: int) -> list[int]:
 def _fit_law(B: np.ndarray, lam: np.ndarray, n: int) -> dict[str, float]:
     """Fit lam(B) = a + b p_B, p_B = (n - B) / (B (n - 1)), by least squares in relative error.
 
+    Batch sizes without a finite positive sharpness are left out.
+
     Returns
     -------
     dict
-        ``a``, ``b`` and ``b_star = b / a``.
+        ``a``, ``b`` and ``b_star = b / a`` (``nan`` without any usable batch size).
     """
+    keep = np.isfinite(lam) & (lam != 0)
+    B, lam = B[keep], lam[keep]
+    if len(B) == 0:
+        return {"a": math.nan, "b": math.nan, "b_star": math.nan}
     if len(B) < 2:
         return {"a": float(lam[0]), "b": 0.0, "b_star": 0.0}
     X = np.stack([np.ones_like(B, dtype=float), _noise_factor(B, n)], axis=1) / lam[:, None]
@@ -278,34 +409,33 @@ def _slope(B: np.ndarray, lr: np.ndarray, n: int) -> float:
     return float(np.polyfit(np.log(B[keep]), np.log(lr[keep]), 1)[0])
 
 
+@moved(
+    lr="optimizer=ls.OptimizerSettings(kind, lr=...)",
+    momentum="optimizer=ls.OptimizerSettings('momentum', momentum=...)",
+    betas="optimizer=ls.OptimizerSettings('adam', betas=...)",
+    eps="optimizer=ls.OptimizerSettings('adam', eps=...)",
+    weight_decay="optimizer=ls.OptimizerSettings(kind, weight_decay=...)",
+    verify_steps="verify=ls.VerifySettings(steps=...)",
+    verify_factors="verify=ls.VerifySettings(factors=...)",
+    divergence_factor="verify=ls.VerifySettings(divergence_factor=...)",
+    verify_perturbation="verify=ls.VerifySettings(perturbation=...)",
+)
 def max_learning_rate(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
-    batch_loss: BatchLoss | None = None,
-    count: Count | None = None,
-    params: ParamSelector = None,
     batch_sizes: Sequence[int | str] = (8, 32, 128, 512, "full"),
-    optimizer: str | torch.optim.Optimizer = "sgd",
-    lr: float | None = None,
-    momentum: float = 0.9,
-    betas: Sequence[float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
+    optimizer: str | OptimizerSettings | torch.optim.Optimizer = "sgd",
     num_batches: int = 8,
     exact: bool | Literal["auto"] = "auto",
     exact_samples: int = 128,
-    verify: bool = False,
-    verify_steps: int = 200,
-    verify_factors: Sequence[float] = (0.5, 0.8, 1.25, 2.0),
-    divergence_factor: float = 2.0,
-    verify_perturbation: float = 1e-3,
+    verify: bool | VerifySettings = False,
     tol: float = 1e-3,
-    max_samples: int | None = None,
     seed: int | torch.Generator | None = 0,
     progress: bool = False,
     backend: str = "auto",
+    **options: Any,
 ) -> LearningRateResult:
     r"""Predict the largest stable learning rate for each batch size and optimizer.
 
@@ -319,14 +449,34 @@ def max_learning_rate(
         \frac{2+2\beta}{1+2\beta} \ (\text{Nesterov}),\
         \frac{2+2\beta_1}{1-\beta_1} \ (\text{Adam}).
 
-    For Adam the eigenvalue is that of :math:`P^{-1/2} H_S P^{-1/2}` with :math:`P` read from
-    the optimizer's state when an ``Adam`` instance that has stepped is given (Cohen et al.
-    2022), and otherwise Adam's steady state at batch size :math:`B`:
-    :math:`P_B = \mathrm{diag}(\sqrt{G^2 + p_B\,\sigma^2} + \epsilon)` with the per-coordinate
-    mean :math:`G` and variance :math:`\sigma^2` of per-example gradients and
-    :math:`p_B = (n-B)/(B(n-1))` — the square-root scaling argument of Granziol et al.
-    Coupled weight decay adds :math:`wI` to :math:`H_S`; dampening divides :math:`c` by
-    :math:`1-d`.
+    With an optimizer **instance**, its class and state decide the measure (every
+    ``torch.optim`` class, and any third-party optimizer, is accepted; the result's
+    :attr:`~LearningRateResult.measure`, :attr:`~LearningRateResult.preconditioner` and
+    notes say which):
+
+    * a step that is linear once its state is frozen (SGD, ASGD, Adam, AdamW, RMSprop,
+      Adagrad, Adadelta, Adamax, NAdam, RAdam, SparseAdam, Adafactor's linear part):
+      :math:`\lambda_1(P^{-1/2}(H_S + W)P^{-1/2})` with :math:`P` of the optimizer's next
+      step read from its state, and the learning rate at which it is marginal for the
+      optimizer's own recursion (momentum, NAdam's schedule, RAdam's rectification or
+      warm-up, decoupled decay: :func:`landscape.metrics.optimizers.linearize`);
+    * any other optimizer (Muon, Rprop, L-BFGS, Lion-like and unknown ones, several
+      optimizers at once, an adaptive one that has not stepped): the critical sharpness
+      :math:`\lambda_c = 2/\eta_c` along its own next update on each mini-batch
+      (:func:`landscape.critical_sharpness`), with :math:`\eta_{\max} = 2/\bar\lambda_c`
+      — whether the next step raises the loss, not a divergence threshold.
+
+    With the name ``"adam"`` (or an Adam that has not stepped), no state exists: :math:`P` is
+    Adam's steady state at batch size :math:`B` at this point,
+    :math:`P_B = \mathrm{diag}(\sqrt{G^2 + p_B\,\sigma^2} + \epsilon)` with the
+    per-coordinate mean :math:`G` and variance :math:`\sigma^2` of per-example gradients and
+    :math:`p_B = (n-B)/(B(n-1))` — the square-root scaling argument of Granziol et al. — and
+    **no number** (``nan``, with a note) where it says nothing: where it rests on the mean
+    gradient or :math:`\epsilon` near a minimum, as at the full batch, where Adam adapts
+    its preconditioner to any step (Cohen et al. 2022;
+    :func:`landscape.steady_state_stability`). A real run's state remembers larger
+    gradients: its thresholds are typically several times higher. Coupled weight decay adds
+    :math:`wI` to :math:`H_S`; dampening divides :math:`c` by :math:`1-d`.
 
     The fitted law :math:`\bar\lambda_1(B) \approx a + b\,(n-B)/(B(n-1))` and the log-log
     slope summarize
@@ -339,24 +489,20 @@ def max_learning_rate(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model at the point of interest (a minimum for the exact threshold); never modified.
-    data : iterable of batches, or one batch
-        The training data, as for :func:`landscape.hessian`; it is gathered into one batch
-        structure so mini-batches can be drawn at random.
-    loss_fn, batch_loss, count : callable, optional
-        The mean loss, as for :func:`landscape.hessian`.
-    params : ParamSelector, optional
-        Trained parameters (default: all trainable ones, or those of ``optimizer``).
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model at the point of interest (a
+        minimum for the exact threshold; never modified) with its training data and loss,
+        as for :func:`landscape.hessian`; the data is gathered into one batch structure so
+        mini-batches can be drawn at random. Trained parameters: the problem's selection
+        (default: all trainable ones, or those of an ``optimizer`` instance).
     batch_sizes : sequence of int or "full", optional
         Batch sizes to evaluate (``"full"``: the whole dataset, one "batch").
-    optimizer : {"sgd", "momentum", "nesterov", "adam"} or torch.optim.Optimizer, optional
-        The update rule; an instance supplies lr, momentum, betas, eps, weight decay and
-        (Adam) its preconditioner state.
-    lr : float, optional
-        The learning rate you plan to use (reported as ``current_lr``).
-    momentum, betas, eps, weight_decay : optional
-        Hyperparameters used with an optimizer name.
+    optimizer : {"sgd", "momentum", "nesterov", "adam"}, OptimizerSettings, Optimizer or list
+        The update rule: a name (default hyperparameters), :class:`OptimizerSettings`
+        (``lr`` is the learning rate you plan to use, reported as ``current_lr``), or an
+        instance of any optimizer class (or a framework wrapper or scheduler of one), which
+        supplies its hyperparameters and state; or several instances that train the model
+        together (``[muon, adamw]``). With instances the parameters are those they train.
     num_batches : int, optional
         Random batches per batch size.
     exact : bool or "auto", optional
@@ -366,24 +512,11 @@ def max_learning_rate(
         Examples used for it, at most ``1536 / outputs`` (memory
         ``exact_samples * outputs * parameters`` floats; time cubic in
         ``exact_samples * outputs``).
-    verify : bool, optional
-        Run training bursts at ``verify_factors`` times the prediction for every batch size.
-    verify_steps : int, optional
-        Optimizer steps per burst.
-    verify_factors : sequence of float, optional
-        Multiples of ``lr_max`` to try.
-    verify_perturbation : float, optional
-        Bursts start from the model plus a random perturbation of this norm relative to the
-        parameters' norm (the same for every learning rate), so that an unstable learning
-        rate shows even at an exact minimum, where all gradients vanish.
-    divergence_factor : float, optional
-        A burst diverged if its final full-data loss exceeds this times the starting loss
-        (or is not finite). Near the threshold growth is slow, so short bursts bracket the
-        true threshold only coarsely.
+    verify : bool or VerifySettings, optional
+        Run training bursts at multiples of the prediction for every batch size
+        (``True``: :class:`VerifySettings` defaults).
     tol : float, optional
         Relative residual tolerance of the eigenvalues.
-    max_samples : int, optional
-        Use only the first samples of the data.
     seed : int or torch.Generator, optional
         Randomness of batches, starting vectors and bursts.
     progress : bool, optional
@@ -391,6 +524,9 @@ def max_learning_rate(
     backend : str, optional
         How Hessian products are computed (see :class:`landscape.HessianOperator`;
         ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
+    **options
+        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
+        ``count``, ``max_samples``, ...).
 
     Returns
     -------
@@ -428,102 +564,133 @@ def max_learning_rate(
     >>> bool(r.lr_mean_square[0] < r.lr_mean_square[1] < r.lr_mean_square[2])
     True
     """
-    model = unwrap_model(model)
     start = time.perf_counter()
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     if not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(f"num_batches must be a positive integer; got {num_batches!r}.")
-    if not divergence_factor > 1:
-        raise ValueError(f"divergence_factor must exceed 1; got {divergence_factor!r}.")
     if isinstance(exact_samples, bool) or not isinstance(exact_samples, int) or exact_samples < 1:
         raise ValueError(f"exact_samples must be a positive integer; got {exact_samples!r}.")
-    settings = optimizer_settings(
-        optimizer, lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay
+    checks = VerifySettings() if verify is True else verify or None
+    settings = optimizer_settings(optimizer)
+    instances = _instances(optimizer)
+    problem = trained_problem(
+        problem, data, loss_fn, instances, where="max_learning_rate", **options
     )
-    instance = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
-    if instance is not None and params is None:
-        ids = {id(p) for g in instance.param_groups for p in g["params"]}
-        params = [p for p in model.parameters() if id(p) in ids]
-    problem = Problem(
-        model,
-        data,
-        loss_fn,
-        batch_loss=batch_loss,
-        count=count,
-        params=params,
-        max_samples=max_samples,
-        shard=False,
-    )
-    space = problem.space
-    named = dict(model.named_parameters())
-    generator = as_generator(seed)
     notes: list[str] = []
-
-    _check_finite_losses(problem)
-    dataset, n = per_example.gather(problem)
-    sizes = _resolve_batch_sizes(batch_sizes, n)
-    coefficient = settings.coefficient
-
-    def on(batches: list[Any]) -> Problem:
-        return problem.with_data(_Batches(batches), shard=False)
-
-    # -- Adam's preconditioner -----------------------------------------------------------------
-    fixed_scale: Tensor | None = None
-    moments: tuple[Tensor, Tensor] | None = None
-    if settings.kind == "adam":
-        has_state = instance is not None and any(len(s) for s in instance.state.values())
-        if has_state:
-            assert instance is not None
-            fixed_scale = adam_preconditioner(instance, space, named).rsqrt()
-            method = "Adam: lambda_max(P^-1/2 H_S P^-1/2), P from the optimizer's state"
-        else:
-            moments = per_example.gradient_moments(on(per_example.split(dataset, n, _CHUNK)))
-            method = (
-                "Adam: lambda_max(P_B^-1/2 H_S P_B^-1/2), P_B = Adam's steady-state "
-                "preconditioner at batch size B from per-example gradient moments"
-            )
+    problem = _trained_parameters(problem, instances, notes).with_data(shard=False)
+    problem.loss()  # a non-finite loss is named by the user's batch, not a random draw
+    run = Run(problem, per_example.gather(problem), as_generator(seed), notes)
+    sizes = _resolve_batch_sizes(batch_sizes, run.n)
+    measure = choose_measure(run, settings, instances)
+    if measure.critical:
+        samples, passes = critical_samples(run, sizes, num_batches, measure, progress)
+        hvps = 0
     else:
-        method = "lambda_1 of mini-batch Hessians (Granziol et al. heuristic)"
-    if settings.weight_decay:
-        notes.append(f"coupled weight decay {settings.weight_decay:g} added to the Hessian.")
-    if settings.decoupled_weight_decay:
-        notes.append("decoupled (AdamW) weight decay shifts the threshold by O(lr*wd): ignored.")
+        samples, hvps, passes = _batch_sharpness(
+            run, sizes, num_batches, measure, tol, backend, progress
+        )
+    table = _rates(samples, measure, sizes, run.n, run.notes)
+    measure.finish(table, sizes, run.n, run.notes)
+    exact_rates = _exact(run, settings, exact, sizes, exact_samples, table["sharpness"])
+    verification = () if checks is None else _verification(
+        run, sizes, table["lr_max"], settings, instances, measure, checks
+    )  # fmt: skip
+    return LearningRateResult(
+        **table,
+        **exact_rates,
+        optimizer=settings,
+        coefficient=measure.coefficient(run.n),
+        method=measure.method,
+        verification=verification,
+        current_lr=measure.lr,
+        num_samples=run.n,
+        num_matvecs=hvps,
+        num_passes=passes,
+        seconds=time.perf_counter() - start,
+        notes=tuple(run.notes),
+        measure=measure.measure,
+        preconditioner=measure.preconditioner,
+        exactness=measure.exactness,
+    )
 
-    # -- batch sharpness -----------------------------------------------------------------------
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(1 if n == B else num_batches for B in sizes), desc="lr_max")
+def _instances(optimizer: Any) -> list[torch.optim.Optimizer]:
+    """Return the optimizer instances given (none for a name or settings).
+
+    Returns
+    -------
+    list of torch.optim.Optimizer
+        Unwrapped from framework wrappers and schedulers.
+    """
+    if isinstance(optimizer, str | OptimizerSettings):
+        return []
+    return [o for o in optimizer_list(optimizer) if isinstance(o, torch.optim.Optimizer)]
+
+
+def _trained_parameters(
+    problem: Problem, instances: list[torch.optim.Optimizer], notes: list[str]
+) -> Problem:
+    """Return the problem over the parameters the optimizer(s) train, noting what is left out.
+
+    Returns
+    -------
+    Problem
+        The problem itself when every selected parameter is trained (or no instance given).
+
+    Raises
+    ------
+    ValueError
+        If the optimizers train none of the problem's parameters.
+    """
+    if not instances:
+        return problem
+    ids = {id(p) for o in instances for g in o.param_groups for p in g["params"]}
+    named = dict(problem.model.named_parameters())
+    trained = [n for n in problem.space.names if id(named[n]) in ids]
+    if not trained:
+        raise ValueError(
+            "the optimizer trains none of the problem's parameters: pass the optimizer of "
+            "this model (or a Problem over the parameters it trains)."
+        )
+    if len(trained) == len(problem.space.names):
+        return problem
+    left = len(problem.space.names) - len(trained)
+    notes.append(
+        f"{left} parameter tensor(s) are trained by no given optimizer (e.g. the biases and "
+        "norms next to Muon's matrices): the analysis is over the ones it trains, the others "
+        "held fixed."
+    )
+    return problem.with_params(trained)
+
+
+def _batch_sharpness(
+    run: Run,
+    sizes: list[int],
+    num_batches: int,
+    measure: Measure,
+    tol: float,
+    backend: str,
+    progress: bool,
+) -> tuple[list[np.ndarray], int, int]:
+    """Return the top eigenvalue of every drawn mini-batch's (preconditioned) Hessian, per B.
+
+    Returns
+    -------
+    tuple
+        Per batch size the array of sharpness samples, and the products and passes used.
+    """
+    n, generator = run.n, run.generator
+    bar = progress_bar(progress, sum(1 if n == B else num_batches for B in sizes))
     samples: list[np.ndarray] = []
     hvps = passes = 0
     try:
         for B in sizes:
-            draws = 1 if n == B else num_batches
-            values = []
-            v0 = None
-            for _ in range(draws):
-                if n == B:
-                    batches = per_example.split(dataset, n, _CHUNK)
-                else:
-                    index = torch.randperm(n, generator=generator)[:B]
-                    batches = per_example.split(per_example.select(dataset, index), B, _CHUNK)
-                op: LinearOperator = HessianOperator(
-                    None, None, problem=on(batches), backend=backend
-                )
-                if settings.weight_decay:
-                    eye = IdentityOperator(space.dim, dtype=space.dtype, device=space.device)
-                    op = op + eye * settings.weight_decay
-                if fixed_scale is not None:
-                    op = diagonal_congruence(op, fixed_scale)
-                elif moments is not None:
-                    p = 0.0 if n <= B else (n - B) / (B * (n - 1))
-                    second = moments[0] ** 2 + p * moments[1]
-                    op = diagonal_congruence(op, (second.sqrt() + settings.eps).rsqrt())
+            values, v0 = [], None
+            for _ in range(1 if n == B else num_batches):
+                op = measure.operator(hessian(run.draw(B), backend=backend), B, n)
                 seed_b = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
                 ev = eigenvalues(op, k=1, tol=tol, seed=seed_b, v0=v0)
                 v0 = ev.vectors[:, 0]
+                measure.observe(B, n, v0)
                 values.append(float(ev.values[0]))
                 hvps += ev.num_matvecs
                 passes += ev.num_passes
@@ -533,30 +700,87 @@ def max_learning_rate(
     finally:
         if bar is not None:
             bar.close()
+    return samples, hvps, passes
 
+
+def _summaries(samples: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Return the mean, largest, smallest and spread of each batch size's finite samples.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``nan`` where a batch size has no finite sample.
+    """
+    out = []
+    for reduce in (np.mean, np.max, np.min, np.std):
+        values = []
+        for s in samples:
+            finite = s[~np.isnan(s)]
+            values.append(float(reduce(finite)) if finite.size else math.nan)
+        out.append(np.asarray(values, dtype=float))
+    return tuple(out)
+
+
+def _rates(
+    samples: list[np.ndarray], measure: Measure, sizes: list[int], n: int, notes: list[str]
+) -> dict[str, Any]:
+    """Return the learning rates, their band and the fitted law from the sharpness samples.
+
+    Returns
+    -------
+    dict
+        The :class:`LearningRateResult` fields of the heuristic.
+    """
     Bs = np.asarray(sizes, dtype=np.int64)
-    sharp = np.asarray([s.mean() for s in samples])
+    sharp, worst, best, spread = _summaries(samples)
     if bool((sharp <= 0).any()):
         notes.append(
             "a mean batch sharpness is not positive: no curvature limits the step there "
             "(lr_max = inf)."
         )
-    with np.errstate(divide="ignore"):
-        lr_max = np.where(sharp > 0, coefficient / sharp, np.inf)
-        worst = np.asarray([s.max() for s in samples])
-        best = np.asarray([s.min() for s in samples])
-        lr_low = np.where(worst > 0, coefficient / worst, np.inf)
-        lr_high = np.where(best > 0, coefficient / best, np.inf)
-    fit = _fit_law(Bs.astype(float), sharp, n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lr_fit = coefficient / (fit["a"] + fit["b"] * _noise_factor(Bs.astype(float), n))
 
-    # -- exact mean-square threshold (SGD) ------------------------------------------------------
-    lr_ms = lr_wme = None
-    trace_bound = at_minimum = None
+    def limits(values: np.ndarray) -> np.ndarray:
+        return np.asarray([measure.limit(B, n, float(a)) for B, a in zip(sizes, values)])
+
+    fit = _fit_law(Bs.astype(float), sharp, n)
+    lr_max = limits(sharp)
+    return {
+        "batch_sizes": Bs,
+        "lr_max": lr_max,
+        "lr_max_low": limits(worst),
+        "lr_max_high": limits(best),
+        "sharpness": sharp,
+        "sharpness_std": spread,
+        "sharpness_samples": tuple(samples),
+        "fit": fit,
+        "lr_fit": limits(fit["a"] + fit["b"] * _noise_factor(Bs.astype(float), n)),
+        "scaling_exponent": _slope(Bs.astype(float), lr_max, n),
+    }
+
+
+def _exact(
+    run: Run,
+    settings: OptimizerSettings,
+    exact: bool | str,
+    sizes: list[int],
+    exact_samples: int,
+    sharp: np.ndarray,
+) -> dict[str, Any]:
+    """Return the exact mean-square SGD thresholds where they apply (else ``None`` fields).
+
+    Returns
+    -------
+    dict
+        ``lr_mean_square``, ``lr_nonuniformity_bound``, ``lr_trace_bound``, ``at_minimum``.
+
+    Raises
+    ------
+    ValueError
+        For ``exact=True`` where the threshold does not apply.
+    """
     applies = (
         settings.kind == "sgd"
-        and problem.objective.has_criterion
+        and run.problem.objective.has_criterion
         and not settings.weight_decay
         and not settings.dampening
     )
@@ -565,80 +789,71 @@ def max_learning_rate(
             "the exact mean-square threshold applies to plain SGD (no momentum, dampening or "
             "weight decay) with the loss given as outputs + criterion (loss_fn)."
         )
+    found: tuple[Any, ...] = (None, None, None, None)
     if exact is True or (exact == "auto" and applies):
-        lr_ms, lr_wme, trace_bound, at_minimum = _exact_thresholds(
-            on([dataset]), dataset, n, sizes, exact_samples, generator, notes, sharp
-        )
+        found = _exact_thresholds(
+            run.on([run.dataset]), run.dataset, run.n, sizes, exact_samples, run.generator,
+            run.notes, sharp,
+        )  # fmt: skip
+    keys = ("lr_mean_square", "lr_nonuniformity_bound", "lr_trace_bound", "at_minimum")
+    return dict(zip(keys, found))
 
-    verification: tuple[Verification, ...] = ()
-    if verify:
-        verification = tuple(
-            _verify(
-                model,
-                problem.objective,
-                space,
-                dataset,
-                n,
-                B,
-                lr_max[i] * np.asarray(sorted(verify_factors), dtype=float),
-                settings,
-                instance,
-                verify_steps,
-                divergence_factor,
-                generator,
-                verify_perturbation,
-            )
-            for i, B in enumerate(sizes)
-            if np.isfinite(lr_max[i])
+
+def _verification(
+    run: Run,
+    sizes: list[int],
+    lr_max: np.ndarray,
+    settings: OptimizerSettings,
+    instances: list[torch.optim.Optimizer],
+    measure: Measure,
+    checks: VerifySettings,
+) -> tuple[Verification, ...]:
+    """Run the training bursts at every batch size with a finite prediction; note caveats.
+
+    Returns
+    -------
+    tuple of Verification
+        One per batch size.
+    """
+    whole = run.whole()
+    verification = tuple(
+        _verify(
+            whole,
+            run.dataset,
+            run.n,
+            B,
+            lr_max[i] * np.asarray(checks.factors, dtype=float),
+            _Trainer(settings, instances, measure.lr),
+            checks,
+            run.generator,
         )
-        mixed = [
-            v.batch_size
-            for v in verification
-            if v.lr_stable is not None and v.lr_diverged is not None and v.lr_stable > v.lr_diverged
-        ]
-        if mixed:
-            notes.append(
-                f"verification is not monotone in the learning rate at B = {mixed}: gradient "
-                "noise or nonlinear effects (catapults, escape to flatter regions) decide "
-                "there; the bracket is not sharp."
-            )
-        if settings.kind == "adam":
-            notes.append(
-                "verification with Adam: above its linear-stability limit Adam rarely blows "
-                "up; a burst's loss grows from gradient noise instead, so its bracket measures "
-                "noise-driven excess loss more than instability."
-            )
-        notes.append(
-            f"verification: {verify_steps} steps per burst on a copy in eval mode, starting "
-            f"{verify_perturbation:g} x |theta| away from the model; diverged = "
-            f"final full-data loss > {divergence_factor:g} x the starting loss, or not finite."
-        )
-    return LearningRateResult(
-        batch_sizes=Bs,
-        lr_max=lr_max,
-        lr_max_low=lr_low,
-        lr_max_high=lr_high,
-        sharpness=sharp,
-        sharpness_std=np.asarray([s.std() for s in samples]),
-        sharpness_samples=tuple(samples),
-        fit=fit,
-        lr_fit=lr_fit,
-        scaling_exponent=_slope(Bs.astype(float), lr_max, n),
-        optimizer=settings,
-        coefficient=coefficient,
-        method=method,
-        lr_mean_square=lr_ms,
-        lr_nonuniformity_bound=lr_wme,
-        lr_trace_bound=trace_bound,
-        verification=verification,
-        current_lr=settings.lr,
-        num_samples=n,
-        num_hvps=hvps,
-        num_passes=passes,
-        seconds=time.perf_counter() - start,
-        notes=tuple(notes),
-        at_minimum=at_minimum,
+        for i, B in enumerate(sizes)
+        if np.isfinite(lr_max[i])
     )
+    mixed = [
+        v.batch_size
+        for v in verification
+        if v.lr_stable is not None and v.lr_diverged is not None and v.lr_stable > v.lr_diverged
+    ]
+    if mixed:
+        run.notes.append(
+            f"verification is not monotone in the learning rate at B = {mixed}: gradient "
+            "noise or nonlinear effects (catapults, escape to flatter regions) decide "
+            "there; the bracket is not sharp."
+        )
+    if measure.preconditioner != "identity" or measure.critical:
+        run.notes.append(
+            "verification with an adaptive or normalized optimizer: above its linear-stability "
+            "limit it rarely blows up (its accumulators grow, or its step has a fixed length); "
+            "a burst's loss grows from gradient noise instead, so its bracket measures "
+            "noise-driven excess loss more than instability."
+        )
+    run.notes.append(
+        f"verification: {checks.steps} steps per burst on a copy in eval mode, starting "
+        f"{checks.perturbation:g} x |theta| away from the model; diverged = final "
+        f"full-data loss > {checks.divergence_factor:g} x the starting loss, or not finite."
+    )
+    return verification
 
 
 def _exact_thresholds(
@@ -711,71 +926,31 @@ def _exact_thresholds(
     return lr_ms, lr_wme, 2.0 / gram.trace, at_minimum
 
 
-class _Batches:
-    """A re-iterable list of batches, never mistaken for a single batch.
-
-    :class:`~landscape.data.DataSource` reads a plain list of up to four tensors as one batch.
-    """
-
-    def __init__(self, batches: list[Any]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Any:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def _check_finite_losses(problem: Problem) -> None:
-    # One forward pass over the data as given: a non-finite loss is reported with the index
-    # of the user's batch, not of a random mini-batch drawn from the gathered samples.
-    with problem.evaluation() as run, torch.no_grad():
-        for batch in problem.batches():
-            value = float(run.loss(batch.data, batch.weight))
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"at batch {batch.index} (0-based) of the data, the loss is {value}; check "
-                    "the data and the model."
-                )
-
-
 def _weighted_parts(objective: Objective, batch: Any, n: int) -> list[tuple[Any, float]]:
     """Return the physical chunks of a batch with their weights (those of positive weight).
 
     Returns
     -------
     list of (batch, float)
-        Chunks of at most ``_CHUNK`` samples.
+        Chunks of at most ``CHUNK`` samples.
     """
-    parts = [(part, objective.weight(part)) for part in per_example.split(batch, n, _CHUNK)]
+    parts = [(part, objective.weight(part)) for part in per_example.split(batch, n, CHUNK)]
     return [(part, w) for part, w in parts if w > 0]
 
 
-def _full_loss(objective: Objective, model: nn.Module, dataset: Any, n: int) -> float:
-    parts = _weighted_parts(objective, dataset, n)
-    with torch.no_grad():
-        total = sum(float(objective.loss(model, part, w)) * w for part, w in parts)
-    return total / sum(w for _, w in parts)
-
-
 def _verify(
-    model: nn.Module,
-    objective: Objective,
-    space: ParamSpace,
+    whole: Problem,
     dataset: Any,
     n: int,
     B: int,
     lrs: np.ndarray,
-    settings: OptimizerSettings,
-    instance: torch.optim.Optimizer | None,
-    steps: int,
-    divergence_factor: float,
+    trainer: _Trainer,
+    checks: VerifySettings,
     generator: torch.Generator,
-    perturbation: float,
 ) -> Verification:
     # Every burst starts from the same slightly perturbed point: from an exact (interpolating)
     # minimum all gradients vanish and even an unstable learning rate never moves.
+    model, space = whole.model, whole.space
     named = dict(model.named_parameters())
     noise = {
         name: torch.randn(named[name].shape, generator=generator, dtype=torch.float64)
@@ -783,7 +958,7 @@ def _verify(
     }
     norm = math.sqrt(sum(float(named[k].detach().double().pow(2).sum()) for k in noise))
     scale = (
-        perturbation
+        checks.perturbation
         * norm
         / max(math.sqrt(sum(float(u.pow(2).sum()) for u in noise.values())), 1e-300)
     )
@@ -796,85 +971,175 @@ def _verify(
                 own[name].add_(u.to(own[name]) * scale)
         return clone
 
-    with evaluation_mode(model):
-        start = _full_loss(objective, start_point(), dataset, n)
+    start = whole.with_model(start_point()).loss()
     finals, diverged = [], []
     for lr in lrs:
         clone = start_point()
-        clone.eval()
-        selected = set(space.names)
-        trained = []
-        for name, p in clone.named_parameters():
-            p.requires_grad_(name in selected)
-            p.grad = None
-            if name in selected:
-                trained.append(p)
-        opt = _make_optimizer(trained, float(lr), settings, instance, model, clone)
-        final = math.inf
-        with evaluation_mode(clone):
-            for _ in range(steps):
-                index = torch.randperm(n, generator=generator)[:B]
-                batch = dataset if n == B else per_example.select(dataset, index)
-                opt.zero_grad(set_to_none=True)
-                parts = _weighted_parts(objective, batch, B)
-                total = sum(w for _, w in parts)
-                for part, w in parts:
-                    loss = objective.loss(clone, part, w) * (w / total)
-                    loss.backward()
-                if not math.isfinite(float(loss.detach())):
-                    break
-                opt.step()
-            else:
-                final = _full_loss(objective, clone, dataset, n)
+        final = _burst(whole, clone, dataset, n, B, float(lr), trainer, checks, generator)
         final = final if math.isfinite(final) else math.inf
         finals.append(final)
-        diverged.append(not final <= divergence_factor * start)
+        diverged.append(not final <= checks.divergence_factor * start)
     return Verification(
         batch_size=B,
         lrs=np.asarray(lrs, dtype=float),
         diverged=np.asarray(diverged, dtype=bool),
         final_losses=np.asarray(finals, dtype=float),
         start_loss=start,
-        steps=steps,
+        steps=checks.steps,
     )
 
 
-def _make_optimizer(
-    trained: list[Tensor],
-    lr: float,
-    settings: OptimizerSettings,
-    instance: torch.optim.Optimizer | None,
-    model: nn.Module,
+def _burst(
+    whole: Problem,
     clone: nn.Module,
+    dataset: Any,
+    n: int,
+    B: int,
+    lr: float,
+    trainer: _Trainer,
+    checks: VerifySettings,
+    generator: torch.Generator,
+) -> float:
+    """Train ``clone`` for ``checks.steps`` steps at ``lr``; return its final full-data loss.
+
+    Returns
+    -------
+    float
+        The loss (``inf`` if a step's loss or the final loss is not finite).
+    """
+    objective, selected = whole.objective, set(whole.space.names)
+    clone.eval()
+    trained = []
+    for name, p in clone.named_parameters():
+        p.requires_grad_(name in selected)
+        p.grad = None
+        if name in selected:
+            trained.append(p)
+    optimizers = trainer.make(trained, lr, whole.model, clone)
+    with evaluation_mode(clone):
+        for _ in range(checks.steps):
+            index = torch.randperm(n, generator=generator)[:B]
+            batch = dataset if n == B else per_example.select(dataset, index)
+            closure = _closure(objective, clone, _weighted_parts(objective, batch, B), optimizers)
+            if not math.isfinite(float(closure())):
+                return math.inf
+            for opt in optimizers:
+                _Trainer.step(opt, closure)
+    try:
+        return whole.with_model(clone).loss()
+    except FloatingPointError:
+        return math.inf
+
+
+def _closure(
+    objective: Objective,
+    model: nn.Module,
+    parts: list[tuple[Any, float]],
+    optimizers: list[torch.optim.Optimizer],
+) -> Callable[[], Tensor]:
+    """Return the closure that puts a batch's mean-loss gradient on ``model`` and returns it.
+
+    Returns
+    -------
+    callable
+        ``closure() -> loss`` (a 0-dim tensor on the model's device).
+    """
+    total = sum(w for _, w in parts)
+
+    def closure() -> Tensor:
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        value = None
+        for part, w in parts:
+            loss = objective.loss(model, part, w) * (w / total)
+            loss.backward()
+            value = loss.detach() if value is None else value + loss.detach()
+        _Trainer.sparsify(optimizers)
+        return value if value is not None else torch.zeros(())
+
+    return closure
+
+
+@dataclass
+class _Trainer:
+    """The optimizer(s) of the training bursts: fresh named ones, or copies of the instances."""
+
+    settings: OptimizerSettings
+    instances: list[torch.optim.Optimizer]
+    reference_lr: float | None
+
+    def make(
+        self, trained: list[Tensor], lr: float, model: nn.Module, clone: nn.Module
+    ) -> list[torch.optim.Optimizer]:
+        """Return the optimizers of a burst at learning rate ``lr`` over the clone's parameters.
+
+        Copies of the instances (class, groups and state mapped by name onto the clone) have
+        every group's learning rate scaled by ``lr`` over the reference learning rate, so
+        per-group ratios are kept.
+
+        Returns
+        -------
+        list of torch.optim.Optimizer
+            The optimizers.
+        """
+        if self.instances:
+            factor = lr / self.reference_lr if self.reference_lr else 1.0
+            return [_copy_onto(o, model, clone, factor) for o in self.instances]
+        s = self.settings
+        if s.kind == "adam":
+            return [
+                torch.optim.Adam(
+                    trained, lr=lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay
+                )
+            ]
+        nesterov = s.kind == "nesterov"
+        return [
+            torch.optim.SGD(
+                trained, lr=lr, momentum=s.momentum, dampening=0.0 if nesterov else s.dampening,
+                nesterov=nesterov, weight_decay=s.weight_decay,
+            )
+        ]  # fmt: skip
+
+    @staticmethod
+    def sparsify(optimizers: list[torch.optim.Optimizer]) -> None:
+        """Give SparseAdam the sparse gradients it takes (evaluations run embeddings dense)."""
+        for opt in optimizers:
+            if isinstance(opt, torch.optim.SparseAdam):
+                for g in opt.param_groups:
+                    for p in g["params"]:
+                        if p.grad is not None and not p.grad.is_sparse:
+                            p.grad = p.grad.to_sparse()
+
+    @staticmethod
+    def step(opt: torch.optim.Optimizer, closure: Callable[[], Tensor]) -> None:
+        """Step, with the closure for optimizers that re-evaluate the loss (L-BFGS)."""
+        if isinstance(opt, torch.optim.LBFGS):
+            opt.step(closure)
+        else:
+            opt.step()
+
+
+def _copy_onto(
+    optimizer: torch.optim.Optimizer, model: nn.Module, clone: nn.Module, factor: float
 ) -> torch.optim.Optimizer:
-    if instance is not None:
-        # Same class, groups and state, mapped by name onto the copy's parameters.
-        names = {id(p): name for name, p in model.named_parameters()}
-        own = dict(clone.named_parameters())
-        groups = [
-            {
-                **{k: v for k, v in g.items() if k != "params"},
-                "params": [own[names[id(p)]] for p in g["params"]],
-            }
-            for g in instance.param_groups
-        ]
-        clone_opt = type(instance)(groups)
-        clone_opt.load_state_dict(copy.deepcopy(instance.state_dict()))
-        for g in clone_opt.param_groups:
-            g["lr"] = lr
-        return clone_opt
-    if settings.kind == "adam":
-        return torch.optim.Adam(
-            trained,
-            lr=lr,
-            betas=settings.betas,
-            eps=settings.eps,
-            weight_decay=settings.weight_decay,
-        )
-    return torch.optim.SGD(
-        trained,
-        lr=lr,
-        momentum=settings.momentum,
-        nesterov=settings.kind == "nesterov",
-        weight_decay=settings.weight_decay,
-    )
+    """Return a copy of ``optimizer`` on the clone's parameters, learning rates times ``factor``.
+
+    Returns
+    -------
+    torch.optim.Optimizer
+        Same class, groups and state, mapped by parameter name.
+    """
+    names = {id(p): name for name, p in model.named_parameters()}
+    own = dict(clone.named_parameters())
+    groups = [
+        {
+            **{k: v for k, v in g.items() if k != "params"},
+            "params": [own[names[id(p)]] for p in g["params"]],
+        }
+        for g in optimizer.param_groups
+    ]
+    twin = type(optimizer)(groups)
+    twin.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    for g, original in zip(twin.param_groups, optimizer.param_groups, strict=True):
+        g["lr"] = float(original["lr"]) * factor
+    return twin

@@ -33,28 +33,28 @@ mean over batches of :mod:`landscape.losses` (scored tokens for language models)
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from landscape._compat import moved
 from landscape.batches import batch_size, select_rows
 from landscape.linalg._random import as_generator, gaussian
 from landscape.linalg.eigen import eigenvalues
 from landscape.linalg.trace import frobenius_norm, trace
-from landscape.losses import BatchLoss, Count, Criterion, Objective
+from landscape.losses import Criterion
 from landscape.operators.hessian import HessianOperator
-from landscape.params import ParamSelector, ParamSpace
-from landscape.problem import Evaluation, Problem, unwrap_model
+from landscape.params import ParamSpace
+from landscape.problem import Problem, as_problem
 from landscape.records import Record
 
-__all__ = ["MEASURES", "SharpnessMeasure", "SharpnessResult", "sharpness"]
+__all__ = ["MEASURES", "SharpnessMeasure", "SharpnessResult", "SharpnessSettings", "sharpness"]
 
 MEASURES: tuple[str, ...] = (
     "lambda_max",
@@ -94,7 +94,7 @@ class SharpnessMeasure(Record):
         What the measure is (or is not) invariant to, and its reference.
     num_passes : int
         Passes over the data used (full-data equivalents).
-    num_hvps : int
+    num_matvecs : int
         Hessian-vector products used.
     seconds : float
         Wall-clock time.
@@ -104,12 +104,14 @@ class SharpnessMeasure(Record):
         Standard error of a stochastic estimate (``trace``, ``frobenius``), else ``None``.
     """
 
+    _renamed: ClassVar[dict[str, str]] = {"num_hvps": "num_matvecs"}
+
     name: str
     value: float
     invariant: bool
     invariance: str
     num_passes: int
-    num_hvps: int
+    num_matvecs: int
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
     stderr: float | None = None
@@ -184,7 +186,7 @@ class SharpnessResult(Record):
             stderr = "" if m.stderr is None else f"{m.stderr:.2g}"
             lines.append(
                 f"{m.name:<14}{m.value:>13.6g}{stderr:>11}  {'yes' if m.invariant else 'no':<10}"
-                f"{m.num_passes:>7}{m.num_hvps:>6}{m.seconds:>9.3f}  {m.invariance}"
+                f"{m.num_passes:>7}{m.num_matvecs:>6}{m.seconds:>9.3f}  {m.invariance}"
             )
         return "\n".join(lines)
 
@@ -195,130 +197,82 @@ class SharpnessResult(Record):
 # -- evaluation at perturbed parameters ------------------------------------------------------------
 
 
-Batches = list[tuple[Any, float]]
-"""Batches with their weights (the units their mean losses are over)."""
-
-
 class _Evaluator:
     """Mean loss, gradient and Hessian-vector products at flat parameter vectors ``w + e``.
 
-    Every evaluation goes through the :class:`~landscape.problem.Problem`'s functional
-    calls with fresh tensors for the selected parameters, so nothing is written into the
-    model. Results are weighted over the given batches (``sum w_b L_b / sum w_b``).
+    Every evaluation goes through the :class:`~landscape.problem.Problem` at those values
+    (:meth:`~landscape.problem.Problem.at`): its one data loop for losses and gradients and
+    its Hessian operator for products, so nothing is written into the model and every
+    product gets the backend choice, the precision policy and the guard against
+    ``@once_differentiable`` functions. ``on`` is the problem (or a data variant of it: the
+    subsets of m-sharpness) to average over. A loss that is not finite reads as ``nan``
+    (the measures decide what that means).
     """
 
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: Problem, backend: str) -> None:
         self.problem = problem
         self.space = problem.space
-        table = dict(problem.model.named_parameters())
-        flat = self.space.flatten({n: table[n].detach() for n in self.space.names})
-        self.w = flat.to(self.space.dtype, copy=True)
+        self.backend = backend
+        self.w = problem.parameters_vector()
         self.evaluated = 0.0  # weight evaluated so far (for pass counting)
         self.hvps = 0
-        self._run: Evaluation | None = None
 
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        """Evaluate inside :meth:`landscape.problem.Problem.evaluation` (side effects undone).
-
-        Yields
-        ------
-        None
-            Inside the context.
-        """
-        with self.problem.evaluation() as run:
-            self._run = run
-            try:
-                yield
-            finally:
-                self._run = None
-
-    def all_batches(self) -> Batches:
-        return [(batch.data, batch.weight) for batch in self.problem.batches()]
-
-    def _call(self, flat: Tensor, batch: Any, weight: float) -> Tensor:
-        assert self._run is not None, "evaluate inside ev.active()"
-        return self._run.call(self.space.unflatten(flat), batch, weight)
-
-    def loss(self, flat: Tensor, batches: Batches) -> float:
-        """Return the weighted mean loss at ``flat`` (float64; may be non-finite).
+    def loss(self, flat: Tensor, on: Problem) -> float:
+        """Return the weighted mean loss at ``flat`` over ``on``'s data (``nan`` if not finite).
 
         Returns
         -------
         float
             The loss.
         """
-        total = torch.zeros((), dtype=torch.float64, device=flat.device)
-        count = 0.0
-        with torch.no_grad():
-            for batch, w in batches:
-                total += w * self._call(flat, batch, w).double()
-                count += w
-        self.evaluated += count
-        return float(total) / count
+        self.evaluated += on.total_weight
+        try:
+            return on.at(flat).loss()
+        except FloatingPointError:
+            return math.nan
 
-    def value_and_grad(self, flat: Tensor, batches: Batches) -> tuple[float, Tensor]:
-        """Return the mean loss and its gradient at ``flat``.
+    def value_and_grad(self, flat: Tensor, on: Problem) -> tuple[float, Tensor]:
+        """Return the mean loss and its gradient at ``flat`` (``nan`` loss if not finite).
 
         Returns
         -------
         tuple of (float, Tensor)
             The loss (float64) and the flat gradient (the parameters' dtype).
         """
-        total = torch.zeros((), dtype=torch.float64, device=flat.device)
-        grad = torch.zeros_like(flat)
-        count = 0.0
-        for batch, w in batches:
-            leaf = flat.detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss = self._call(leaf, batch, w)
-                (g,) = torch.autograd.grad(loss, leaf, allow_unused=True, materialize_grads=True)
-            total += w * loss.detach().double()
-            grad.add_(g, alpha=w)
-            count += w
-        self.evaluated += count
-        return float(total) / count, grad / count
+        self.evaluated += on.total_weight
+        try:
+            return on.at(flat).value_and_grad()
+        except FloatingPointError:
+            return math.nan, torch.full_like(flat, math.nan)
 
-    def hvp(self, flat: Tensor, v: Tensor, batches: Batches) -> Tensor:
-        r"""Return :math:`H(w + \epsilon)\, v` for the mean loss (exact, by double-backward).
+    def hvp(self, flat: Tensor, v: Tensor, on: Problem) -> Tensor:
+        r"""Return :math:`H(w + \epsilon)\, v` for the mean loss over ``on``'s data.
 
         Returns
         -------
         Tensor
             The flat product.
         """
-        out = torch.zeros_like(flat)
-        count = 0.0
-        for batch, w in batches:
-            leaf = flat.detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss = self._call(leaf, batch, w)
-                (g,) = torch.autograd.grad(loss, leaf, create_graph=True, materialize_grads=True)
-                if g.requires_grad:  # else the loss is linear in the parameters: H = 0
-                    (hv,) = torch.autograd.grad(g, leaf, v, materialize_grads=True)
-                    out.add_(hv, alpha=w)
-            count += w
-        self.evaluated += count
+        self.evaluated += on.total_weight
         self.hvps += 1
-        return out / count
+        return HessianOperator(on.at(flat), backend=self.backend) @ v
 
 
-def _subsets(objective: Objective, batches: Batches, m: int) -> Batches:
+def _subset_problems(problem: Problem, m: int) -> list[Problem]:
     """Split every batch into consecutive subsets of ``m`` samples (the last may be smaller).
 
     Returns
     -------
-    list of (batch, float)
-        The subsets of positive weight and their weights; subsets never span two batches.
+    list of Problem
+        One problem per subset of positive weight; subsets never span two batches.
     """
     out = []
-    for batch, _ in batches:
-        n = batch_size(batch)
+    for batch in problem.batches():
+        n = batch_size(batch.data)
         for start in range(0, n, m):
-            part = select_rows(batch, slice(start, min(start + m, n)), n)
-            weight = objective.weight(part)
-            if weight > 0:
-                out.append((part, weight))
+            part = select_rows(batch.data, slice(start, min(start + m, n)), n)
+            if problem.objective.weight(part) > 0:
+                out.append(problem.with_data(part, cache=True, shard=False))
     return out
 
 
@@ -345,7 +299,7 @@ def _check_finite(value: float, what: str) -> None:
 
 def _adversarial(
     ev: _Evaluator,
-    batches: Batches,
+    on: Problem,
     scale: Tensor | None,
     rho: float,
     steps: int,
@@ -367,7 +321,7 @@ def _adversarial(
         ``start`` and ``grad_norm`` (of :math:`g` at :math:`w`).
     """
     w = ev.w
-    loss0, g = ev.value_and_grad(w, batches)
+    loss0, g = ev.value_and_grad(w, on)
     _check_finite(loss0, f"{name}: the loss at the model's parameters")
     grad_norm = float(torch.linalg.vector_norm(g))
     direction, norm = _unit(g if scale is None else scale * g)
@@ -378,9 +332,9 @@ def _adversarial(
     history = []
     for t in range(steps + 1):
         if t == steps:
-            loss = ev.loss(w + eps, batches)
+            loss = ev.loss(w + eps, on)
         else:
-            loss, g = ev.value_and_grad(w + eps, batches)
+            loss, g = ev.value_and_grad(w + eps, on)
         _check_finite(loss, f"{name}: the loss at a perturbed point (rho={rho:g})")
         history.append(loss - loss0)
         if t == steps:
@@ -408,9 +362,8 @@ def _sharpness_measure(
     generator: torch.Generator,
     name: str,
 ) -> tuple[float, dict[str, Any]]:
-    batches = ev.all_batches()
     if m is None:
-        out = _adversarial(ev, batches, scale, rho, steps, generator, name)
+        out = _adversarial(ev, ev.problem, scale, rho, steps, generator, name)
         details = {
             "one_step": out["one_step"],
             "ascent": out["value"],
@@ -419,12 +372,13 @@ def _sharpness_measure(
             "grad_norm": out["grad_norm"],
         }
         return out["value"], details
-    parts = _subsets(ev.problem.objective, batches, m)
-    total = sum(w for _, w in parts)
+    parts = _subset_problems(ev.problem, m)
+    total = sum(part.total_weight for part in parts)
     value = one_step = 0.0
     random_starts = 0
-    for part, w in parts:
-        out = _adversarial(ev, [(part, w)], scale, rho, steps, generator, name)
+    for part in parts:
+        w = part.total_weight
+        out = _adversarial(ev, part, scale, rho, steps, generator, name)
         value += w * out["value"] / total
         one_step += w * out["one_step"] / total
         random_starts += out["start"] != "gradient"
@@ -456,9 +410,8 @@ def _asam_scale(
 def _gam(
     ev: _Evaluator, rho: float, steps: int, generator: torch.Generator
 ) -> tuple[float, dict[str, Any]]:
-    batches = ev.all_batches()
-    w = ev.w
-    loss0, g = ev.value_and_grad(w, batches)
+    w, on = ev.w, ev.problem
+    loss0, g = ev.value_and_grad(w, on)
     _check_finite(loss0, "gam: the loss at the model's parameters")
     norms = [float(torch.linalg.vector_norm(g))]
     delta = torch.zeros_like(w)
@@ -467,11 +420,11 @@ def _gam(
         if norms[-1] == 0 and t == 0:  # exact stationary point: Hg = 0, use a random direction
             direction, start = _random_unit(ev.space, generator), "random (zero gradient)"
         else:
-            direction, norm = _unit(ev.hvp(w + delta, g, batches))
+            direction, norm = _unit(ev.hvp(w + delta, g, on))
             if norm == 0:
                 break
         delta = rho * direction
-        loss, g = ev.value_and_grad(w + delta, batches)
+        loss, g = ev.value_and_grad(w + delta, on)
         _check_finite(loss, f"gam: the loss at a perturbed point (rho={rho:g})")
         norms.append(float(torch.linalg.vector_norm(g)))
     details = {
@@ -525,7 +478,6 @@ def _pacbayes(
     generator: torch.Generator,
     magnitude_eps: float | None,
 ) -> tuple[float, dict[str, Any]]:
-    batches = ev.all_batches()
     w = ev.w
     noise = _Noise(ev.space, num_samples, generator)
     evaluations = 0
@@ -539,7 +491,7 @@ def _pacbayes(
             std = torch.sqrt(sigma**2 * w**2 + magnitude_eps**2)
         total = 0.0
         for z in noise:
-            value = ev.loss(w + std * z, batches)
+            value = ev.loss(w + std * z, ev.problem)
             if not math.isfinite(value):  # overflow at large sigma: more than any target
                 return math.inf
             total += value
@@ -597,7 +549,7 @@ def _pacbayes(
 # -- invariance texts ------------------------------------------------------------------------------
 
 
-def _invariance(name: str, settings: _Settings) -> tuple[bool, str]:
+def _invariance(name: str, settings: SharpnessSettings) -> tuple[bool, str]:
     eta, eps = settings.asam_eta, settings.pacbayes_eps
     if name in ("lambda_max", "trace", "frobenius"):
         return False, f"{_DINH}: H -> D^-1 H D^-1"
@@ -622,28 +574,108 @@ def _invariance(name: str, settings: _Settings) -> tuple[bool, str]:
 
 
 @dataclass(frozen=True)
-class _Settings:
-    """The validated options of :func:`sharpness`."""
+class SharpnessSettings(Record):
+    r"""The settings of the sharpness measures (see :func:`sharpness` for what each means).
 
-    rho: float
-    asam_rho: float
-    asam_eta: float
-    asam_normalize: Literal["weights", "all"]
-    gam_rho: float
-    ascent_steps: int
-    gam_steps: int
-    m: int | None
-    pacbayes_target: float
-    pacbayes_samples: int
-    pacbayes_steps: int
-    pacbayes_eps: float
-    lanczos_tol: float
-    trace_matvecs: int
-    frobenius_matvecs: int
+    Attributes
+    ----------
+    rho : float
+        SAM radius :math:`\rho` (and GAM's unless ``gam_rho``).
+    asam_rho : float
+        ASAM radius in normalized coordinates (0.5, as in the authors' code).
+    asam_eta : float
+        :math:`\eta_0` of :math:`T_w` (0 for exact invariance).
+    asam_normalize : {"weights", "all"}
+        Which parameters ASAM normalizes by their magnitude.
+    gam_rho : float or None
+        GAM radius (default ``rho``).
+    ascent_steps : int
+        Projected-ascent steps after the one-step perturbation, for SAM and ASAM (0: the
+        one-step value only).
+    gam_steps : int
+        Ascent steps on the gradient norm (1: the paper's approximation).
+    m : int or None
+        Subset size for m-sharpness (SAM and ASAM); ``None`` uses all the data.
+    pacbayes_target : float
+        :math:`\delta`, the allowed increase of the mean loss.
+    pacbayes_samples : int
+        Monte-Carlo noise draws per :math:`\sigma` (each one pass over the data).
+    pacbayes_steps : int
+        Bisection steps after bracketing.
+    pacbayes_eps : float
+        :math:`\epsilon` of the magnitude-aware noise (0 for exact invariance).
+    lanczos_tol : float
+        Relative residual tolerance for ``lambda_max``.
+    trace_matvecs : int
+        Hutch++ products for ``trace``.
+    frobenius_matvecs : int
+        Probes for ``frobenius``.
+
+    Raises
+    ------
+    ValueError
+        For non-positive radii or targets, negative ``asam_eta``/``pacbayes_eps``, counts
+        out of range or an unknown ``asam_normalize``.
+    TypeError
+        For non-numeric radii or non-integer counts.
+
+    Examples
+    --------
+    >>> SharpnessSettings(rho=0.1).gam_radius
+    0.1
+    """
+
+    rho: float = 0.05
+    asam_rho: float = 0.5
+    asam_eta: float = 0.01
+    asam_normalize: Literal["weights", "all"] = "weights"
+    gam_rho: float | None = None
+    ascent_steps: int = 10
+    gam_steps: int = 1
+    m: int | None = None
+    pacbayes_target: float = 0.1
+    pacbayes_samples: int = 10
+    pacbayes_steps: int = 15
+    pacbayes_eps: float = 1e-3
+    lanczos_tol: float = 1e-5
+    trace_matvecs: int = 99
+    frobenius_matvecs: int = 30
+
+    def __post_init__(self) -> None:
+        for label in ("asam_eta", "pacbayes_eps"):
+            value = getattr(self, label)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{label} must be a number; got {type(value).__name__}.")
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{label} must be non-negative and finite; got {value}.")
+        if self.asam_normalize not in ("weights", "all"):
+            raise ValueError(
+                f"asam_normalize must be 'weights' or 'all'; got {self.asam_normalize!r}."
+            )
+        for label in ("rho", "asam_rho", "pacbayes_target", "lanczos_tol"):
+            _positive(label, getattr(self, label))
+        if self.gam_rho is not None:
+            _positive("gam_rho", self.gam_rho)
+        for label, minimum in (
+            ("ascent_steps", 0),
+            ("gam_steps", 1),
+            ("pacbayes_samples", 1),
+            ("pacbayes_steps", 0),
+            ("trace_matvecs", 3),
+            ("frobenius_matvecs", 1),
+        ):
+            _integer(label, getattr(self, label), minimum)
+        if self.m is not None:
+            _integer("m", self.m, 1)
+
+    @property
+    def gam_radius(self) -> float:
+        """GAM's radius: ``gam_rho``, or ``rho``."""
+        return float(self.rho if self.gam_rho is None else self.gam_rho)
 
 
 def _spectral(
-    H: Any, name: str, settings: _Settings, generator: torch.Generator
+    H: Any, name: str, settings: SharpnessSettings, generator: torch.Generator
 ) -> tuple[float, float | None, int, int, dict[str, Any]]:
     if name == "lambda_max":
         pairs = eigenvalues(H, k=1, which="largest", tol=settings.lanczos_tol, seed=generator)
@@ -663,7 +695,11 @@ def _spectral(
 
 
 def _perturbation(
-    ev: _Evaluator, name: str, settings: _Settings, generator: torch.Generator, loss: float
+    ev: _Evaluator,
+    name: str,
+    settings: SharpnessSettings,
+    generator: torch.Generator,
+    loss: float,
 ) -> tuple[float, dict[str, Any]]:
     s = settings
     if name == "sam":
@@ -690,8 +726,8 @@ def _perturbation(
             m=s.m,
         )
     elif name == "gam":
-        value, details = _gam(ev, s.gam_rho, s.gam_steps, generator)
-        details.update(rho=s.gam_rho, steps=s.gam_steps)
+        value, details = _gam(ev, s.gam_radius, s.gam_steps, generator)
+        details.update(rho=s.gam_radius, steps=s.gam_steps)
     else:
         eps = s.pacbayes_eps if name == "pacbayes_mag" else None
         value, details = _pacbayes(
@@ -737,36 +773,30 @@ def _sub_generator(base: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed((base * 1_000_003 + MEASURES.index(name)) % 2**63)
 
 
+_OLD = "settings=ls.SharpnessSettings({}=...)"
+
+
+@moved(
+    **{
+        name: _OLD.format(name)
+        for name in (
+            "rho", "asam_rho", "asam_eta", "asam_normalize", "gam_rho", "ascent_steps",
+            "gam_steps", "m", "pacbayes_target", "pacbayes_samples", "pacbayes_steps",
+            "pacbayes_eps", "lanczos_tol", "trace_matvecs", "frobenius_matvecs",
+        )
+    }
+)  # fmt: skip
 def sharpness(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
-    batch_loss: BatchLoss | None = None,
-    count: Count | None = None,
-    params: ParamSelector = None,
     measures: str | Sequence[str] = MEASURES,
-    rho: float = 0.05,
-    asam_rho: float = 0.5,
-    asam_eta: float = 0.01,
-    asam_normalize: Literal["weights", "all"] = "weights",
-    gam_rho: float | None = None,
-    ascent_steps: int = 10,
-    gam_steps: int = 1,
-    m: int | None = None,
-    pacbayes_target: float = 0.1,
-    pacbayes_samples: int = 10,
-    pacbayes_steps: int = 15,
-    pacbayes_eps: float = 1e-3,
-    lanczos_tol: float = 1e-5,
-    trace_matvecs: int = 99,
-    frobenius_matvecs: int = 30,
+    settings: SharpnessSettings | None = None,
     seed: int | torch.Generator | None = 0,
     progress: bool = False,
-    max_batches: int | None = None,
-    max_samples: int | None = None,
-    cache: bool | Literal["auto"] = "auto",
     backend: str = "auto",
+    **options: Any,
 ) -> SharpnessResult:
     r"""Measure the sharpness (or flatness) of the mean training loss around the model's weights.
 
@@ -862,70 +892,32 @@ def sharpness(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified (parameters, buffers, ``.grad``, ``requires_grad`` and
-        train/eval flags are bitwise as before).
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`.
-    loss_fn : callable, optional
-        ``loss_fn(outputs, targets) -> scalar mean loss``; see :mod:`landscape.losses`.
-    batch_loss : callable, optional
-        ``batch_loss(model, batch) -> scalar mean loss``.
-    count : callable, optional
-        ``count(batch) -> units`` of a batch's mean (see :func:`landscape.hessian`).
-    params : ParamSelector, optional
-        Perturb and differentiate only these parameters (the rest stay fixed).
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model (never modified: parameters,
+        buffers, ``.grad``, ``requires_grad`` and train/eval flags are bitwise as before)
+        with its data and loss, as for :func:`landscape.hessian`. Only the problem's
+        selected parameters are perturbed and differentiated (the rest stay fixed).
     measures : str or sequence of str, optional
         Any of :data:`MEASURES` (default: all), computed in the given order.
-    rho : float, optional
-        SAM radius :math:`\rho` (and GAM's unless ``gam_rho``).
-    asam_rho : float, optional
-        ASAM radius in normalized coordinates.
-    asam_eta : float, optional
-        :math:`\eta_0` of :math:`T_w` (0 for exact invariance).
-    asam_normalize : {"weights", "all"}, optional
-        Which parameters ASAM normalizes by their magnitude (see above).
-    gam_rho : float, optional
-        GAM radius (default ``rho``).
-    ascent_steps : int, optional
-        Projected-ascent steps after the one-step perturbation, for SAM and ASAM (0: the
-        one-step value only).
-    gam_steps : int, optional
-        Ascent steps on the gradient norm (1: the paper's approximation).
-    m : int, optional
-        Subset size for m-sharpness (SAM and ASAM); ``None`` (default) uses all the data.
-    pacbayes_target : float, optional
-        :math:`\delta`, the allowed increase of the mean loss.
-    pacbayes_samples : int, optional
-        Monte-Carlo noise draws per :math:`\sigma` (each one pass over the data).
-    pacbayes_steps : int, optional
-        Bisection steps after bracketing.
-    pacbayes_eps : float, optional
-        :math:`\epsilon` of the magnitude-aware noise (0 for exact invariance).
-    lanczos_tol : float, optional
-        Relative residual tolerance for ``lambda_max``.
-    trace_matvecs : int, optional
-        Hutch++ products for ``trace``.
-    frobenius_matvecs : int, optional
-        Probes for ``frobenius``.
+    settings : SharpnessSettings, optional
+        Radii, steps and sample counts of the measures (default: ``SharpnessSettings()``).
     seed : int or torch.Generator, optional
         Randomness (probes, noise, random starts). Each measure draws from its own generator
         derived from the seed, so its numbers do not depend on the other measures requested.
     progress : bool, optional
         Show a tqdm progress bar over the measures.
-    max_batches, max_samples : int, optional
-        Use only part of the data.
-    cache : bool or "auto", optional
-        Keep device batches between passes (see :class:`landscape.data.DataSource`).
     backend : str, optional
         How Hessian products are computed (see :class:`landscape.HessianOperator`;
         ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
+    **options
+        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
+        ``count``, ``max_batches``, ``max_samples``, ``cache``, ...).
 
     Returns
     -------
     SharpnessResult
         ``result["sam"].value``, ``.invariant``, ``.invariance``, ``.num_passes``,
-        ``.num_hvps``, ``.seconds``, ``.details``; ``result.loss``, ``result.weight_norm``,
+        ``.num_matvecs``, ``.seconds``, ``.details``; ``result.loss``, ``result.weight_norm``,
         ``result.table()``, ``result.to_dict()``.
 
     Raises
@@ -966,72 +958,28 @@ def sharpness(
     >>> with torch.no_grad():
     ...     _ = model.weight.copy_(torch.tensor([[1.0, -1.0]]))
     >>> y = X @ torch.tensor([[1.0], [-1.0]], dtype=torch.float64)  # zero residual
-    >>> r = sharpness(model, (X, y), measures=("lambda_max", "sam"), rho=0.1)
+    >>> settings = SharpnessSettings(rho=0.1)
+    >>> r = sharpness(model, (X, y), measures=("lambda_max", "sam"), settings=settings)
     >>> round(r["lambda_max"].value, 6), round(r["sam"].value, 6), r["sam"].details["one_step"]
     (4.0, 0.02, 0.0)
     >>> r["sam"].invariant, r["sam"].invariance
     (False, 'not invariant to layer rescaling (Dinh et al. 2017): fixed Euclidean rho-ball')
     """
-    model = unwrap_model(model)
     names = _measure_names(measures)
-    for label, value in (("asam_eta", asam_eta), ("pacbayes_eps", pacbayes_eps)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{label} must be a number; got {type(value).__name__}.")
-        if not (value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{label} must be non-negative and finite; got {value}.")
-    if asam_normalize not in ("weights", "all"):
-        raise ValueError(f"asam_normalize must be 'weights' or 'all'; got {asam_normalize!r}.")
-    settings = _Settings(
-        rho=_positive("rho", rho),
-        asam_rho=_positive("asam_rho", asam_rho),
-        asam_eta=float(asam_eta),
-        asam_normalize=asam_normalize,
-        gam_rho=_positive(
-            "rho" if gam_rho is None else "gam_rho", rho if gam_rho is None else gam_rho
-        ),
-        ascent_steps=_integer("ascent_steps", ascent_steps, 0),
-        gam_steps=_integer("gam_steps", gam_steps, 1),
-        m=None if m is None else _integer("m", m, 1),
-        pacbayes_target=_positive("pacbayes_target", pacbayes_target),
-        pacbayes_samples=_integer("pacbayes_samples", pacbayes_samples, 1),
-        pacbayes_steps=_integer("pacbayes_steps", pacbayes_steps, 0),
-        pacbayes_eps=float(pacbayes_eps),
-        lanczos_tol=_positive("lanczos_tol", lanczos_tol),
-        trace_matvecs=_integer("trace_matvecs", trace_matvecs, 3),
-        frobenius_matvecs=_integer("frobenius_matvecs", frobenius_matvecs, 1),
-    )
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
-
-    problem = Problem(
-        model,
-        data,
-        loss_fn,
-        batch_loss=batch_loss,
-        count=count,
-        params=params,
-        max_batches=max_batches,
-        max_samples=max_samples,
-        cache=cache,
-        shard=False,
-    )
+    settings = SharpnessSettings() if settings is None else settings
+    problem = as_problem(problem, data, loss_fn, where="sharpness", **options)
+    problem = problem.with_data(shard=False)
     space = problem.space
-    ev = _Evaluator(problem)
+    ev = _Evaluator(problem, backend)
     if seed is None or (isinstance(seed, int) and not isinstance(seed, bool)):
         base = 0 if seed is None else seed
     else:
         base = int(torch.randint(0, 2**62, (1,), generator=as_generator(seed)))
-    with ev.active():
-        loss = ev.loss(ev.w, ev.all_batches())
-        if not math.isfinite(loss):  # name the batch
-            for batch in problem.batches():
-                value = ev.loss(ev.w, [(batch.data, batch.weight)])
-                if not math.isfinite(value):
-                    raise FloatingPointError(
-                        f"at batch {batch.index} (0-based) of the data, the loss at the "
-                        f"model's parameters is {value}; check the data and the model."
-                    )
-    _check_finite(loss, "the loss at the model's parameters")
+    try:
+        loss = problem.loss()
+    except FloatingPointError as error:  # names the batch
+        where = str(error).replace("the loss is", "the loss at the model's parameters is")
+        raise FloatingPointError(f"{where}; check the data and the model.") from None
     num_samples = problem.num_samples
     H = None
 
@@ -1049,12 +997,11 @@ def sharpness(
             started = time.perf_counter()
             if name in _SPECTRAL:
                 if H is None:
-                    H = HessianOperator(None, None, problem=problem, backend=backend)
+                    H = HessianOperator(problem, backend=backend)
                 value, stderr, passes, hvps, details = _spectral(H, name, settings, generator)
             else:
                 before_weight, before_hvps = ev.evaluated, ev.hvps
-                with ev.active():
-                    value, details = _perturbation(ev, name, settings, generator, loss)
+                value, details = _perturbation(ev, name, settings, generator, loss)
                 stderr = None
                 passes = round((ev.evaluated - before_weight) / problem.total_weight)
                 hvps = ev.hvps - before_hvps
@@ -1065,7 +1012,7 @@ def sharpness(
                 invariant=invariant,
                 invariance=invariance,
                 num_passes=int(passes),
-                num_hvps=int(hvps),
+                num_matvecs=int(hvps),
                 seconds=time.perf_counter() - started,
                 details=details,
                 stderr=stderr,

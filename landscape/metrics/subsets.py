@@ -21,7 +21,7 @@ from landscape.linalg.eigen import eigenvalues
 from landscape.linalg.trace import trace
 from landscape.losses import Criterion
 from landscape.operators.hessian import hessian
-from landscape.problem import Problem, unwrap_model
+from landscape.problem import Problem, as_problem
 from landscape.records import Record
 
 __all__ = ["SubsetEstimate", "SubsetSpread", "spread_interval", "subset_spread"]
@@ -233,8 +233,8 @@ def _split(problem: Problem, k: int) -> tuple[list[list[Any]], int]:
 
 
 def subset_spread(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
     num_subsets: int = 4,
@@ -244,6 +244,7 @@ def subset_spread(
     confidence: float = 0.95,
     rtol: float = 0.1,
     seed: int = 0,
+    backend: str = "auto",
     **options: Any,
 ) -> SubsetSpread:
     r"""λmax and the Hessian trace on ``data`` and on ``num_subsets`` disjoint parts of it.
@@ -257,12 +258,11 @@ def subset_spread(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified.
-    data : iterable of batches, or one batch
-        The curvature sample.
-    loss_fn : callable, optional
-        As for :func:`landscape.hessian`.
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem` on the curvature sample, or the model (never
+        modified) with that data and its loss, as for :func:`landscape.hessian`. The subsets
+        split exactly the data the whole-sample Hessian uses (``max_batches`` and
+        ``max_samples`` included).
     num_subsets : int, optional
         :math:`k \ge 2`.
     population : int, optional
@@ -277,8 +277,11 @@ def subset_spread(
         Relative half width below which a value counts as resolved.
     seed : int, optional
         Randomness of probes and starting vectors.
+    backend : str, optional
+        How Hessian products are computed (see :class:`landscape.HessianOperator`).
     **options
-        Passed to :func:`landscape.hessian` (``batch_loss``, ``max_samples``, ...).
+        Options of :class:`~landscape.problem.Problem` (``batch_loss``, ``max_samples``,
+        ...), as for :func:`landscape.hessian`.
 
     Returns
     -------
@@ -305,13 +308,8 @@ def subset_spread(
     """
     if num_subsets < 2:
         raise ValueError(f"num_subsets must be at least 2; got {num_subsets}.")
-    model = unwrap_model(model)
-    problem_options = {
-        k: v for k, v in options.items() if k in ("batch_loss", "count", "max_samples", "mode")
-    }
-    problem = Problem(model, data, loss_fn, shard=False, **problem_options)
-    parts, samples = _split(problem, num_subsets)
-    subset_options = {k: v for k, v in options.items() if k != "max_samples"}
+    problem = as_problem(problem, data, loss_fn, where="subset_spread", **options)
+    parts, samples = _split(problem.with_data(shard=False), num_subsets)
     matvecs = passes = 0
 
     def measure(operator: Any, offset: int) -> tuple[float, float]:
@@ -322,8 +320,8 @@ def subset_spread(
         passes += operator.num_passes
         return float(top.values[0]), float(tr.value)
 
-    whole = measure(hessian(model, data, loss_fn, **options), 0)
-    each = [measure(hessian(model, part, loss_fn, **subset_options), 2 * i + 2)
+    whole = measure(hessian(problem, backend=backend), 0)
+    each = [measure(hessian(problem.with_data(part), backend=backend), 2 * i + 2)
             for i, part in enumerate(parts)]  # fmt: skip
     common = {"population": population, "confidence": confidence, "rtol": rtol}
     return SubsetSpread(

@@ -29,6 +29,8 @@ frameworks. Every function here that takes an optimizer instance unwraps it firs
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,6 +52,9 @@ __all__ = [
 
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adam"]
 _NAMES = ("sgd", "momentum", "nesterov", "adam")
+#: ``kind="other"``: an optimizer instance whose threshold is not one of the four rules above;
+#: it comes from its linearization or its own update (:mod:`landscape.metrics.optimizers`).
+_KINDS = (*_NAMES, "other")
 
 #: The wrappers that Hugging Face Accelerate (used by ``transformers.Trainer``) and PyTorch
 #: Lightning put around an optimizer or a learning-rate scheduler, as ``(class.__module__,
@@ -152,8 +157,12 @@ class OptimizerSettings(Record):
 
     Attributes
     ----------
-    kind : {"sgd", "momentum", "nesterov", "adam"}
-        The update rule (``"adam"`` covers AdamW and RMSProp-like ``beta1=0``).
+    kind : {"sgd", "momentum", "nesterov", "adam", "other"}
+        The update rule (``"adam"`` covers AdamW and RMSProp-like ``beta1=0``). ``"other"``:
+        an optimizer instance of another class (``RMSprop``, ``Muon``, a third-party one) or
+        with per-group hyperparameters; its threshold comes from the instance itself
+        (:func:`landscape.metrics.optimizers.linearize` or the critical sharpness), and
+        :attr:`name` says which it is.
     lr : float or None
         The current learning rate, when known (from an optimizer instance or ``lr=``).
     momentum : float
@@ -163,14 +172,31 @@ class OptimizerSettings(Record):
     weight_decay : float
         Coupled weight decay (added to the gradient, so to the Hessian); 0 for decoupled.
     decoupled_weight_decay : float
-        AdamW's decoupled decay; shifts the threshold only by ``O(lr * wd)`` and is ignored.
+        AdamW's decoupled decay (``δ = lr * wd`` per step, which lowers the threshold by the
+        factor ``1 - δ/2``).
     betas : tuple of float
         Adam's ``(beta1, beta2)``.
     eps : float
         Adam's epsilon (added after the square root).
+    name : str or None
+        The optimizer's class name(s) when read from an instance (``"AdamW"``,
+        ``"Muon + AdamW"``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind, a momentum kind without a momentum in (0, 1), or ``"other"``
+        without a name.
+
+    Examples
+    --------
+    >>> OptimizerSettings("momentum", lr=0.1, momentum=0.9).coefficient
+    3.8
+    >>> OptimizerSettings("other", name="Muon").key
+    'Muon'
     """
 
-    kind: OptimizerName
+    kind: Literal["sgd", "momentum", "nesterov", "adam", "other"]
     lr: float | None = None
     momentum: float = 0.0
     dampening: float = 0.0
@@ -178,10 +204,37 @@ class OptimizerSettings(Record):
     decoupled_weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(
+                f"unknown optimizer kind {self.kind!r}; expected one of {', '.join(_KINDS)}."
+            )
+        if self.kind in ("momentum", "nesterov") and not 0.0 < self.momentum < 1.0:
+            raise ValueError(
+                f"kind={self.kind!r} needs its momentum in (0, 1); got {self.momentum!r} (e.g. "
+                f"OptimizerSettings({self.kind!r}, lr=0.1, momentum=0.9))."
+            )
+        if self.kind == "other" and not self.name:
+            raise ValueError(
+                "kind='other' describes an optimizer instance: pass the instance itself "
+                "(optimizer=opt), whose class and state decide its threshold."
+            )
+
+    @property
+    def key(self) -> str:
+        """The name results are filed under: the kind, or the class name for ``"other"``."""
+        return self.name if self.kind == "other" and self.name else self.kind
 
     @property
     def coefficient(self) -> float:
-        """The threshold coefficient :math:`c`: stable iff sharpness < c / lr (see module doc)."""
+        """The threshold coefficient :math:`c`: stable iff sharpness < c / lr (see module doc).
+
+        ``nan`` for ``"other"``, whose coefficient comes from its linearization.
+        """
+        if self.kind == "other":
+            return math.nan
         return stability_threshold(
             self.kind, 1.0, momentum=self.momentum, dampening=self.dampening, beta1=self.betas[0]
         )
@@ -266,7 +319,7 @@ def stability_threshold(
 
 
 def optimizer_settings(
-    optimizer: str | torch.optim.Optimizer,
+    optimizer: str | OptimizerSettings | torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
     *,
     lr: float | None = None,
     momentum: float = 0.9,
@@ -278,11 +331,16 @@ def optimizer_settings(
 
     Parameters
     ----------
-    optimizer : {"sgd", "momentum", "nesterov", "adam"} or torch.optim.Optimizer
-        A name, or an instance of ``torch.optim.SGD``, ``Adam`` or ``AdamW``, whose
-        ``param_groups`` supply lr, momentum, nesterov, dampening, betas, eps and weight decay;
-        or a framework wrapper of one, or a learning-rate scheduler driving one (see
-        :func:`unwrap_optimizer`).
+    optimizer : {"sgd", "momentum", "nesterov", "adam"}, OptimizerSettings or Optimizer
+        A name, settings (returned as they are), or an optimizer instance (or a framework
+        wrapper of one, or a learning-rate scheduler driving one: see
+        :func:`unwrap_optimizer`), or a sequence of instances that train one model together
+        (``[muon, adamw]``). ``SGD``, ``Adam`` and ``AdamW`` with one set of
+        hyperparameters across their groups give their kind, read from ``param_groups``
+        (lr, momentum, nesterov, dampening, betas, eps, weight decay); every other instance
+        — another class, per-group hyperparameters, a subclass that overrides ``step``,
+        several optimizers — gives ``kind="other"`` with its class name(s) and learning
+        rate: its threshold comes from the instance (:mod:`landscape.metrics.optimizers`).
     lr, momentum, betas, eps, weight_decay : optional
         Used with a name (ignored for an instance).
 
@@ -296,9 +354,7 @@ def optimizer_settings(
     TypeError
         If ``optimizer`` is neither a name nor (a wrapper of) a ``torch.optim.Optimizer``.
     ValueError
-        For an unknown name, an unsupported optimizer class, or parameter groups with
-        different hyperparameters (a per-group learning rate is a preconditioner this
-        function does not model).
+        For an unknown name.
 
     Examples
     --------
@@ -306,50 +362,111 @@ def optimizer_settings(
     >>> s = optimizer_settings(opt)
     >>> s.kind, s.lr, s.momentum
     ('nesterov', 0.1, 0.9)
+    >>> s = optimizer_settings(torch.optim.RMSprop(nn.Linear(2, 1).parameters(), lr=1e-3))
+    >>> s.kind, s.name, s.lr
+    ('other', 'RMSprop', 0.001)
     """
-    given = optimizer
-    optimizer = unwrap_optimizer(optimizer)
+    if isinstance(optimizer, OptimizerSettings):
+        return optimizer
     if isinstance(optimizer, str):
-        kind = optimizer.lower()
-        if kind not in _NAMES:
-            raise ValueError(
-                f"unknown optimizer {optimizer!r}; expected one of {', '.join(_NAMES)} or a "
-                "torch.optim.SGD/Adam/AdamW instance."
-            )
+        return _named_settings(optimizer, lr, momentum, betas, eps, weight_decay)
+    if isinstance(optimizer, list | tuple):
+        if len(optimizer) == 1:
+            return optimizer_settings(optimizer[0])
+        inner = [_instance(o) for o in optimizer]
+        if not inner:
+            raise ValueError("optimizer is an empty sequence: give one or more optimizers.")
         return OptimizerSettings(
-            kind=kind,  # type: ignore[arg-type]
-            lr=None if lr is None else float(lr),
-            momentum=float(momentum) if kind in ("momentum", "nesterov") else 0.0,
-            weight_decay=float(weight_decay),
-            betas=(float(betas[0]), float(betas[1])),
-            eps=float(eps),
+            "other",
+            lr=float(inner[0].param_groups[0]["lr"]),
+            name=" + ".join(type(o).__name__ for o in inner),
         )
+    instance = _instance(optimizer)
+    return _instance_settings(instance)
+
+
+def _named_settings(
+    optimizer: str,
+    lr: float | None,
+    momentum: float,
+    betas: Sequence[float],
+    eps: float,
+    weight_decay: float,
+) -> OptimizerSettings:
+    kind = optimizer.lower()
+    if kind not in _NAMES:
+        raise ValueError(
+            f"unknown optimizer {optimizer!r}; expected one of {', '.join(_NAMES)}, or pass "
+            "the optimizer instance itself (any torch.optim or third-party optimizer)."
+        )
+    return OptimizerSettings(
+        kind=kind,  # type: ignore[arg-type]
+        lr=None if lr is None else float(lr),
+        momentum=float(momentum) if kind in ("momentum", "nesterov") else 0.0,
+        weight_decay=float(weight_decay),
+        betas=(float(betas[0]), float(betas[1])),
+        eps=float(eps),
+    )
+
+
+def _instance(given: Any) -> torch.optim.Optimizer:
+    """Return the torch optimizer inside ``given``.
+
+    Returns
+    -------
+    torch.optim.Optimizer
+        The unwrapped optimizer.
+
+    Raises
+    ------
+    TypeError
+        If there is none (naming what was given).
+    """
+    optimizer = unwrap_optimizer(given)
     if not isinstance(optimizer, torch.optim.Optimizer):
         inside = "" if optimizer is given else f" (unwrapped to {type(optimizer).__name__})"
         raise TypeError(
             "optimizer must be a name or a torch.optim.Optimizer (or a wrapper of one); got "
             f"{type(given).__name__}{inside}."
         )
+    return optimizer
+
+
+def _runs_step_of(optimizer: torch.optim.Optimizer, cls: type) -> bool:
+    """Whether the optimizer is a ``cls`` that runs ``cls``'s own ``step`` (not an override).
+
+    Returns
+    -------
+    bool
+        ``True`` for an instance of ``cls`` (or a subclass keeping its ``step``).
+    """
+    step = getattr(type(optimizer), "step", None)
+    return isinstance(optimizer, cls) and inspect.unwrap(step) is inspect.unwrap(cls.step)
+
+
+def _instance_settings(optimizer: torch.optim.Optimizer) -> OptimizerSettings:
     groups = optimizer.param_groups
+    name = type(optimizer).__name__
+    lr_value = float(groups[0]["lr"])
+    sgd = _runs_step_of(optimizer, torch.optim.SGD)
+    adam = _runs_step_of(optimizer, torch.optim.Adam)
+    other = OptimizerSettings("other", lr=lr_value, name=name)
+    if not (sgd or adam):
+        return other
     keys = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps")
-    adam = isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW)
-    if adam and (
-        isinstance(optimizer, torch.optim.AdamW) or groups[0].get("decoupled_weight_decay")
-    ):
-        # Decoupled decay does not enter the threshold (it shifts it by O(lr * wd)): the
-        # usual "decay / no decay" groups of a Hugging Face Trainer differ only in it.
+    keys += ("maximize", "amsgrad")
+    decoupled = adam and (
+        isinstance(optimizer, torch.optim.AdamW) or bool(groups[0].get("decoupled_weight_decay"))
+    )
+    if decoupled:
+        # Decoupled decay does not enter the coefficient's rule (it lowers the threshold by
+        # 1 - lr*wd/2): the usual "decay / no decay" groups of a Hugging Face Trainer differ
+        # only in it, and the largest is used.
         keys = tuple(k for k in keys if k != "weight_decay")
     first = {k: groups[0].get(k) for k in keys}
-    for g in groups[1:]:
-        differ = [k for k in keys if g.get(k) != first[k]]
-        if differ:
-            raise ValueError(
-                "the optimizer's parameter groups have different hyperparameters "
-                f"({', '.join(differ)}); per-group hyperparameters (learning rates, weight "
-                "decay...) are not supported (pass one group, or a name and lr=)."
-            )
-    lr_value = float(first["lr"])
-    if isinstance(optimizer, torch.optim.SGD):
+    if any(g.get(k) != first[k] for g in groups[1:] for k in keys) or first.get("maximize"):
+        return other  # per-group hyperparameters: the linearization folds them into P
+    if sgd:
         beta = float(first["momentum"] or 0.0)
         kind = "sgd" if beta == 0 else ("nesterov" if first["nesterov"] else "momentum")
         return OptimizerSettings(
@@ -358,25 +475,18 @@ def optimizer_settings(
             momentum=beta,
             dampening=float(first["dampening"] or 0.0),
             weight_decay=float(first["weight_decay"] or 0.0),
+            name=name,
         )
-    if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
-        decoupled = isinstance(optimizer, torch.optim.AdamW) or bool(
-            groups[0].get("decoupled_weight_decay", False)
-        )
-        wd = max(float(g.get("weight_decay") or 0.0) for g in groups)
-        b1, b2 = first["betas"]
-        return OptimizerSettings(
-            kind="adam",
-            lr=lr_value,
-            weight_decay=0.0 if decoupled else wd,
-            decoupled_weight_decay=wd if decoupled else 0.0,
-            betas=(float(b1), float(b2)),
-            eps=float(first["eps"]),
-        )
-    inside = "" if optimizer is given else f" (inside {type(given).__name__})"
-    raise ValueError(
-        f"unsupported optimizer {type(optimizer).__name__}{inside}: stability thresholds are "
-        "known for SGD (plain, momentum, Nesterov), Adam and AdamW."
+    wd = max(float(g.get("weight_decay") or 0.0) for g in groups)
+    b1, b2 = first["betas"]
+    return OptimizerSettings(
+        kind="adam",
+        lr=lr_value,
+        weight_decay=0.0 if decoupled else wd,
+        decoupled_weight_decay=wd if decoupled else 0.0,
+        betas=(float(b1), float(b2)),
+        eps=float(first["eps"]),
+        name=name,
     )
 
 

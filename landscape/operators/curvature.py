@@ -18,18 +18,17 @@ functional calls, the guarantee that the user's model is left bitwise unchanged 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from landscape import distributed
-from landscape.data import DataSource
-from landscape.losses import BatchLoss, Count, Criterion, Objective
+from landscape.data import Batch, DataSource
+from landscape.losses import Criterion, Objective
 from landscape.memory import MemoryBudget
 from landscape.operators.base import CountingOperator
-from landscape.params import ParamSelector, ParamSpace
-from landscape.problem import Evaluation, Mode, Precision, Problem
+from landscape.params import ParamSpace
+from landscape.problem import Evaluation, Problem, as_problem
 
 __all__ = ["CurvatureOperator"]
 
@@ -43,54 +42,34 @@ class CurvatureOperator(CountingOperator):
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model. It is never modified: parameters, buffers, ``.grad``, ``requires_grad``
-        and train/eval flags are as before after every call. Products use the parameters'
-        values *at the time of the product*.
-    data : iterable of batches, or one batch
-        See :class:`landscape.data.DataSource`.
+    problem : Problem or torch.nn.Module
+        What is measured: a :class:`~landscape.problem.Problem` (model, data, loss,
+        parameters, mode, precision), or the model, with ``data``, ``loss_fn`` and the
+        problem's options below. The model is never modified: parameters, buffers,
+        ``.grad``, ``requires_grad`` and train/eval flags are as before after every call.
+        Products use the parameters' values *at the time of the product* (or the values
+        given to :meth:`Problem.at <landscape.problem.Problem.at>`).
+    data : iterable of batches, or one batch, optional
+        With a model: see :class:`landscape.data.DataSource`.
     loss_fn : callable, optional
-        ``loss_fn(outputs, targets) -> scalar mean loss``; see :mod:`landscape.losses`.
-    batch_loss : callable, optional
-        ``batch_loss(model, batch) -> scalar mean loss``, for anything ``loss_fn`` cannot say.
-    count : callable, optional
-        ``count(batch) -> units`` the batch's mean loss is over, its weight (default: scored
-        tokens for language models, else samples; see :mod:`landscape.losses`).
-    params : ParamSelector, optional
-        Restrict to a subset of parameters (names, modules, tensors or a predicate); the
-        operator is then the diagonal block of the full matrix for that subset.
-    mode : {"eval", "train"}, optional
-        ``"eval"`` (default): the model in eval mode (dropout off, BatchNorm on its running
-        statistics), so each sample's loss is a fixed function of the parameters.
-        ``"train"``: BatchNorm uses the statistics of each batch (the function the optimizer
-        sees), computed on a private copy of the model so the running statistics are never
-        updated; dropout stays off in both modes (a random function has no Hessian). In
-        ``"train"`` mode the curvature depends on how the data is batched.
-    precision : {"auto", "model", "float32", "float64"}, optional
-        The dtype products run in (see :class:`~landscape.problem.Problem`): by default
-        the model's, except for bfloat16/float16 models, evaluated on a private float32
-        copy. The operator's vectors are in at least float32 either way.
-    max_batches, max_samples : int, optional
-        Use only part of the data.
-    cache : bool or "auto", optional
-        Keep device batches between products (see :class:`~landscape.data.DataSource`).
-    shard : bool or "auto", optional
-        Data-parallel sharding under :mod:`torch.distributed` (see
-        :class:`~landscape.data.DataSource`).
+        With a model: ``loss_fn(outputs, targets) -> scalar mean loss``; see
+        :mod:`landscape.losses`.
     chunk_size : int, optional
         Vectorize over at most this many columns at once (bounds memory; default: all).
     memory_budget : int, float or str, optional
         Bytes the product's own buffers may take (3 vectors per column: see
         :mod:`landscape.memory`; default half of the memory free at each product): a block
         of more columns is multiplied in groups that fit, one pass over the data each.
-    problem : Problem, optional
-        Instead of the arguments above: an existing :class:`~landscape.problem.Problem`
-        (then ``model`` and ``data`` may be ``None``).
+    **options
+        With a model, the options of :class:`~landscape.problem.Problem` (``batch_loss``,
+        ``count``, ``params``, ``mode``, ``precision``, ``max_batches``, ``max_samples``,
+        ``cache``, ``shard``); with a problem, those that make a variant of it
+        (``params``, ``max_batches``, ``max_samples``, ``cache``, ``shard``).
 
     Raises
     ------
     TypeError
-        If ``model`` is not an ``nn.Module``.
+        If ``model`` is not an ``nn.Module``, or an option is unknown.
     ValueError
         If ``mode`` is unknown, the model has no trainable parameters or ``params`` selects
         nothing.
@@ -100,46 +79,22 @@ class CurvatureOperator(CountingOperator):
 
     def __init__(
         self,
-        model: nn.Module | None,
-        data: Any,
+        problem: Problem | nn.Module,
+        data: Any = None,
         loss_fn: Criterion | None = None,
         *,
-        batch_loss: BatchLoss | None = None,
-        count: Count | None = None,
-        params: ParamSelector = None,
-        mode: Mode = "eval",
-        precision: Precision = "auto",
-        max_batches: int | None = None,
-        max_samples: int | None = None,
-        cache: bool | Literal["auto"] = "auto",
-        shard: bool | Literal["auto"] = "auto",
         chunk_size: int | None = None,
         memory_budget: Any = None,
-        problem: Problem | None = None,
+        **options: Any,
     ) -> None:
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
-        if problem is None:
-            problem = Problem(
-                model,  # type: ignore[arg-type]
-                data,
-                loss_fn,
-                batch_loss=batch_loss,
-                count=count,
-                params=params,
-                mode=mode,
-                precision=precision,
-                max_batches=max_batches,
-                max_samples=max_samples,
-                cache=cache,
-                shard=shard,
-            )
-        self.problem = problem
+        self.problem = as_problem(problem, data, loss_fn, where=type(self).__name__, **options)
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget
         if memory_budget is not None:
-            MemoryBudget.resolve(memory_budget, problem.device)  # invalid values fail now
-        space = problem.space
+            MemoryBudget.resolve(memory_budget, self.problem.device)  # invalid values fail now
+        space = self.problem.space
         super().__init__((space.dim, space.dim), space.dtype, space.device)
 
     # -- what the operator is about ------------------------------------------------------------
@@ -256,66 +211,33 @@ class CurvatureOperator(CountingOperator):
             V = V.masked_fill(constant[:, None], 0.0)
         compute = self.problem.compute_dtype  # the model's dtype, or a private copy's
         directions = [d.to(compute) for d in self.space.unflatten(V.detach().T).values()]
-        # One extra slot carries a "bad batch" flag through the all-reduce, so every rank
-        # raises together instead of deadlocking when one rank meets a NaN.
-        total = torch.zeros(k * self.shape[0] + 1, dtype=self.dtype, device=self.device)
-        acc = total[:-1].view(k, self.shape[0])
+        acc = torch.zeros(k, self.shape[0], dtype=self.dtype, device=self.device)
         blocks = [acc[:, s] for s in self.space.slices().values()]
-        losses, indices = [], []
-        with self.problem.evaluation(first_order=self._first_order) as run:
-            for batch in self.problem.batches():
-                parts, loss = self._batch_matmat(run, batch.data, batch.weight, directions)
-                for block, part in zip(blocks, parts):
-                    block.add_(part.reshape(k, -1).to(block.dtype), alpha=batch.weight)
-                losses.append(loss.detach().reshape(()))
-                indices.append(batch.index)
-        bad = _first_non_finite(losses, indices, acc)
-        if bad is not None and bad[1] == "curvature":
-            bad = self._find_non_finite_product(directions)  # rare: a second, diagnostic pass
-        if bad is not None:
-            total[-1] = 1.0
-        distributed.all_reduce_sum_(total)
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
+
+        def product(run: Evaluation, batch: Batch) -> list[Tensor]:
+            parts, batch_loss = self._batch_matmat(run, batch.data, batch.weight, directions)
+            return [batch_loss.reshape(()), *(p.reshape(k, -1) for p in parts)]
+
+        self.problem.reduce(
+            product,
+            init=[loss, *blocks],
+            first_order=self._first_order,
+            names=("loss", "curvature product"),
+            hint=f" — {self._overflow_hint()}",
+        )
         self._count(k)
-        if bad is not None:
-            raise FloatingPointError(f"at batch {bad[0]} (0-based) of the data, {bad[1]}.")
-        if total[-1] > 0:
-            raise FloatingPointError("non-finite loss or curvature on another data-parallel rank.")
-        out = acc.div_(self.problem.total_weight).T.contiguous()  # a copy only for k > 1
+        out = acc.T.contiguous()
         return out if constant is None else out.masked_fill_(constant[:, None], 0.0)
 
     #: Whether products need only first derivatives (then fused attention kernels may run).
     _first_order = False
 
-    def _find_non_finite_product(self, V: list[Tensor]) -> tuple[int, str]:
+    def _overflow_hint(self) -> str:
         compute = self.problem.compute_dtype
         if compute in (torch.float16, torch.bfloat16):
-            hint = (
+            return (
                 f"{str(compute).replace('torch.', '')} products overflow: use "
                 "precision='float32' (the default for half-precision models)"
             )
-        else:
-            hint = "overflow in second derivatives? Try precision='float64'"
-        with self.problem.evaluation() as run:
-            for batch in self.problem.batches():
-                parts, loss = self._batch_matmat(run, batch.data, batch.weight, V)
-                if not all(bool(torch.isfinite(p).all()) for p in parts):
-                    return batch.index, (
-                        f"the curvature product is not finite (the loss, {float(loss):.6g}, is) "
-                        f"— {hint}"
-                    )
-        return -1, "the curvature product is not finite"
-
-
-def _first_non_finite(
-    losses: list[Tensor], indices: list[int], product: Tensor
-) -> tuple[int, str] | None:
-    if not losses:
-        return None
-    stacked = torch.stack(losses)
-    finite = torch.isfinite(stacked)
-    if bool(finite.all()) and bool(torch.isfinite(product).all()):  # one sync per pass
-        return None
-    if not bool(finite.all()):
-        i = int((~finite).nonzero()[0, 0])
-        return indices[i], f"the loss is {float(stacked[i])}"
-    return -1, "curvature"
+        return "overflow in second derivatives? Try precision='float64'"

@@ -7,11 +7,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from landscape.losses import BatchLoss, Count, Criterion
+from landscape.losses import Criterion
 from landscape.operators.curvature import CurvatureOperator
 from landscape.operators.per_example import sample_gradients
-from landscape.params import ParamSelector
-from landscape.problem import Evaluation
+from landscape.problem import Evaluation, Problem
 
 __all__ = ["EmpiricalFisherOperator", "fisher"]
 
@@ -54,14 +53,20 @@ class EmpiricalFisherOperator(CurvatureOperator):
     """
 
     def __init__(
-        self, model: nn.Module, data: Any, loss_fn: Criterion | None = None, **options: Any
-    ):
-        if options.get("mode", "eval") != "eval":
+        self,
+        problem: Problem | nn.Module,
+        data: Any = None,
+        loss_fn: Criterion | None = None,
+        *,
+        chunk_size: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(problem, data, loss_fn, chunk_size=chunk_size, **options)
+        if self.problem.mode != "eval":
             raise ValueError(
                 "the empirical Fisher needs per-sample losses, which BatchNorm batch statistics "
                 "(mode='train') do not define; use mode='eval'."
             )
-        super().__init__(model, data, loss_fn, **options)
 
     def _batch_matmat(
         self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
@@ -81,38 +86,30 @@ class EmpiricalFisherOperator(CurvatureOperator):
 
 
 def fisher(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
-    batch_loss: BatchLoss | None = None,
-    count: Count | None = None,
-    params: ParamSelector = None,
     kind: Literal["empirical"] = "empirical",
+    chunk_size: int | None = None,
     **options: Any,
 ) -> EmpiricalFisherOperator:
     r"""Return the empirical Fisher :math:`\frac1W\sum_i w_i \nabla\ell_i \nabla\ell_i^\top`.
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified (evaluated in eval mode).
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`.
-    loss_fn : callable, optional
-        Criterion returning the batch mean; applied to one sample at a time.
-    batch_loss : callable, optional
-        ``batch_loss(model, batch) -> mean loss``, applied to one-sample batches.
-    count : callable, optional
-        ``count(batch) -> units`` (see :func:`landscape.hessian`), for the sample weights.
-    params : ParamSelector, optional
-        Restrict to a parameter subset (its diagonal block).
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model (evaluated in eval mode, never
+        modified) with its data and criterion (applied to one sample at a time); as for
+        :func:`landscape.hessian`.
     kind : {"empirical"}, optional
         Only the empirical Fisher is provided; for cross-entropy and MSE the true Fisher is
         the Gauss-Newton matrix (:func:`landscape.gauss_newton`).
+    chunk_size : int, optional
+        Samples per vectorized chunk.
     **options
-        ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size`` (samples per
-        vectorized chunk).
+        Options of :class:`~landscape.problem.Problem` (``params``, ``count``,
+        ``max_samples``, ...), as for :func:`landscape.hessian`.
 
     Returns
     -------
@@ -131,9 +128,8 @@ def fisher(
         )
     from landscape.operators.sharded import is_sharded, sharded_curvature
 
-    if is_sharded(model):  # FSDP2: on each rank's shards (landscape.operators.sharded)
-        keywords = {"batch_loss": batch_loss, "count": count, "params": params}
-        return sharded_curvature("fisher", model, data, loss_fn, **keywords, **options)  # type: ignore[return-value]
-    return EmpiricalFisherOperator(
-        model, data, loss_fn, batch_loss=batch_loss, count=count, params=params, **options
-    )
+    if is_sharded(problem):  # FSDP2: on each rank's shards (landscape.operators.sharded)
+        return sharded_curvature(  # type: ignore[return-value]
+            "fisher", problem, data, loss_fn, chunk_size=chunk_size, **options
+        )
+    return EmpiricalFisherOperator(problem, data, loss_fn, chunk_size=chunk_size, **options)

@@ -9,8 +9,7 @@ from torch.func import grad, jvp, vjp
 
 from landscape.losses import Criterion
 from landscape.operators.curvature import CurvatureOperator
-from landscape.params import ParamSelector
-from landscape.problem import Evaluation, Mode
+from landscape.problem import Evaluation, Problem
 
 __all__ = ["GaussNewtonOperator", "gauss_newton"]
 
@@ -81,31 +80,26 @@ class GaussNewtonOperator(CurvatureOperator):
 
 
 def gauss_newton(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
-    params: ParamSelector = None,
-    mode: Mode = "eval",
+    chunk_size: int | None = None,
     **options: Any,
 ) -> GaussNewtonOperator:
     r"""Return the generalized Gauss-Newton matrix :math:`J^\top H_L J` of the mean loss.
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified.
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`.
-    loss_fn : callable, optional
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model with its data and
         ``loss_fn(outputs, targets) -> scalar mean loss`` (default: cross-entropy for integer
-        targets, MSE for floating targets).
-    params : ParamSelector, optional
-        Restrict to a parameter subset (its diagonal block).
-    mode : {"eval", "train"}, optional
-        As for :func:`landscape.hessian`.
+        targets, MSE for floating targets); as for :func:`landscape.hessian`.
+    chunk_size : int, optional
+        Columns vectorized at once.
     **options
-        ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size``.
+        Options of :class:`~landscape.problem.Problem` (``params``, ``mode``,
+        ``max_samples``, ...), as for :func:`landscape.hessian`.
 
     Returns
     -------
@@ -122,8 +116,8 @@ def gauss_newton(
     """
     from landscape.operators.sharded import is_sharded, sharded_curvature
 
-    if is_sharded(model):  # FSDP2: on each rank's shards (landscape.operators.sharded)
+    if is_sharded(problem):  # FSDP2: on each rank's shards (landscape.operators.sharded)
         return sharded_curvature(  # type: ignore[return-value]
-            "gauss_newton", model, data, loss_fn, params=params, mode=mode, **options
+            "gauss_newton", problem, data, loss_fn, chunk_size=chunk_size, **options
         )
-    return GaussNewtonOperator(model, data, loss_fn, params=params, mode=mode, **options)
+    return GaussNewtonOperator(problem, data, loss_fn, chunk_size=chunk_size, **options)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
 from landscape.batches import batch_size, select_rows
-from landscape.losses import BatchLoss, Count, Criterion
+from landscape.losses import Criterion
 from landscape.operators._backends import (
     BATCHED_COLUMNS,
     VMAP_COLUMNS,
@@ -19,8 +19,7 @@ from landscape.operators._backends import (
 )
 from landscape.operators.curvature import CurvatureOperator
 from landscape.operators.finite_difference import finite_difference_product
-from landscape.params import ParamSelector
-from landscape.problem import Evaluation, Mode
+from landscape.problem import Evaluation, Problem
 
 __all__ = [
     "FiniteDifferenceWarning",
@@ -63,11 +62,12 @@ class HessianOperator(CurvatureOperator):
 
     Parameters
     ----------
-    model, data, loss_fn, batch_loss, params, mode
-        See :class:`~landscape.operators.curvature.CurvatureOperator`.
-    max_batches, max_samples, cache, shard, chunk_size
-        See :class:`~landscape.operators.curvature.CurvatureOperator`.
-    backend : {"auto", "double_backward", "double_backward_loop", "forward_over_reverse"}
+    problem, data, loss_fn, chunk_size, **options
+        What is measured: a :class:`~landscape.problem.Problem`, or the model with its data,
+        loss and problem options; see
+        :class:`~landscape.operators.curvature.CurvatureOperator`.
+    backend : {"auto", "double_backward", "double_backward_loop", "forward_over_reverse", \
+"finite_difference"}
         How each batch's product is computed. ``"double_backward"`` builds the gradient graph
         once per batch and back-propagates all k directions through it in one batched call
         (``autograd.grad(..., is_grads_batched=True)``); ``"double_backward_loop"`` sends
@@ -75,8 +75,13 @@ class HessianOperator(CurvatureOperator):
         ``vmap(jvp(grad))``. ``"auto"`` (default) times them on the model's first batch and
         uses the fastest (:mod:`landscape.operators._backends`; what it chose and measured
         is in :attr:`backend_choices`); a backend that fails on the model (an op without a
-        forward-mode rule) is dropped. All are exact and differ only by float rounding; a
+        forward-mode rule) is dropped. These are exact and differ only by float rounding; a
         fixed backend makes results bitwise reproducible across machines.
+        ``"finite_difference"`` takes central differences of first-order gradients
+        (:mod:`landscape.operators.finite_difference`): approximate, about 1e-5 relative in
+        float32, for models without second derivatives (``"auto"`` falls back to it when
+        double-backward is impossible, e.g. through a ``@once_differentiable`` function) and
+        for fused attention kernels.
 
     References
     ----------
@@ -101,18 +106,19 @@ class HessianOperator(CurvatureOperator):
 
     def __init__(
         self,
-        model: nn.Module,
-        data: Any,
+        problem: Problem | nn.Module,
+        data: Any = None,
         loss_fn: Criterion | None = None,
         *,
         backend: Backend = "auto",
+        chunk_size: int | None = None,
         **options: Any,
     ) -> None:
         if backend not in _BACKENDS:
             raise ValueError(
                 f"backend must be one of {', '.join(map(repr, _BACKENDS))}; got {backend!r}."
             )
-        super().__init__(model, data, loss_fn, **options)
+        super().__init__(problem, data, loss_fn, chunk_size=chunk_size, **options)
         self.backend = backend
         self._choosers: dict[str, BackendChooser] = {}
 
@@ -345,17 +351,15 @@ def _no_second_derivative(error: RuntimeError) -> str | None:
 
 
 def hessian(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
-    batch_loss: BatchLoss | None = None,
-    count: Count | None = None,
-    params: ParamSelector = None,
-    mode: Mode = "eval",
+    backend: Backend = "auto",
+    chunk_size: int | None = None,
     **options: Any,
 ) -> HessianOperator:
-    r"""Return the Hessian of the mean loss of ``model`` over ``data`` as a linear operator.
+    r"""Return the Hessian of the mean loss over the data as a linear operator.
 
     .. math::
         H = \nabla^2_\theta \, \frac{\sum_b w_b L_b(\theta)}{\sum_b w_b}
@@ -366,26 +370,26 @@ def hessian(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified.
-    data : iterable of batches, or one batch
-        A ``DataLoader``, a list of ``(inputs, targets)`` or dict batches, or one batch.
+    problem : Problem or torch.nn.Module
+        A :class:`~landscape.problem.Problem`, or the model (never modified) with ``data``
+        and ``loss_fn``.
+    data : iterable of batches, or one batch, optional
+        With a model: a ``DataLoader``, a list of ``(inputs, targets)`` or dict batches, or
+        one batch.
     loss_fn : callable, optional
-        ``loss_fn(outputs, targets) -> scalar mean loss``; default cross-entropy for integer
-        targets, MSE for floating targets, ``model(**batch).loss`` for dict batches.
-    batch_loss : callable, optional
-        ``batch_loss(model, batch) -> scalar mean loss`` for other cases.
-    count : callable, optional
-        ``count(batch) -> units`` of a batch's mean (its weight), when the default (tokens
-        for language models, else samples) is not what the loss averages over.
-    params : ParamSelector, optional
-        Restrict to a parameter subset (its diagonal Hessian block).
-    mode : {"eval", "train"}, optional
-        Eval-mode function (default) or BatchNorm batch statistics; see
-        :class:`~landscape.operators.curvature.CurvatureOperator`.
+        With a model: ``loss_fn(outputs, targets) -> scalar mean loss``; default
+        cross-entropy for integer targets, MSE for floating targets, ``model(**batch).loss``
+        for dict batches.
+    backend : str, optional
+        How each batch's product is computed (see :class:`HessianOperator`).
+    chunk_size : int, optional
+        Columns vectorized at once (bounds memory).
     **options
-        ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size``, ``backend``,
-        ``memory_budget``, or ``problem=`` (an existing :class:`~landscape.problem.Problem`).
+        Options of :class:`~landscape.problem.Problem`: ``batch_loss``, ``count``,
+        ``params`` (a parameter subset: its diagonal Hessian block), ``mode`` (eval-mode
+        function, or ``"train"``: BatchNorm batch statistics), ``precision``,
+        ``max_batches``, ``max_samples``, ``cache``, ``shard``; and ``memory_budget``
+        (bytes a product's own buffers may take, see :mod:`landscape.memory`).
 
     Returns
     -------
@@ -404,19 +408,20 @@ def hessian(
     (67, 67)
     >>> (H @ torch.randn(67, 5)).shape
     torch.Size([67, 5])
+
+    The same from a :class:`~landscape.problem.Problem`, which every function accepts:
+
+    >>> from landscape.problem import Problem
+    >>> problem = Problem(model, (X, y))
+    >>> torch.allclose(hessian(problem) @ torch.ones(67), H @ torch.ones(67))
+    True
     """
     from landscape.operators.sharded import is_sharded, sharded_hessian
 
-    if is_sharded(model):
-        keywords = {"batch_loss": batch_loss, "count": count, "params": params, "mode": mode}
-        return sharded_hessian(model, data, loss_fn, **keywords, **options)  # type: ignore[return-value]
+    if is_sharded(problem):  # FSDP2: on each rank's shards (landscape.operators.sharded)
+        return sharded_hessian(  # type: ignore[return-value]
+            problem, data, loss_fn, backend=backend, chunk_size=chunk_size, **options
+        )
     return HessianOperator(
-        model,
-        data,
-        loss_fn,
-        batch_loss=batch_loss,
-        count=count,
-        params=params,
-        mode=mode,
-        **options,
+        problem, data, loss_fn, backend=backend, chunk_size=chunk_size, **options
     )

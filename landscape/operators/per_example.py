@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad
 
-from landscape.losses import BatchLoss, Count, Criterion
+from landscape.losses import Criterion
 from landscape.memory import MemoryBudget
-from landscape.params import ParamSelector, ParamSpace
-from landscape.problem import Evaluation, Problem
+from landscape.params import ParamSpace
+from landscape.problem import Evaluation, Problem, as_problem
 
 __all__ = ["PerExampleGradients", "per_example_gradients"]
 
@@ -215,16 +215,12 @@ def check_chunk_size(chunk_size: Any) -> None:
 
 
 def per_example_gradients(
-    model: nn.Module,
-    data: Any,
+    problem: Problem | nn.Module,
+    data: Any = None,
     loss_fn: Criterion | None = None,
     *,
-    batch_loss: BatchLoss | None = None,
-    count: Count | None = None,
-    params: ParamSelector = None,
-    mode: Mode = "eval",
-    max_samples: int | None = None,
     chunk_size: int = 64,
+    **options: Any,
 ) -> PerExampleGradients:
     r"""Return the gradient of each sample's loss, :math:`g_i = \nabla_\theta \ell_i(\theta)`.
 
@@ -241,29 +237,18 @@ def per_example_gradients(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model; never modified (see the module docstring).
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`: ``(inputs, targets)``, multi-input tuples or dict
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model (never modified) with its data
+        and loss, as for :func:`landscape.hessian`: ``(inputs, targets)``, multi-input
+        tuples or dict batches; the criterion (or ``batch_loss``) is applied to one-sample
         batches. Batches are not sharded across data-parallel ranks: every rank computes
-        all rows.
-    loss_fn : callable, optional
-        ``loss_fn(outputs, targets) -> mean loss``; default cross-entropy / MSE / the model's
-        ``.loss`` for dict batches (see :mod:`landscape.losses`).
-    batch_loss : callable, optional
-        ``batch_loss(model, batch) -> mean loss``, applied to one-sample batches.
-    count : callable, optional
-        ``count(batch) -> units`` (see :func:`landscape.hessian`), applied to one-sample
-        batches for the weights.
-    params : ParamSelector, optional
-        Restrict the columns to a subset of parameters.
-    mode : {"eval"}, optional
-        Only ``"eval"``; ``"train"`` (BatchNorm batch statistics) raises ``ValueError``.
-    max_samples : int, optional
-        Use only the first ``max_samples`` samples (memory is ``n * P`` entries).
+        all rows. Only ``mode="eval"``: BatchNorm batch statistics define no per-sample loss.
     chunk_size : int, optional
         Samples per vectorized call (bounds the memory of ``vmap``); fewer where they would
         not fit in half of the free memory (:func:`samples_that_fit`).
+    **options
+        Options of :class:`~landscape.problem.Problem` (``params``, ``count``,
+        ``max_samples``: memory is ``n * P`` entries, ...).
 
     Returns
     -------
@@ -297,21 +282,10 @@ def per_example_gradients(
     >>> torch.allclose(pe.gradients.mean(0), full)
     True
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
-    _check_mode(mode)
+    problem = as_problem(problem, data, loss_fn, where="per_example_gradients", **options)
+    _check_mode(problem.mode)
     check_chunk_size(chunk_size)
-    problem = Problem(
-        model,
-        data,
-        loss_fn,
-        batch_loss=batch_loss,
-        count=count,
-        params=params,
-        max_samples=max_samples,
-        cache=False,
-        shard=False,
-    )
+    problem = problem.with_data(cache=False, shard=False)
     chunks: list[SampleChunk] = []
     per_example_pass(problem, chunk_size, chunks.append)
     n, space = problem.num_samples, problem.space

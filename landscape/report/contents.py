@@ -10,6 +10,7 @@ two models.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from landscape.linalg.results import Eigenpairs
 from landscape.metrics.learning_rate import LearningRateResult
@@ -93,17 +94,23 @@ class StageCost(Record):
 
     Attributes
     ----------
-    hvps : int
+    num_matvecs : int
         Hessian-vector products.
     passes : int
         Passes over the data (or over its mini-batches, counted as passes).
     seconds : float
         Wall-clock time.
+    resumed : bool
+        Whether the stage's result was read back from an earlier, interrupted run's file
+        (its cost is that run's).
     """
 
-    hvps: int = 0
+    _renamed: ClassVar[dict[str, str]] = {"hvps": "num_matvecs"}
+
+    num_matvecs: int = 0
     passes: int = 0
     seconds: float = 0.0
+    resumed: bool = False
 
 
 @dataclass(frozen=True)

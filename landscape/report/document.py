@@ -311,7 +311,7 @@ class Report(_Document):
     >>> matplotlib.use("Agg")
     >>> report = Report(loss=LossValue(0.25, accuracy=0.9),
     ...                 trace=Estimate(40.0, 1.5, num_matvecs=60, num_passes=2, method="hutch++"),
-    ...                 costs={"trace": StageCost(hvps=60, passes=2, seconds=0.4)})
+    ...                 costs={"trace": StageCost(num_matvecs=60, passes=2, seconds=0.4)})
     >>> print(report.summary())
     Landscape report
     <BLANKLINE>

@@ -22,9 +22,14 @@ Rules
 ========================  =================================================================
 ``learning_rate``         current lr against lr_max at the loader's batch size for the
                           optimizer in use, and which estimate to trust (Granziol et al.
-                          2022; Mulayoff & Michaeli 2024; bursts)
-``edge_of_stability``     :math:`\eta\lambda_{\max}/c` against 1, with Adam's preconditioned
-                          sharpness (Cohen et al. 2021, 2022)
+                          2022; Mulayoff & Michaeli 2024; bursts); for every optimizer,
+                          naming what the number rests on (its state, Adam's steady state,
+                          or the critical sharpness along its update: Kalra et al. 2026),
+                          or saying that there is no number and why
+``edge_of_stability``     :math:`\eta\lambda_{\max}/c` against 1: the Hessian's for the SGD
+                          family, the preconditioned sharpness with the optimizer's own
+                          coefficient for adaptive ones, :math:`\eta\lambda_c/2` for the
+                          others (Cohen et al. 2021, 2022)
 ``batch_size``            the loader's batch against the gradient noise scale (McCandlish et
                           al. 2018; Goyal et al. 2017)
 ``curvature_sign``        negative curvature resolved or within the resolution (Dauphin et
@@ -167,6 +172,14 @@ def rank(findings: Iterable[Finding | None]) -> list[Finding]:
 
 
 # -- learning rate --------------------------------------------------------------------------
+CRITICAL = "critical sharpness"
+_ADAPTIVE = (
+    " Its preconditioner is held at its current state here: left free, an adaptive optimizer "
+    "raises its second moments when it oscillates and settles at this edge of stability "
+    "rather than diverging (Cohen et al. 2022)."
+)
+
+
 def _index_of(batch_sizes: np.ndarray, batch: int | None) -> int | None:
     # The analyzed batch size closest (in log) to the loader's.
     sizes = np.asarray(batch_sizes, dtype=float).reshape(-1)
@@ -215,7 +228,8 @@ def _limit(
     batch = int(np.asarray(own.batch_sizes).reshape(-1)[i])
     heuristic, low, high = (_at(v, i) for v in (own.lr_max, own.lr_max_low, own.lr_max_high))
     # the exact threshold is SGD's (and, scaled, heavy ball's); nothing of it applies to Adam
-    exact, at_minimum = _exact_sgd(rates, own, batch) if kind != "adam" else (None, None)
+    sgd_family = kind in ("sgd", "momentum", "nesterov")
+    exact, at_minimum = _exact_sgd(rates, own, batch) if sgd_family else (None, None)
     bursts = {v.batch_size: v for v in own.verification}.get(batch)
     evidence = []
     if heuristic is not None:
@@ -252,6 +266,30 @@ def _limit(
         return None
     inside = low is not None and high is not None and low <= lr <= high
     confidence, why = (WITHIN_NOISE if inside else RESOLVED), ""
+    if own.measure == CRITICAL:
+        return (
+            heuristic,
+            "the critical learning rate along its own update",
+            confidence,
+            (
+                " That is where its next step starts to raise the loss, not a divergence "
+                "threshold: normalized updates (Muon, sign methods) hover near it and oscillate "
+                "at an amplitude set by the learning rate; max_learning_rate(..., verify=True) "
+                "finds where training bursts diverge."
+            ),
+            evidence,
+        )
+    if own.basis == "steady state":
+        why = (
+            " It rests on Adam's steady state at this point, not on an optimizer state (none "
+            "was given): a real run's state remembers larger gradients from earlier "
+            "training, and its limit is typically several times higher — keep the optimizer "
+            "state with the model and pass it."
+        )
+        return heuristic, "the frozen threshold of Adam's steady state", confidence, why, evidence
+    if own.basis == "optimizer state":
+        source = "the frozen threshold of its own state"
+        return heuristic, source, confidence, _ADAPTIVE if lr >= heuristic else "", evidence
     if exact is not None and kind in ("momentum", "nesterov"):
         # The heavy-ball threshold is (1 + β) times SGD's on a quadratic (Granziol et al.).
         factor = own.optimizer.coefficient / 2.0
@@ -298,11 +336,13 @@ def learning_rate_headroom(rates: LearningRates | None) -> Finding | None:
     if rates is None or own is None or lr is None:
         return None
     i = _index_of(own.batch_sizes, rates.loader_batch_size)
-    chosen = None if i is None else _limit(own, rates, i, lr)
-    if i is None or chosen is None:
+    if i is None:
         return None
-    limit, source, confidence, why, evidence = chosen
     batch = int(np.asarray(own.batch_sizes).reshape(-1)[i])
+    chosen = _limit(own, rates, i, lr)
+    if chosen is None:
+        return _no_number(own, lr, batch, "learning_rate")
+    limit, source, confidence, why, evidence = chosen
     ratio = lr / limit
     head = f"The learning rate {g(lr)}"
     where = f"({g(limit)}, {source}) at batch size {batch}"
@@ -324,15 +364,107 @@ def learning_rate_headroom(rates: LearningRates | None) -> Finding | None:
             "is room to raise it if training is slow."
         )
         priority = INFORM
+    if own.measure == CRITICAL:
+        statement, priority = _critical_headroom(own, lr, limit, batch), INFORM
+    head_evidence = f"lr {g(lr)} ({own.optimizer.key}) at batch size {batch}"
     return Finding(
         topic="learning_rate",
         statement=statement + why,
-        evidence="; ".join([f"lr {g(lr)} ({own.optimizer.kind}) at batch size {batch}", *evidence]),
-        rule="stable iff lr < c / λ̄₁(B) (heuristic); exact mean-square stability of linearized "
-        "SGD at a minimum; training bursts from a small perturbation",
-        reference="Granziol et al. 2022; Mulayoff & Michaeli 2023; Wu, Ma & E 2018",
+        evidence="; ".join([head_evidence, *evidence, f"rests on {own.rests_on}"]),
+        rule=_rule(own),
+        reference=_reference(own),
         confidence=confidence,
         priority=priority,
+    )
+
+
+def _display(own: LearningRateResult) -> str:
+    """Return the optimizer's name for a sentence: its class name(s), else its kind.
+
+    Returns
+    -------
+    str
+        E.g. ``"AdamW"``, ``"Muon + AdamW"``, ``"adam"``.
+    """
+    return own.optimizer.name or own.optimizer.key
+
+
+def _critical_headroom(own: LearningRateResult, lr: float, limit: float, batch: int) -> str:
+    """Return the headroom statement of the critical sharpness (a one-step measure).
+
+    Returns
+    -------
+    str
+        What the learning rate is against the critical one.
+    """
+    ratio = lr / limit
+    head = (
+        f"The learning rate {g(lr)} is {ratio_text(ratio)}{' of' if ratio < 1 else ''} the "
+        "critical learning rate along "
+        f"{_display(own)}'s own update ({g(limit)}) at batch size {batch}"
+    )
+    if ratio >= 1:
+        return f"{head}: the next step at this learning rate raises the loss."
+    return f"{head}: a larger step would still lower the loss on the next step."
+
+
+def _rule(own: LearningRateResult) -> str:
+    if own.measure == CRITICAL:
+        return (
+            "η_c = smallest step along the optimizer's own update that raises the batch loss; "
+            "lr_max = 2/λ̄_c(B) (a one-step measure, not a divergence threshold)"
+        )
+    if own.basis in ("optimizer state", "steady state"):
+        return (
+            "stable iff s·λ̄₁(P⁻¹(H_B + W)) < c for the optimizer's frozen linear step "
+            "(its own coefficient c and step size s); training bursts from a perturbation"
+        )
+    return (
+        "stable iff lr < c / λ̄₁(B) (heuristic); exact mean-square stability of linearized "
+        "SGD at a minimum; training bursts from a small perturbation"
+    )
+
+
+def _reference(own: LearningRateResult) -> str:
+    if own.measure == CRITICAL:
+        return "Kalra et al. 2026; Granziol et al. 2022"
+    if own.basis in ("optimizer state", "steady state"):
+        return "Cohen et al. 2022; Granziol et al. 2022"
+    return "Granziol et al. 2022; Mulayoff & Michaeli 2023; Wu, Ma & E 2018"
+
+
+def _no_number(own: LearningRateResult, lr: float, batch: int, topic: str) -> Finding | None:
+    """Say that the measure gives no number at a batch size, and why (else ``None``).
+
+    Returns
+    -------
+    Finding or None
+        A caveat naming what the result rests on, when its ``lr_max`` there is ``nan``.
+    """
+    sizes = np.asarray(own.batch_sizes).reshape(-1).tolist()
+    if batch not in sizes or not math.isnan(float(np.asarray(own.lr_max)[sizes.index(batch)])):
+        return None
+    where = "the full batch" if batch == own.num_samples else f"batch size {batch}"
+    if own.basis == "steady state":
+        why = (
+            "without an optimizer state, Adam's steady-state preconditioner at this point rests "
+            "on the vanishing mean gradient (or ε) there, and Adam adapts its preconditioner to "
+            "any step it takes: a frozen threshold would call any learning rate unstable. Keep "
+            "the optimizer state with the model and pass it for a threshold from its state."
+        )
+    else:
+        why = (
+            "the loss rose at any step along the optimizer's update (a normalized update near "
+            "a minimum): the critical sharpness says nothing about a threshold there."
+        )
+    return Finding(
+        topic=topic,
+        statement=f"No learning-rate limit for {_display(own)} at {where}: {why}",
+        evidence=f"lr {g(lr)}; rests on {own.rests_on}; lr_max — at {where}",
+        rule=_rule(own),
+        reference=_reference(own),
+        confidence=ASSUMPTION,
+        priority=CAVEAT,
     )
 
 
@@ -364,24 +496,20 @@ def edge_of_stability(
     lr = _current_lr(own)
     if own is None or lr is None:
         return None
-    kind, c = own.optimizer.kind, own.optimizer.coefficient
-    if kind == "adam":
-        sizes = np.asarray(own.batch_sizes).reshape(-1)
-        i = int(np.argmax(sizes))
-        sharpness = _at(own.sharpness, i)
-        what = f"preconditioned sharpness λmax(P⁻¹H) {g(sharpness)} (batch size {sizes[i]})"
-        converged = True
-    else:
-        sharpness = None if eigenvalues is None else eigenvalues.lambda_max
-        what = f"λmax {g(sharpness)}"
-        top = None if eigenvalues is None else eigenvalues.top
-        converged = top is not None and bool(top.converged[:1].all())
-    if sharpness is None or not sharpness > 0:
+    kind, c = own.optimizer.key, own.coefficient
+    if own.measure == CRITICAL or own.basis in ("optimizer state", "steady state"):
+        return _adaptive_edge(own, lr)
+    sharpness = None if eigenvalues is None else eigenvalues.lambda_max
+    top = None if eigenvalues is None else eigenvalues.top
+    converged = top is not None and bool(top.converged[:1].all())
+    if sharpness is None or not sharpness > 0 or not c > 0:
         return None
-    ratio = lr * sharpness / c
+    wd = own.optimizer.weight_decay
+    ratio = lr * (sharpness + wd) / c
+    what = f"λmax {g(sharpness)}" + (f" + weight decay {g(wd)}" if wd else "")
     evidence = f"lr {g(lr)} × {what} / c {g(c)} = {ratio:.3g}"
     i = _index_of(own.batch_sizes, rates.loader_batch_size if rates else None)
-    batch_sharpness = _at(own.sharpness, i) if kind != "adam" else None
+    batch_sharpness = _at(own.sharpness, i)  # of H_S + W: the weight decay is in it
     if batch_sharpness is not None:
         batch_ratio = lr * batch_sharpness / c
         evidence += (
@@ -430,11 +558,99 @@ def edge_of_stability(
         topic="edge_of_stability",
         statement=statement,
         evidence=evidence,
-        rule="stable iff η·λ < c: c = 2 (GD), 2+2β (heavy ball), (2+2β₁)/(1−β₁) (Adam, "
-        "preconditioned sharpness)",
-        reference="Cohen et al. 2021; Cohen et al. 2022",
+        rule="stable iff η·λ < c: c = 2 (GD), 2+2β (heavy ball), (2+2β)/(1+2β) (Nesterov)",
+        reference="Cohen et al. 2021",
         confidence=RESOLVED if converged else WITHIN_NOISE,
         priority=priority,
+    )
+
+
+def _adaptive_edge(own: LearningRateResult, lr: float) -> Finding | None:
+    r"""Return the edge-of-stability finding of an adaptive or nonlinear optimizer.
+
+    The ratio at the largest batch size analyzed is :math:`\eta\,\lambda_{\max}(P^{-1}(H +
+    W))/c` for a frozen preconditioner, with the optimizer's own coefficient :math:`c` at its
+    learning rate (decoupled decay included), or :math:`\eta\lambda_c/2` for the critical
+    sharpness.
+
+    Returns
+    -------
+    Finding or None
+        ``None`` without a limit at the largest batch size (and nothing to say about it).
+    """
+    sizes = np.asarray(own.batch_sizes).reshape(-1)
+    i = int(np.argmax(sizes))
+    batch = int(sizes[i])
+    limit, sharpness = _at(own.lr_max, i), _at(own.sharpness, i)
+    if limit is None or sharpness is None or not own.coefficient > 0:
+        return _no_number(own, lr, batch, "edge_of_stability")
+    ratio = lr * sharpness / own.coefficient
+    full = " (the full batch)" if batch == own.num_samples else ""
+    critical = own.measure == CRITICAL
+    what = (
+        f"critical sharpness λ_c {g(sharpness)} along its own update"
+        if critical
+        else f"preconditioned sharpness λmax(P⁻¹H) {g(sharpness)}"
+    )
+    evidence = (
+        f"lr {g(lr)} × {what} / c {g(own.coefficient)} = {ratio:.3g} (batch size "
+        f"{batch}{full}; lr_max there {g(limit)}; rests on {own.rests_on})"
+    )
+    name = _display(own)
+    if critical:
+        statement = _critical_edge(name, ratio)
+        rule = "λ_c = 2/η_c along the optimizer's own update against 2/η"
+        reference = "Kalra et al. 2026; Islamov et al. 2026"
+    else:
+        statement = _frozen_edge(name, ratio)
+        rule = "stable iff s·λmax(P⁻¹(H + W)) < c, the optimizer's own frozen recursion"
+        reference = "Cohen et al. 2022"
+        if own.basis == "steady state":
+            statement += (
+                " P is Adam's steady state at this point (no optimizer state given): a real "
+                "run's state typically gives a lower ratio."
+            )
+    priority = ACT if ratio > 1.1 and not critical else INFORM
+    return Finding("edge_of_stability", statement, evidence, rule, reference, RESOLVED, priority)
+
+
+def _frozen_edge(name: str, ratio: float) -> str:
+    if ratio > 1.1:
+        return (
+            f"The preconditioned sharpness is above {name}'s stability threshold with its "
+            f"state held (η·λ/c = {ratio:.2g}): it is oscillating, and left free it raises "
+            "its second moments until it settles at the edge (Cohen et al. 2022) — or, if they "
+            "cannot grow fast enough, diverges."
+        )
+    if ratio >= 0.8:
+        return (
+            f"{name} sits at the edge of stability (η·λ/c = {ratio:.2g}): its "
+            "preconditioned sharpness is set by the learning rate and its second moments, "
+            "as Cohen et al. (2022) found for Adam."
+        )
+    return (
+        f"{name}'s preconditioned sharpness is below its edge of stability (η·λ/c = "
+        f"{ratio:.2g}); curvature does not limit this learning rate now."
+    )
+
+
+def _critical_edge(name: str, ratio: float) -> str:
+    if ratio >= 1:
+        return (
+            f"The next full-batch step along {name}'s own update at this learning rate raises "
+            f"the loss (η·λ_c/2 = {ratio:.2g}): the critical sharpness is at or past 2/η. "
+            "Normalized updates such as Muon's hover there during training and diverge only "
+            "at several times the critical learning rate (validation/optimizers.md); this is "
+            "not a divergence threshold."
+        )
+    if ratio >= 0.5:
+        return (
+            f"The critical sharpness along {name}'s update is near 2/η (η·λ_c/2 = "
+            f"{ratio:.2g}): the next step is close to the largest that still lowers the loss."
+        )
+    return (
+        f"The critical sharpness along {name}'s update is well below 2/η (η·λ_c/2 = "
+        f"{ratio:.2g}): a larger learning rate would still lower the loss on the next step."
     )
 
 

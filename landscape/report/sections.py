@@ -489,8 +489,8 @@ def learning_rate_section(
         row = [
             g(b),
             g(result.sharpness[i]),
-            g(result.lr_max[i]),
-            f"[{g(result.lr_max_low[i])}, {g(result.lr_max_high[i])}]",
+            _rate(result.lr_max[i]),
+            f"[{_rate(result.lr_max_low[i])}, {_rate(result.lr_max_high[i])}]",
         ]
         if has_ms:
             assert ms is not None
@@ -506,6 +506,9 @@ def learning_rate_section(
     if result.current_lr is not None:
         notes.append(f"current lr {g(result.current_lr)}")
     notes.append(f"method: {result.method}")
+    notes.append(f"rests on {result.rests_on} ({result.measure})")
+    if bool(np.isnan(np.asarray(result.lr_max, dtype=float)).any()):
+        notes.append("lr_max —: the measure says nothing at that batch size (see the notes)")
     notes += list(result.notes)
     title = f"Largest stable learning rate: {name}" + (" (in use)" if in_use else "")
     return Section(
@@ -517,6 +520,17 @@ def learning_rate_section(
         figures=() if folded else ("learning_rate",),
         folded=folded,
     )
+
+
+def _rate(value: float) -> str:
+    """Return a learning-rate cell: "—" where there is no number (``nan``).
+
+    Returns
+    -------
+    str
+        The text.
+    """
+    return "—" if math.isnan(float(value)) else g(value)
 
 
 def _learning_rates(report: Report) -> list[Section]:
@@ -568,7 +582,7 @@ def cost_items(report: Report) -> list[tuple[str, int, int, float]]:
     list of tuple
         In stage order.
     """
-    return [(name, c.hvps, c.passes, c.seconds) for name, c in report.costs.items()]
+    return [(name, c.num_matvecs, c.passes, c.seconds) for name, c in report.costs.items()]
 
 
 def _plan(report: Report) -> Section | None:

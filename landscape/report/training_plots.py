@@ -15,7 +15,7 @@ every function accepts an optional ``ax``; these return the ``Figure``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,6 +98,7 @@ def plot_sharpness_history(
     n = steps.size
     sharpness = _column(history, "sharpness", n)
     preconditioned = _column(history, "preconditioned_sharpness", n)
+    critical = _column(history, "critical_sharpness", n)
     batch = _column(history, "batch_sharpness", n)
     threshold = _column(history, "threshold", n)
     ratio = _column(history, "ratio", n)
@@ -121,6 +122,8 @@ def plot_sharpness_history(
         top.plot(steps, sharpness, "o-", markersize=3, label=r"$\lambda_{\max}(H)$")
     if _any(preconditioned):
         top.plot(steps, preconditioned, "s-", markersize=3, label=r"$\lambda_{\max}(P^{-1}H)$")
+    if _any(critical):
+        top.plot(steps, critical, "d-", markersize=3, label=r"critical sharpness $2/\eta_c$")
     if _any(batch):
         top.plot(steps, batch, "^-", markersize=3, label="batch sharpness")
     if _any(threshold):
@@ -167,7 +170,8 @@ def _array(value: Any) -> np.ndarray | None:
 
 
 def _default_label(result: Any, index: int) -> str:
-    kind = getattr(getattr(result, "optimizer", None), "kind", None)
+    settings = getattr(result, "optimizer", None)
+    kind = getattr(settings, "key", None) or getattr(settings, "kind", None)
     return str(kind) if kind is not None else f"result {index + 1}"
 
 
@@ -274,35 +278,7 @@ def plot_learning_rates(
                 color=color,
                 label=once("ms", "exact mean-square"),
             )
-        stable_x, stable_y, div_x, div_y = [], [], [], []
-        for run in getattr(result, "verification", None) or ():
-            lrs = np.asarray(run.lrs, dtype=float).reshape(-1)
-            diverged = np.asarray(run.diverged, dtype=bool).reshape(-1)
-            stable_x += [float(run.batch_size)] * int((~diverged).sum())
-            stable_y += lrs[~diverged].tolist()
-            div_x += [float(run.batch_size)] * int(diverged.sum())
-            div_y += lrs[diverged].tolist()
-        if stable_x:
-            ax.plot(
-                stable_x,
-                stable_y,
-                linestyle="none",
-                marker="o",
-                markerfacecolor="none",
-                markeredgecolor=color,
-                markersize=7,
-                label=once("stable", "verified stable"),
-            )
-        if div_x:
-            ax.plot(
-                div_x,
-                div_y,
-                linestyle="none",
-                marker="x",
-                color=color,
-                markersize=7,
-                label=once("diverged", "diverged"),
-            )
+        _plot_verification(ax, result, color, once)
         current = getattr(result, "current_lr", None)
         if current is not None:
             ax.axhline(
@@ -319,6 +295,39 @@ def plot_learning_rates(
     ax.set_title("Stable learning rate vs batch size", fontsize="medium")
     ax.legend(fontsize="small")
     return ax.figure
+
+
+def _plot_verification(ax: Axes, result: Any, color: str, once: Callable[[str, str], str]) -> None:
+    # Verification runs: open circles where a burst stayed stable, crosses where it diverged.
+    stable_x, stable_y, div_x, div_y = [], [], [], []
+    for run in getattr(result, "verification", None) or ():
+        lrs = np.asarray(run.lrs, dtype=float).reshape(-1)
+        diverged = np.asarray(run.diverged, dtype=bool).reshape(-1)
+        stable_x += [float(run.batch_size)] * int((~diverged).sum())
+        stable_y += lrs[~diverged].tolist()
+        div_x += [float(run.batch_size)] * int(diverged.sum())
+        div_y += lrs[diverged].tolist()
+    if stable_x:
+        ax.plot(
+            stable_x,
+            stable_y,
+            linestyle="none",
+            marker="o",
+            markerfacecolor="none",
+            markeredgecolor=color,
+            markersize=7,
+            label=once("stable", "verified stable"),
+        )
+    if div_x:
+        ax.plot(
+            div_x,
+            div_y,
+            linestyle="none",
+            marker="x",
+            color=color,
+            markersize=7,
+            label=once("diverged", "diverged"),
+        )
 
 
 def _row(row: Any) -> tuple[Any, Any, Any]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import hashlib
 import json
 import math
 import os
@@ -26,14 +24,15 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed
+from landscape._fingerprint import data_fingerprint, describe, fingerprint
 from landscape._paths import check_writable
-from landscape.batches import concatenate, map_tensors
-from landscape.data import DataSource
-from landscape.losses import BatchLoss, Count, Criterion, Objective
-from landscape.problem import Problem, evaluation_mode, unwrap_model
+from landscape.batches import concatenate
+from landscape.data import Batch, DataSource
+from landscape.losses import Criterion, Objective
+from landscape.problem import Evaluation, Problem, as_problem
 from landscape.records import Record
 
-__all__ = ["Surface", "surface"]
+__all__ = ["GridOptions", "Surface", "evaluate_grid", "surface"]
 
 BNPolicy = Literal["eval", "recompute", "batch"]
 _METRICS = ("loss", "accuracy")
@@ -181,63 +180,6 @@ class Surface(Record):
         return self.loss[:, zero[0]] if axis == 0 else self.loss[zero[0], :]
 
 
-def _describe(fn: Any) -> str:
-    # A stable description (no memory addresses): resuming compares it across processes.
-    # Modules contribute their simple attributes (``label_smoothing``, ``reduction``...),
-    # which their repr omits; partials their function and arguments. Two different lambdas
-    # of one module cannot be told apart: give such losses a name.
-    if fn is None:
-        return "default"
-    if isinstance(fn, functools.partial):
-        return f"partial({_describe(fn.func)}, {fn.args!r}, {sorted(fn.keywords.items())!r})"
-    if isinstance(fn, nn.Module):
-        simple = {
-            k: v
-            for k, v in vars(fn).items()
-            if not k.startswith("_") and isinstance(v, (int, float, str, bool, tuple, type(None)))
-        }
-        return f"{type(fn).__module__}.{type(fn).__qualname__}{sorted(simple.items())!r}"
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{getattr(fn, '__module__', '')}.{name}"
-
-
-def _snap(coords: Any) -> np.ndarray:
-    c = np.asarray(coords, dtype=np.float64).reshape(-1)
-    if c.size == 0:
-        raise ValueError("coords must not be empty.")
-    c[np.abs(c) < 1e-12 * max(1.0, float(np.abs(c).max()))] = 0.0
-    return c
-
-
-def _bytes(t: Tensor) -> bytes:
-    flat = t.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
-
-
-def _fingerprint(tensors: Mapping[str, Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(_bytes(t))
-    return h.hexdigest()
-
-
-def _data_fingerprint(source: DataSource) -> str:
-    # Every batch's bytes (one pass; surfaces need many more) and the sample count.
-    h = hashlib.sha256()
-
-    def update(t: Tensor) -> Tensor:
-        h.update(_bytes(t))
-        return t
-
-    for batch in source:
-        map_tensors(batch.data, update)
-    h.update(str(source.num_samples).encode())
-    return h.hexdigest()
-
-
 _SEPARABLE = (
     nn.CrossEntropyLoss,
     nn.NLLLoss,
@@ -248,6 +190,19 @@ _SEPARABLE = (
     nn.BCEWithLogitsLoss,
     nn.BCELoss,
 )
+
+
+def _snap(coords: Any) -> np.ndarray:
+    c = np.asarray(coords, dtype=np.float64).reshape(-1)
+    if c.size == 0:
+        raise ValueError("coords must not be empty.")
+    c[np.abs(c) < 1e-12 * max(1.0, float(np.abs(c).max()))] = 0.0
+    return c
+
+
+def _data_fingerprint(source: DataSource) -> str:
+    # Every batch's bytes (one pass; surfaces need many more) and the sample count.
+    return data_fingerprint((batch.data for batch in source), source.num_samples)
 
 
 def _separable(objective: Objective, batch: Any) -> bool:
@@ -283,7 +238,12 @@ def _loss_and_correct(
 
 
 class _Evaluator:
-    """Mean loss and accuracy of many parameter vectors over the data."""
+    """Mean loss and accuracy of many parameter vectors over the data.
+
+    Both ways go through :meth:`Problem.reduce <landscape.problem.Problem.reduce>`, the one
+    data loop: vectorized over the points of a chunk (``vmap`` of functional calls), or
+    point by point on a private copy of the model whose weights are written in place.
+    """
 
     def __init__(self, problem: Problem, bn: BNPolicy, vectorize: bool) -> None:
         self.problem = problem
@@ -291,59 +251,58 @@ class _Evaluator:
         self.bn = bn
         self.vectorize = vectorize
         self.module = problem.model
+        self._copy: Problem | None = None
         if bn == "recompute" or not vectorize:
             # A private copy: recomputed running statistics, or weights written in place
             # point by point.
             self.module = copy.deepcopy(problem.model)
-            if bn == "batch":
-                torch.func.replace_all_batch_norm_modules_(self.module)
+            mode = "train" if bn == "batch" else "eval"
+            self._copy = self._merged(problem.with_model(self.module)).with_evaluation(mode=mode)
         self.batchnorms = [
             m for m in self.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
         ]
-        self._merged: list[tuple[Any, float]] | None = None
 
-    def _batches(self) -> list[tuple[Any, float]]:
+    def _merged(self, problem: Problem) -> Problem:
         # For a per-sample mean criterion in eval mode, the weighted mean over batches
         # equals the mean over their concatenation: evaluate one merged batch (far fewer
         # small kernel calls per point). Other losses keep the user's batches.
-        if self._merged is None:
-            items = [(b.data, b.weight) for b in self.problem.batches()]
-            first = items[0][0]
-            if self.bn != "batch" and len(items) > 1 and _separable(self.objective, first):
-                try:
-                    merged = concatenate([b for b, _ in items], pad=self.objective.can_pad(first))
-                    items = [(merged, sum(w for _, w in items))]
-                except (TypeError, RuntimeError):
-                    pass  # batches of different layouts: keep them
-            self._merged = items
-        return self._merged
+        items = [b.data for b in problem.batches()]
+        if self.bn == "batch" or len(items) < 2 or not _separable(self.objective, items[0]):
+            return problem
+        try:
+            merged = concatenate(items, pad=self.objective.can_pad(items[0]))
+        except (TypeError, RuntimeError):
+            return problem  # batches of different layouts: keep them
+        return problem.with_data(merged, cache=True, shard=False)
 
     def __call__(
         self, states: dict[str, Tensor], constants: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
         # Return mean loss and accuracy (float64, CPU) for stacked states (dim 0 = points).
         with torch.no_grad():
-            if self.bn == "recompute" or not self.vectorize:
+            if self._copy is not None:
                 return self._loop(states, constants)
             return self._vectorized(states, constants)
+
+    def _totals(self, problem: Problem, part: Any) -> tuple[Tensor, Tensor]:
+        # Sums of weighted losses, correct predictions and units, then the two means.
+        sums = problem.reduce(part, mean=False, check_finite=False)
+        return sums[0] / problem.total_weight, sums[1] / sums[2]
 
     def _vectorized(
         self, states: dict[str, Tensor], constants: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
-        total = torch.zeros(3, next(iter(states.values())).shape[0], dtype=torch.float64)
-        with self.problem.evaluation() as run:
-
-            def point(state: dict[str, Tensor], batch: Any, weight: float) -> tuple:
-                loss, outputs = run.call_forward({**constants, **state}, batch, weight)
-                return _loss_and_correct(self.objective, loss, outputs, batch)
+        def part(run: Evaluation, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+            def point(state: dict[str, Tensor], data: Any, weight: float) -> tuple:
+                loss, outputs = run.call_forward({**constants, **state}, data, weight)
+                return _loss_and_correct(self.objective, loss, outputs, data)
 
             points = self.problem.vectorize(point, "loss-surface grid points", (0, None, None))
-            for batch in self.problem.batches():
-                loss, correct, units = points(states, batch.data, batch.weight)
-                total[0] += batch.weight * loss.double().cpu()
-                total[1] += correct.cpu()
-                total[2] += units.cpu()
-        return total[0] / self.problem.total_weight, total[1] / total[2]
+            loss, correct, units = points(states, batch.data, batch.weight)
+            return batch.weight * loss.double(), correct, units
+
+        loss, accuracy = self._totals(self.problem, part)
+        return loss.cpu(), accuracy.cpu()
 
     def _loop(
         self, states: dict[str, Tensor], constants: dict[str, Tensor]
@@ -353,29 +312,28 @@ class _Evaluator:
         # whose batched small matmuls are slower than one large one. With bn="recompute",
         # first re-estimate the BatchNorm running statistics as a cumulative average over
         # the whole data (momentum=None, train mode), as mode-connectivity work does.
+        assert self._copy is not None
         count = next(iter(states.values())).shape[0]
-        own = dict(self.module.named_parameters())
-        own_buffers = dict(self.module.named_buffers())
-        losses, accuracies = [], []
-        targets = {**own, **own_buffers}
+        targets = {**dict(self.module.named_parameters()), **dict(self.module.named_buffers())}
         for name, value in constants.items():  # the same for every point
             if name in targets:
                 targets[name].copy_(value)
         moving = [(targets[k], v) for k, v in states.items() if k in targets]
-        with evaluation_mode(self.module, batch_statistics=self.bn == "batch"):
-            for i in range(count):
-                for target, values in moving:
-                    target.copy_(values[i])
-                if self.bn == "recompute":
-                    self._recompute_statistics()
-                totals = None  # sums stay on the device: no sync per batch
-                for batch, weight in self._batches():
-                    loss, outputs = self.objective.forward(self.module, batch, weight)
-                    loss, correct, units = _loss_and_correct(self.objective, loss, outputs, batch)
-                    terms = torch.stack([weight * loss.double(), correct, units])
-                    totals = terms if totals is None else totals + terms
-                losses.append(totals[0] / self.problem.total_weight)
-                accuracies.append(totals[1] / totals[2])
+
+        def part(run: Evaluation, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+            loss, outputs = run.forward(batch.data, batch.weight)
+            loss, correct, units = _loss_and_correct(self.objective, loss, outputs, batch.data)
+            return batch.weight * loss.double(), correct, units
+
+        losses, accuracies = [], []
+        for i in range(count):
+            for target, values in moving:
+                target.copy_(values[i])
+            if self.bn == "recompute":
+                self._recompute_statistics()
+            loss, accuracy = self._totals(self._copy, part)
+            losses.append(loss)
+            accuracies.append(accuracy)
         return torch.stack(losses).cpu(), torch.stack(accuracies).cpu()
 
     def _recompute_statistics(self) -> None:
@@ -558,28 +516,20 @@ def _as_direction_list(directions: Any) -> list[dict[str, Tensor]]:
 
 
 def surface(
-    model: nn.Module,
-    data: Any,
-    directions: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]],
+    problem: Problem | nn.Module,
+    data: Any = None,
+    loss_fn: Criterion | None = None,
+    directions: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]] | None = None,
     coords: Any = None,
     *,
-    loss_fn: Criterion | None = None,
-    batch_loss: BatchLoss | None = None,
-    count: Count | None = None,
     metrics: Sequence[str] = _METRICS,
     path: str | os.PathLike[str] | None = None,
     resume: bool = True,
     bn: BNPolicy = "eval",
     points_per_chunk: int | None = None,
-    origin: Mapping[str, Tensor] | None = None,
-    buffer_origin: Mapping[str, Tensor] | None = None,
-    buffer_directions: Sequence[Mapping[str, Tensor]] | None = None,
-    description: str = "",
-    max_batches: int | None = None,
-    max_samples: int | None = None,
-    cache: bool | Literal["auto"] = "auto",
     vectorize: bool | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> Surface:
     r"""Evaluate the loss (and accuracy) on a 1-D or 2-D grid of perturbed parameters.
 
@@ -616,18 +566,17 @@ def surface(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model at the center :math:`\theta_0` (its trainable parameters).
-    data : iterable of batches, or one batch
-        As for :func:`landscape.hessian`.
+    problem, data, loss_fn : optional
+        A :class:`~landscape.problem.Problem`, or the model at the center
+        :math:`\theta_0` with its data and loss, as for :func:`landscape.hessian`. The
+        surface moves the problem's selected parameters (default: all trainable ones)
+        around their values; for another center, pass ``problem.at(theta)``.
     directions : dict or list of 1-2 dicts
         Directions ``{name: tensor}`` (e.g. :func:`random_directions`); names absent from a
         direction do not move along it.
     coords : array or tuple of arrays, optional
         Coordinates along every axis (one array), or one array per axis. Default
         ``np.linspace(-1, 1, 51)``.
-    loss_fn, batch_loss, count : callable, optional
-        As for :func:`landscape.hessian`.
     metrics : sequence of {"loss", "accuracy"}, optional
         Accuracy (argmax for integer class targets; next-token accuracy over scored tokens
         for a causal language model) is reported where defined.
@@ -640,15 +589,6 @@ def surface(
     points_per_chunk : int, optional
         Points vectorized together (memory ~ chunk x parameters + chunk x activations);
         default up to 32.
-    origin : dict, optional
-        Center parameters (default: the model's).
-    buffer_origin, buffer_directions : optional
-        Buffers that move with the coordinates (used by :func:`interpolate` to interpolate
-        BatchNorm statistics between two models).
-    description : str, optional
-        Free text stored in the settings (e.g. how the directions were made).
-    max_batches, max_samples, cache : optional
-        As for :func:`landscape.hessian`.
     vectorize : bool, optional
         Evaluate the points of a chunk together with ``vmap(functional_call)`` (default on
         CUDA, where one kernel serves many points), or one after another by writing their
@@ -656,6 +596,9 @@ def surface(
         product beats many small batched ones). Results agree to rounding.
     progress : bool, optional
         Show a tqdm progress bar with points per second.
+    **options
+        Options of :class:`~landscape.problem.Problem` (``batch_loss``, ``count``,
+        ``params``, ``max_batches``, ``max_samples``, ``cache``).
 
     Returns
     -------
@@ -664,6 +607,8 @@ def surface(
 
     Raises
     ------
+    TypeError
+        For directions given in the place of ``loss_fn`` (the 0.1 positional order).
     ValueError
         For bad options, directions whose shapes do not match the model, or a results file
         made with different settings.
@@ -682,27 +627,75 @@ def surface(
     >>> model = nn.Linear(3, 2)
     >>> X, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
     >>> dirs = ls.random_directions(model, n=1)
-    >>> s = surface(model, (X, y), dirs, coords=[-1, 0, 1], progress=False)
+    >>> s = surface(model, (X, y), directions=dirs, coords=[-1, 0, 1], progress=False)
     >>> s.loss.shape, float(s.loss[1]) == s.origin_loss
     ((3,), True)
     """
-    model = unwrap_model(model)
-    start_time = time.perf_counter()
-    if bn not in ("eval", "recompute", "batch"):
-        raise ValueError(f"bn must be 'eval', 'recompute' or 'batch'; got {bn!r}.")
-    unknown = set(metrics) - set(_METRICS)
-    if unknown or "loss" not in metrics:
+    if isinstance(loss_fn, Mapping) or (
+        isinstance(loss_fn, Sequence) and loss_fn and isinstance(loss_fn[0], Mapping)
+    ):
+        raise TypeError(
+            "surface(model, data, directions, coords) is now spelled surface(model, data, "
+            "directions=..., coords=...) (landscape 0.2): loss_fn is the third argument of "
+            "every function."
+        )
+    if directions is None:
+        raise TypeError("surface() needs directions=... (e.g. ls.random_directions(model)).")
+    if isinstance(problem, nn.Module) and not any(p.requires_grad for p in problem.parameters()):
+        raise ValueError(f"{type(problem).__name__} has no trainable parameters to move along.")
+    problem = as_problem(problem, data, loss_fn, where="surface", **options)
+    return evaluate_grid(
+        problem,
+        directions,
+        coords,
+        GridOptions(metrics, bn, points_per_chunk, vectorize),
+        path=path,
+        resume=resume,
+        progress=progress,
+    )
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """How :func:`evaluate_grid` evaluates: metrics, BatchNorm policy, chunks, moving buffers.
+
+    ``buffer_origin`` and ``buffer_directions`` are buffers that move with the coordinates
+    (:func:`landscape.interpolate` moves BatchNorm statistics between two models);
+    ``description`` is stored in the settings (how the directions were made).
+    """
+
+    metrics: Sequence[str] = _METRICS
+    bn: BNPolicy = "eval"
+    points_per_chunk: int | None = None
+    vectorize: bool | None = None
+    buffer_origin: Mapping[str, Tensor] | None = None
+    buffer_directions: Sequence[Mapping[str, Tensor]] | None = None
+    description: str = ""
+
+
+def _checked_grid(problem: Problem, directions: Any, coords: Any, options: GridOptions) -> _Grid:
+    """Return the grid: center, directions checked against it, snapped coordinates, buffers.
+
+    Returns
+    -------
+    _Grid
+        The grid.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``bn`` or ``metrics``, directions that do not fit the parameters, or
+        coordinate arrays that do not match the directions.
+    """
+    if options.bn not in ("eval", "recompute", "batch"):
+        raise ValueError(f"bn must be 'eval', 'recompute' or 'batch'; got {options.bn!r}.")
+    unknown = set(options.metrics) - set(_METRICS)
+    if unknown or "loss" not in options.metrics:
         raise ValueError(
-            f"metrics must include 'loss' and come from {_METRICS}; got {tuple(metrics)}."
+            f"metrics must include 'loss' and come from {_METRICS}; got {tuple(options.metrics)}."
         )
     dirs = _as_direction_list(directions)
-    base = (
-        {k: v.detach() for k, v in origin.items()}
-        if origin is not None
-        else {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    )
-    if not base:
-        raise ValueError(f"{type(model).__name__} has no trainable parameters to move along.")
+    base = dict(problem.theta)
     for i, d in enumerate(dirs):
         # Entries for names that do not move (frozen parameters in a PCA of state dicts)
         # are dropped when they are zero; anything else is an error.
@@ -727,76 +720,75 @@ def surface(
             raise ValueError(f"got {len(axes)} coordinate arrays for {len(dirs)} directions.")
     else:
         axes = tuple(_snap(coords) for _ in dirs)
-    device, dtype = next(iter(base.values())).device, next(iter(base.values())).dtype
-    buffers_moving = {k: v.detach() for k, v in (buffer_origin or {}).items()}
-    grid = _Grid(
+    device = next(iter(base.values())).device
+    return _Grid(
         origin=base,
         directions=[
             {k: t.to(device=device, dtype=base[k].dtype) for k, t in d.items()} for d in dirs
         ],
         coords=axes,
-        buffer_origin=buffers_moving,
-        buffer_directions=[dict(d) for d in (buffer_directions or [])],
+        buffer_origin={k: v.detach() for k, v in (options.buffer_origin or {}).items()},
+        buffer_directions=[dict(d) for d in (options.buffer_directions or [])],
     )
-    constants = {n: p.detach() for n, p in model.named_parameters() if n not in base}
-    constants.update(
-        {n: b.detach().clone() for n, b in model.named_buffers() if n not in buffers_moving}
-    )
-    if vectorize is None:
-        vectorize = device.type != "cpu"
-    problem = Problem(
-        model,
-        data,
-        loss_fn,
-        batch_loss=batch_loss,
-        count=count,
-        mode="train" if bn == "batch" and vectorize else "eval",
-        precision="model",  # the loss as the model computes it, in its own dtype
-        max_batches=max_batches,
-        max_samples=max_samples,
-        cache=cache,
-        shard=False,
-    )
-    source = problem.source
-    points = grid.points()
-    P = sum(t.numel() for t in base.values())
-    itemsize = torch.empty(0, dtype=dtype).element_size()
+
+
+def _chunk_size(grid: _Grid, points_per_chunk: int | None) -> int:
     if points_per_chunk is not None and (
         not isinstance(points_per_chunk, int) or points_per_chunk < 1
     ):
         raise ValueError(f"points_per_chunk must be a positive integer; got {points_per_chunk!r}.")
-    chunk = points_per_chunk or int(max(1, min(32, 2**28 // max(1, P * itemsize))))
-    settings = {
-        "bn": bn,
-        "metrics": list(metrics),
-        "coords": [a.tolist() for a in axes],
-        "points_per_chunk": chunk,
-        "vectorize": bool(vectorize),
-        "loss": _describe(loss_fn if loss_fn is not None else batch_loss),
-        **({"count": _describe(count)} if count is not None else {}),
-        "description": description,
-        "max_batches": max_batches,
-        "max_samples": max_samples,
-    }
-    identity = {
+    first = next(iter(grid.origin.values()))
+    P = sum(t.numel() for t in grid.origin.values())
+    return points_per_chunk or int(max(1, min(32, 2**28 // max(1, P * first.element_size()))))
+
+
+def _identity(
+    problem: Problem, grid: _Grid, constants: dict[str, Tensor], settings: dict[str, Any]
+) -> dict[str, str]:
+    """Return what a results file must match to be resumed: settings, model, directions, data.
+
+    Returns
+    -------
+    dict of str to str
+        ``settings`` (JSON), ``model_fingerprint`` and ``data_fingerprint``.
+    """
+    return {
         "settings": json.dumps(settings, sort_keys=True),
-        "model_fingerprint": _fingerprint(
+        "model_fingerprint": fingerprint(
             {
-                **{f"origin/{k}": v for k, v in base.items()},
+                **{f"origin/{k}": v for k, v in grid.origin.items()},
                 **{f"const/{k}": v for k, v in constants.items()},
                 **{f"dir{i}/{k}": v for i, d in enumerate(grid.directions) for k, v in d.items()},
-                **{f"buffer/{k}": v for k, v in buffers_moving.items()},
+                **{f"buffer/{k}": v for k, v in grid.buffer_origin.items()},
             }
         ),
-        "data_fingerprint": _data_fingerprint(source),
+        "data_fingerprint": _data_fingerprint(problem.source),
     }
-    rank, world = distributed.rank(), distributed.world_size()
+
+
+def _stored(
+    path: Any, grid: _Grid, identity: dict[str, str], resume: bool
+) -> tuple[_Store | None, np.ndarray, np.ndarray, np.ndarray]:
+    """Open the results file on rank 0 and share what it holds with every rank.
+
+    Returns
+    -------
+    tuple
+        The store (rank 0 with a path, else ``None``) and the flat loss, accuracy and done
+        arrays.
+
+    Raises
+    ------
+    ValueError
+        If rank 0 refused the file (on every rank under :mod:`torch.distributed`).
+    OSError
+        If the path cannot be written (one process).
+    """
+    n = int(np.prod(grid.shape))
     store = None
-    loss_flat = np.full(len(points), np.nan)
-    acc_flat = np.full(len(points), np.nan)
-    done = np.zeros(len(points), dtype=bool)
+    loss_flat, acc_flat, done = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool)
     failure: str | None = None
-    if path is not None and rank == 0:
+    if path is not None and distributed.rank() == 0:
         try:
             store = _Store(os.fspath(path), grid, identity, resume)
             stored_loss, stored_acc, stored_done = store.read()
@@ -816,10 +808,30 @@ def surface(
         loss_flat, acc_flat, done, failure = shared
         if failure is not None:
             raise ValueError(failure)
+    return store, loss_flat, acc_flat, done
+
+
+def _evaluate_chunks(
+    evaluate: Any,
+    grid: _Grid,
+    chunk: int,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray],
+    store: _Store | None,
+    progress: bool,
+) -> int:
+    """Evaluate the chunks not done yet, shared out across ranks; return the points computed.
+
+    Returns
+    -------
+    int
+        Points computed by this call (all ranks).
+    """
+    loss_flat, acc_flat, done = state
+    points = grid.points()
+    rank, world = distributed.rank(), distributed.world_size()
     chunks = [np.arange(i, min(i + chunk, len(points))) for i in range(0, len(points), chunk)]
     todo = [c for c in chunks if not done[c].all()]
-    evaluator = _Evaluator(problem, bn, vectorize)
-
+    device = next(iter(grid.origin.values())).device
     bar = None
     if progress and rank == 0 and todo:
         from tqdm.auto import tqdm
@@ -831,7 +843,7 @@ def surface(
             mine = todo[first + rank] if first + rank < len(todo) else None
             results = torch.zeros(world, chunk, 2, dtype=torch.float64)
             if mine is not None:
-                loss, acc = evaluator(grid.states(points[mine]), constants)
+                loss, acc = evaluate(grid.states(points[mine]))
                 results[rank, : len(mine), 0] = loss
                 results[rank, : len(mine), 1] = acc
             if distributed.is_distributed():
@@ -851,20 +863,89 @@ def surface(
     finally:
         if bar is not None:
             bar.close()
+    return computed
+
+
+def evaluate_grid(
+    problem: Problem,
+    directions: Any,
+    coords: Any,
+    options: GridOptions,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> Surface:
+    """Evaluate a problem's loss on a grid: the engine of :func:`surface` and the paths.
+
+    Parameters
+    ----------
+    problem : Problem
+        What is evaluated.
+    directions, coords : Any
+        As for :func:`surface`.
+    options : GridOptions
+        Metrics, BatchNorm policy, chunking, center and moving buffers.
+    path, resume, progress : optional
+        As for :func:`surface`.
+
+    Returns
+    -------
+    Surface
+        The surface.
+    """
+    start_time = time.perf_counter()
+    grid = _checked_grid(problem, directions, coords, options)
+    model = problem.model
+    constants = {n: p.detach() for n, p in model.named_parameters() if n not in grid.origin}
+    constants.update(
+        {n: b.detach().clone() for n, b in model.named_buffers() if n not in grid.buffer_origin}
+    )
+    device = next(iter(grid.origin.values())).device
+    vectorize = device.type != "cpu" if options.vectorize is None else options.vectorize
+    bn = options.bn
+    # The loss as the model computes it, in its own dtype; every rank uses all the data.
+    problem = problem.with_evaluation(
+        mode="train" if bn == "batch" and vectorize else "eval", precision="model"
+    ).with_data(shard=False)
+    chunk = _chunk_size(grid, options.points_per_chunk)
+    objective, source = problem.objective, problem.source
+    settings = {
+        "bn": bn,
+        "metrics": list(options.metrics),
+        "coords": [a.tolist() for a in grid.coords],
+        "points_per_chunk": chunk,
+        "vectorize": bool(vectorize),
+        "loss": describe(
+            objective.loss_fn if objective.loss_fn is not None else objective.batch_loss
+        ),
+        **({"count": describe(objective.count)} if objective.count is not None else {}),
+        "description": options.description,
+        "max_batches": source.max_batches,
+        "max_samples": source.max_samples,
+    }
+    store, *state = _stored(path, grid, _identity(problem, grid, constants, settings), resume)
+    loss_flat, acc_flat, _ = state
+    evaluator = _Evaluator(problem, bn, vectorize)
+
+    def evaluate(states: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return evaluator(states, constants)
+
+    computed = _evaluate_chunks(evaluate, grid, chunk, tuple(state), store, progress)
+    points = grid.points()
     at_origin = np.flatnonzero(np.all(points == 0.0, axis=1))
     if at_origin.size:
         origin_loss, origin_acc = float(loss_flat[at_origin[0]]), float(acc_flat[at_origin[0]])
     else:
-        loss, acc = evaluator(grid.states(np.zeros((1, len(dirs)))), constants)
+        loss, acc = evaluate(grid.states(np.zeros((1, len(grid.directions)))))
         origin_loss, origin_acc = float(loss[0]), float(acc[0])
     if store is not None:
         store.set_origin(origin_loss, origin_acc)
-    shape = grid.shape
-    accuracy = acc_flat.reshape(shape)
-    has_accuracy = "accuracy" in metrics and not np.all(np.isnan(accuracy))
+    accuracy = acc_flat.reshape(grid.shape)
+    has_accuracy = "accuracy" in options.metrics and not np.all(np.isnan(accuracy))
     return Surface(
-        coords=axes,
-        loss=loss_flat.reshape(shape),
+        coords=grid.coords,
+        loss=loss_flat.reshape(grid.shape),
         accuracy=accuracy if has_accuracy else None,
         origin_loss=origin_loss,
         origin_accuracy=origin_acc if has_accuracy else None,

@@ -2,15 +2,17 @@ r"""Loss along the straight path between two models, and on the plane through th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import numpy as np
 from torch import Tensor, nn
 
-from landscape.problem import unwrap_model
+from landscape.losses import Criterion
+from landscape.problem import as_problem, unwrap_model
 from landscape.surfaces.directions import _dot, direction_between
-from landscape.surfaces.grid import Surface, surface
+from landscape.surfaces.grid import BNPolicy, GridOptions, Surface, evaluate_grid
 
 __all__ = ["interpolate", "plane"]
 
@@ -39,8 +41,13 @@ def interpolate(
     model_a: nn.Module,
     model_b: nn.Module,
     data: Any,
+    loss_fn: Criterion | None = None,
+    *,
     num: int = 41,
     extend: float = 0.25,
+    bn: BNPolicy = "eval",
+    path: str | None = None,
+    progress: bool = True,
     **options: Any,
 ) -> Surface:
     r"""Loss along the line :math:`\theta(t) = (1-t)\,\theta_a + t\,\theta_b` (Goodfellow et al.).
@@ -59,12 +66,21 @@ def interpolate(
         Two models of the same architecture (never modified).
     data : iterable of batches, or one batch
         As for :func:`landscape.hessian`.
+    loss_fn : callable, optional
+        As for :func:`landscape.hessian`.
     num : int, optional
         Points on :math:`[0, 1]`.
     extend : float, optional
         How far to continue beyond each end, in units of the path.
+    bn : {"eval", "recompute", "batch"}, optional
+        BatchNorm policy, as for :func:`landscape.surface`.
+    path : str, optional
+        HDF5 file to write (and resume from), as for :func:`landscape.surface`.
+    progress : bool, optional
+        Show a progress bar.
     **options
-        Passed to :func:`landscape.surface` (``loss_fn``, ``bn``, ``path``, ``progress``...).
+        Options of :class:`~landscape.problem.Problem` (``batch_loss``, ``count``,
+        ``max_samples``, ...).
 
     Returns
     -------
@@ -109,17 +125,16 @@ def interpolate(
             1.0 + step * np.arange(1, outside + 1),
         ]
     )
-    bn = options.get("bn", "eval")
-    buffers = {}
-    if bn == "eval":
-        buffers = {
-            "buffer_origin": _float_buffers(model_a),
-            "buffer_directions": [_buffer_delta(model_a, model_b)],
-        }
-    options.setdefault("description", "interpolate(model_a, model_b)")
-    return surface(
-        model_a, data, direction_between(model_a, model_b), coords=t, **buffers, **options
+    moving = bn == "eval"
+    grid = GridOptions(
+        bn=bn,
+        buffer_origin=_float_buffers(model_a) if moving else None,
+        buffer_directions=[_buffer_delta(model_a, model_b)] if moving else None,
+        description="interpolate(model_a, model_b)",
     )
+    problem = as_problem(model_a, data, loss_fn, where="interpolate", **options)
+    direction = direction_between(model_a, model_b)
+    return evaluate_grid(problem, direction, t, grid, path=path, progress=progress)
 
 
 def plane(
@@ -127,8 +142,13 @@ def plane(
     model_b: nn.Module,
     model_c: nn.Module,
     data: Any,
+    loss_fn: Criterion | None = None,
+    *,
     num: int = 41,
     margin: float = 0.2,
+    bn: BNPolicy = "eval",
+    path: str | None = None,
+    progress: bool = True,
     **options: Any,
 ) -> Surface:
     r"""Loss on the plane through three models (Garipov et al. 2018).
@@ -147,12 +167,16 @@ def plane(
         Three models of one architecture (never modified); ``model_a`` is the origin.
     data : iterable of batches, or one batch
         As for :func:`landscape.hessian`.
+    loss_fn : callable, optional
+        As for :func:`landscape.hessian`.
     num : int, optional
         Points per axis.
     margin : float, optional
         Extra room around the three models, as a fraction of the box size.
+    bn, path, progress : optional
+        As for :func:`interpolate`.
     **options
-        Passed to :func:`landscape.surface`.
+        Options of :class:`~landscape.problem.Problem`.
 
     Returns
     -------
@@ -187,18 +211,17 @@ def plane(
     lo, hi = points.min(0), points.max(0)
     pad = margin * (hi - lo)
     axes = tuple(np.linspace(lo[i] - pad[i], hi[i] + pad[i], num) for i in range(2))
-    buffers = {}
-    if options.get("bn", "eval") == "eval":
+    grid = GridOptions(bn=bn, description="plane(model_a, model_b, model_c)")
+    if bn == "eval":
         # buffer(x, y) = buf_a + alpha (buf_b - buf_a) + beta (buf_c - buf_a), where
         # x e1 + y e2 = alpha u + beta v: alpha = (x - y v1 / v2) / |u|, beta = y / v2.
         db, dc = _buffer_delta(model_a, model_b), _buffer_delta(model_a, model_c)
         along_x = {k: db[k] / norm_u for k in db}
         along_y = {k: dc[k] / v2 - db[k] * (v1 / (v2 * norm_u)) for k in dc}
-        buffers = {
-            "buffer_origin": _float_buffers(model_a),
-            "buffer_directions": [along_x, along_y],
-        }
-    options.setdefault("description", "plane(model_a, model_b, model_c)")
-    result = surface(model_a, data, [e1, e2], coords=axes, **buffers, **options)
+        grid = dataclasses.replace(
+            grid, buffer_origin=_float_buffers(model_a), buffer_directions=[along_x, along_y]
+        )
+    problem = as_problem(model_a, data, loss_fn, where="plane", **options)
+    result = evaluate_grid(problem, [e1, e2], axes, grid, path=path, progress=progress)
     result.settings["model_coords"] = points.tolist()
     return result

@@ -144,8 +144,8 @@ class LightningSharpnessCallback(_Adapter):
     gradient accumulation is respected), with the trainer's optimizer (Lightning's
     ``LightningOptimizer`` wrappers, if any, are unwrapped by the tracker). Measurements land in
     ``tracker.history``; with ``log=True`` they are also logged through ``pl_module.log_dict``
-    (``sharpness``, ``sharpness_threshold``, ``sharpness_ratio`` and, for Adam,
-    ``preconditioned_sharpness``).
+    (``sharpness``, ``sharpness_threshold``, ``sharpness_ratio`` and, where measured,
+    ``preconditioned_sharpness`` or ``critical_sharpness``).
 
     Parameters
     ----------
@@ -215,8 +215,9 @@ class LightningSharpnessCallback(_Adapter):
                 "sharpness_threshold": record["threshold"],
                 "sharpness_ratio": record["ratio"],
             }
-            if record["kind"] == "adam":
-                values["preconditioned_sharpness"] = record["preconditioned_sharpness"]
+            for key in ("preconditioned_sharpness", "critical_sharpness"):
+                if record[key] == record[key]:  # measured (not nan)
+                    values[key] = record[key]
             pl_module.log_dict(values, on_step=True, on_epoch=False)
 
 

@@ -10,6 +10,16 @@ the linear-stability threshold :math:`2/\eta`, and then hovers there — the *Ed
 quantity that settles at :math:`2/\eta` is the *batch sharpness*
 :math:`\mathbb{E}_S[g_S^\top H_S g_S / g_S^\top g_S]` (Andreyev & Beneventano 2024).
 
+Every optimizer gets a ratio, labelled with what it rests on (``history["measure"]`` and
+``history["preconditioner"]``): optimizers whose step is linear once their state is frozen
+(SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam, SparseAdam, ASGD,
+Adafactor's linear part) compare :math:`\lambda_{\max}(P^{-1}(H+W))`, with :math:`P` of the
+optimizer's next step read from its state, to their own threshold
+(:func:`landscape.linearize`); the others (Muon, Rprop, L-BFGS, Lion-like and unknown ones)
+compare the critical sharpness along their own next update (:func:`landscape.critical_sharpness`)
+to :math:`2/\eta` — a ratio above one says the next step raises the loss, not that training
+diverges.
+
 :class:`SharpnessTracker` measures these every few steps of any training loop, warm-starting
 Lanczos from the previous top eigenvector so that a measurement costs a handful of
 Hessian-vector products once the eigenvector moves slowly. It never disturbs training: the
@@ -32,21 +42,24 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed
+from landscape.data import Batch
 from landscape.linalg.eigen import eigenvalues
 from landscape.linalg.trace import hutchinson_trace
-from landscape.losses import BatchLoss, Criterion
-from landscape.metrics.thresholds import (
-    OptimizerSettings,
-    adam_preconditioner,
-    optimizer_settings,
-    unwrap_optimizer,
+from landscape.losses import Criterion
+from landscape.metrics.optimizers import (
+    FrozenLinearization,
+    MissingOptimizerState,
+    NotLinearizable,
+    critical_sharpness,
+    linearize,
+    preconditioned_operator,
 )
-from landscape.operators.base import IdentityOperator, LinearOperator
-from landscape.operators.curvature import Mode
+from landscape.metrics.optimizers.frozen import settings_linearization
+from landscape.metrics.optimizers.instances import optimizer_list
+from landscape.metrics.thresholds import OptimizerSettings, optimizer_settings
+from landscape.operators.base import LinearOperator
 from landscape.operators.hessian import HessianOperator, hessian
-from landscape.operators.scaled import diagonal_congruence
-from landscape.params import ParamSelector
-from landscape.problem import unwrap_model
+from landscape.problem import Problem, as_problem
 
 __all__ = ["SharpnessTracker"]
 
@@ -57,6 +70,7 @@ FIELDS = (
     "threshold",
     "sharpness",
     "preconditioned_sharpness",
+    "critical_sharpness",
     "ratio",
     "batch_sharpness",
     "batch_sharpness_ratio",
@@ -65,11 +79,15 @@ FIELDS = (
     "train_loss",
     "loss",
     "weight_decay",
-    "num_hvps",
-    "num_hvps_sharpness",
+    "num_matvecs",
+    "num_matvecs_sharpness",
     "converged",
 )
 _DEFAULT_TRACE_PROBES = 30
+_NEEDS_STATE = (
+    "preconditioned=True needs an adaptive optimizer instance with a linear frozen step "
+    "(Adam, AdamW, RMSprop, Adagrad, ...) whose state holds the preconditioner;"
+)
 
 
 class SharpnessTracker:
@@ -80,17 +98,23 @@ class SharpnessTracker:
 
     * ``sharpness`` :math:`S = \lambda_{\max}(H)` of the mean loss over ``data`` (Lanczos,
       warm-started from the previous top eigenvector: REFERENCES §7);
-    * ``threshold`` :math:`c/\eta`, with :math:`c` from
-      :func:`~landscape.metrics.thresholds.optimizer_settings` (``coefficient``) and
+    * ``threshold`` :math:`c/\eta`, with :math:`c` the coefficient of the optimizer's frozen
+      recursion (:func:`landscape.linearize`: :math:`2`, :math:`2+2\beta`, Adam's
+      :math:`(2+2\beta_1)/(1-\beta_1)`, NAdam's at its step, lowered by decoupled decay) and
       :math:`\eta` the optimizer's *current* learning rate, read from ``param_groups`` at every
-      measurement so that it follows learning-rate schedules;
-    * for Adam/AdamW, ``preconditioned_sharpness``
-      :math:`\lambda_{\max}(P^{-1/2} H P^{-1/2}) = \lambda_{\max}(P^{-1} H)` with :math:`P`
-      from :func:`~landscape.metrics.thresholds.adam_preconditioner` (the optimizer state of
-      the last completed step); the threshold applies to this quantity;
+      measurement so that it follows learning-rate schedules; :math:`2/\eta` for the
+      critical sharpness;
+    * for adaptive optimizers, ``preconditioned_sharpness``
+      :math:`\lambda_{\max}(P^{-1/2} (H+W) P^{-1/2}) = \lambda_{\max}(P^{-1}(H+W))` with
+      :math:`P` the diagonal the optimizer's *next* step divides by, read from its state
+      (Cohen et al. 2022 use the last step's, which differs by one bias correction); the
+      threshold applies to this quantity;
+    * for optimizers without a linear frozen step, ``critical_sharpness``
+      :math:`\lambda_c = 2/\eta_c` along the optimizer's own next update on ``data``;
     * ``ratio`` :math:`R = S_{\text{eff}} / (c/\eta)`, with :math:`S_{\text{eff}}` the
-      preconditioned sharpness for Adam and :math:`S + w` otherwise (:math:`w` the coupled
-      weight decay, which adds :math:`wI` to the Hessian the optimizer sees);
+      preconditioned sharpness, the critical sharpness, or :math:`S + w` for the SGD family
+      (:math:`w` the coupled weight decay, which adds :math:`wI` to the Hessian the optimizer
+      sees); ``measure`` and ``preconditioner`` say which;
     * optionally the Hutchinson trace with its standard error, and the batch sharpness
       :math:`\mathbb{E}_S[g_S^\top H_S g_S / g_S^\top g_S]` over batches of ``data``;
     * the training loss passed to :meth:`step`, the loss on ``data``, and the number of
@@ -98,9 +122,10 @@ class SharpnessTracker:
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model being trained. It is never modified.
-    data : iterable of batches, or one batch
+    problem : Problem or torch.nn.Module
+        A :class:`~landscape.problem.Problem`, or the model being trained (never modified)
+        with ``data`` and ``loss_fn``.
+    data : iterable of batches, or one batch, optional
         The data the sharpness is measured on (a ``DataLoader``, a list of batches, or one
         batch): the full training set for full-batch GD, or a fixed large subset. Batches are
         kept on the device between measurements when they fit (see
@@ -118,10 +143,11 @@ class SharpnessTracker:
         Also estimate :math:`\operatorname{tr} H` by Hutchinson's estimator with this many
         probes (``True``: 30).
     preconditioned : {"auto"} or bool, optional
-        Measure Adam's preconditioned sharpness: ``"auto"`` (default) for Adam/AdamW
-        optimizers, ``True`` to require it (an error for other optimizers), ``False`` never
-        (then the Adam ``ratio`` is ``nan``, as it is for a *named* ``"adam"``, which has
-        no optimizer state to read the preconditioner from).
+        Measure the preconditioned sharpness of adaptive optimizers: ``"auto"`` (default)
+        whenever the optimizer has a preconditioner in its state, ``True`` to require it (an
+        error for other optimizers), ``False`` never (then their ``ratio`` is ``nan``, as it
+        is for a *named* ``"adam"`` and for an optimizer that has not stepped yet, which have
+        no state to read the preconditioner from).
     batch_sharpness : bool or int, optional
         Also measure the batch sharpness: over every batch of ``data`` (``True``) or over this
         many batches drawn at random (with the tracker's own generator). Costs one gradient
@@ -134,16 +160,12 @@ class SharpnessTracker:
         not converge within it are flagged in ``history["converged"]`` (and warned about once).
     seed : int, optional
         Seed of the tracker's private generator (random starts, trace probes, batch choice).
-    params : ParamSelector, optional
-        Restrict to a subset of parameters (the Hessian block of that subset).
-    batch_loss : callable, optional
-        ``batch_loss(model, batch) -> mean loss``, instead of ``loss_fn``.
-    mode : {"eval", "train"}, optional
-        Which function's Hessian is measured; see
-        :class:`~landscape.operators.curvature.CurvatureOperator`.
+    backend : str, optional
+        How Hessian products are computed (see :class:`~landscape.HessianOperator`).
     **options
-        Passed to :func:`~landscape.operators.hessian.hessian`: ``count``,
-        ``max_batches``, ``max_samples``, ``cache``, ``shard``, ``chunk_size``, ``backend``.
+        Options of :class:`~landscape.problem.Problem`: ``params`` (the Hessian block of a
+        parameter subset), ``batch_loss``, ``count``, ``mode`` (which function's Hessian is
+        measured), ``max_batches``, ``max_samples``, ``cache``, ``shard``.
 
     Attributes
     ----------
@@ -188,8 +210,8 @@ class SharpnessTracker:
 
     def __init__(
         self,
-        model: nn.Module,
-        data: Any,
+        problem: Problem | nn.Module,
+        data: Any = None,
         loss_fn: Criterion | None = None,
         *,
         every: int = 10,
@@ -200,9 +222,7 @@ class SharpnessTracker:
         tol: float = 1e-3,
         max_matvecs: int = 300,
         seed: int = 0,
-        params: ParamSelector = None,
-        batch_loss: BatchLoss | None = None,
-        mode: Mode = "eval",
+        backend: str = "auto",
         **options: Any,
     ) -> None:
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
@@ -217,8 +237,8 @@ class SharpnessTracker:
             raise ValueError(
                 f"preconditioned must be 'auto', True or False; got {preconditioned!r}."
             )
-        model = unwrap_model(model)
-        self.model = model
+        problem = as_problem(problem, data, loss_fn, where="SharpnessTracker", **options)
+        self.model = problem.model
         self.every = every
         self.k = k
         self.trace_probes = _count_option(trace, "trace", _DEFAULT_TRACE_PROBES)
@@ -227,10 +247,8 @@ class SharpnessTracker:
         self.tol = float(tol)
         self.max_matvecs = max_matvecs
         self.seed = seed
-        self.mode = mode
-        self.operator: HessianOperator = hessian(
-            model, data, loss_fn, batch_loss=batch_loss, params=params, mode=mode, **options
-        )
+        self.mode = problem.mode
+        self.operator: HessianOperator = hessian(problem, backend=backend)
         if k > self.operator.shape[0]:  # fail now, not at the first measurement mid-training
             raise ValueError(
                 f"k={k} asks for {k} eigenvalues of a Hessian with {self.operator.shape[0]} "
@@ -260,8 +278,10 @@ class SharpnessTracker:
         Parameters
         ----------
         optimizer : torch.optim.Optimizer or str
-            The optimizer (``SGD``, ``Adam``, ``AdamW``; its ``param_groups`` give the current
-            learning rate and hyperparameters), or a name ``"sgd"``, ``"momentum"``,
+            The optimizer (any ``torch.optim`` class or third-party optimizer; its
+            ``param_groups`` and state give the current learning rate, hyperparameters and
+            preconditioner), a list of optimizers that train the model together
+            (``[muon, adamw]``), or a name ``"sgd"``, ``"momentum"``,
             ``"nesterov"``, ``"adam"`` with ``lr=`` (and ``momentum=``, ``betas=``...) in
             ``settings`` for loops without a torch optimizer. Framework wrappers (Accelerate's
             ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``...) and learning-rate
@@ -310,45 +330,33 @@ class SharpnessTracker:
         -------
         dict
             The record: ``step``, ``lr``, ``kind``, ``threshold``, ``sharpness``,
-            ``eigenvalues`` (top ``k``), ``preconditioned_sharpness``, ``ratio``,
+            ``eigenvalues`` (top ``k``), ``preconditioned_sharpness``,
+            ``critical_sharpness``, ``ratio``, ``measure`` (``"sharpness"``,
+            ``"preconditioned sharpness"``, ``"critical sharpness"`` or ``"none"``),
+            ``preconditioner`` (``"identity"``, ``"optimizer state"`` or why none),
             ``batch_sharpness``, ``batch_sharpness_ratio``, ``trace``, ``trace_stderr``,
-            ``train_loss``, ``loss`` (on ``data``), ``weight_decay``, ``num_hvps`` (all
-            Hessian-vector products of this measurement), ``num_hvps_sharpness`` (those of the
-            raw sharpness) and ``converged``; ``nan`` for what was not measured.
+            ``train_loss``, ``loss`` (on ``data``), ``weight_decay``, ``num_matvecs`` (all
+            Hessian-vector products of this measurement), ``num_matvecs_sharpness`` (those of
+            the raw sharpness) and ``converged``; ``nan`` for what was not measured.
 
         Raises
         ------
         ValueError
-            If ``preconditioned=True`` and the optimizer is not Adam, or a named optimizer
-            has no ``lr``.
+            If ``preconditioned=True`` and the optimizer has no preconditioner in its state,
+            or a named optimizer has no ``lr``.
         """
-        optimizer = unwrap_optimizer(optimizer)
-        config = self._settings(optimizer, settings)
-        lr = float(config.lr)  # type: ignore[arg-type]
-        coefficient = config.coefficient
-        threshold = coefficient / lr if lr > 0 else math.inf
-        use_preconditioner = self._wants_preconditioner(optimizer, config)
+        instances = [] if isinstance(optimizer, str) else optimizer_list(optimizer)
+        config = self._settings(optimizer, instances, settings)
         if isinstance(loss, Tensor):
             loss = loss.detach()
         train_loss = math.nan if loss is None else float(loss)
         with _preserved_rng():
-            record = self._compute(optimizer, config, use_preconditioner)
-        wd = config.weight_decay
-        if config.kind == "adam":
-            effective = record["preconditioned_sharpness"]
-            batch_ratio = math.nan
-        else:
-            effective = record["sharpness"] + wd
-            batch_ratio = (record["batch_sharpness"] + wd) / threshold
+            record = self._compute()
+            record.update(self._stability(instances, config, record))
         record.update(
             step=int(self.num_calls if step is None else step),
-            lr=lr,
-            kind=config.kind,
-            threshold=threshold,
-            ratio=effective / threshold,
-            batch_sharpness_ratio=batch_ratio,
+            kind=config.key,
             train_loss=train_loss,
-            weight_decay=wd,
         )
         self._records.append(record)
         return dict(record)
@@ -364,19 +372,20 @@ class SharpnessTracker:
         """The measurements as numpy arrays, one entry per measurement.
 
         Keys: those of :data:`FIELDS` (float arrays, ``nan`` where not measured; ``step`` and
-        ``num_hvps*`` are integers, ``converged`` boolean), ``kind`` (strings) and
-        ``eigenvalues`` (shape ``(n, k)``).
+        ``num_matvecs*`` are integers, ``converged`` boolean), ``kind``, ``measure`` and
+        ``preconditioner`` (strings) and ``eigenvalues`` (shape ``(n, k)``).
         """
         out: dict[str, np.ndarray] = {}
         for name in FIELDS:
             values = [r[name] for r in self._records]
-            if name in ("step", "num_hvps", "num_hvps_sharpness"):
+            if name in ("step", "num_matvecs", "num_matvecs_sharpness"):
                 out[name] = np.asarray(values, dtype=np.int64)
             elif name == "converged":
                 out[name] = np.asarray(values, dtype=bool)
             else:
                 out[name] = np.asarray(values, dtype=np.float64)
-        out["kind"] = np.asarray([r["kind"] for r in self._records], dtype=str)
+        for name in ("kind", "measure", "preconditioner"):
+            out[name] = np.asarray([r[name] for r in self._records], dtype=str)
         out["eigenvalues"] = np.asarray(
             [r["eigenvalues"] for r in self._records], dtype=np.float64
         ).reshape(len(self._records), self.k)
@@ -407,7 +416,7 @@ class SharpnessTracker:
             ``alarm`` (bool) and ``alarm_step`` (the step at which the run above one reached
             ``patience`` measurements), ``initial_sharpness`` (the first measurement's
             effective sharpness), ``safe_lr`` (the largest stable learning rate at the first
-            measurement, :math:`c/S_{\text{eff}}`), ``total_hvps``, ``level``, ``patience``
+            measurement, :math:`c/S_{\text{eff}}`), ``total_matvecs``, ``level``, ``patience``
             and ``key``.
 
         Raises
@@ -435,7 +444,7 @@ class SharpnessTracker:
             "alarm_step": None,
             "initial_sharpness": None,
             "safe_lr": None,
-            "total_hvps": int(h["num_hvps"].sum()),
+            "total_matvecs": int(h["num_matvecs"].sum()),
             "level": level,
             "patience": patience,
             "key": key,
@@ -508,7 +517,9 @@ class SharpnessTracker:
         return plot_sharpness_history(self.history, **kwargs)
 
     # -- internals ----------------------------------------------------------------------------
-    def _settings(self, optimizer: Any, settings: Mapping[str, Any]) -> OptimizerSettings:
+    def _settings(
+        self, optimizer: Any, instances: list[Any], settings: Mapping[str, Any]
+    ) -> OptimizerSettings:
         if isinstance(optimizer, str):
             config = optimizer_settings(optimizer, **settings)
             if config.lr is None:
@@ -517,46 +528,133 @@ class SharpnessTracker:
                     "tracker.step(name, lr=...)."
                 )
             return config
-        return optimizer_settings(optimizer)
+        return optimizer_settings(instances)
 
-    def _wants_preconditioner(self, optimizer: Any, config: OptimizerSettings) -> bool:
-        is_adam = config.kind == "adam" and isinstance(optimizer, torch.optim.Optimizer)
-        if self.preconditioned is True and not is_adam:
-            raise ValueError(
-                "preconditioned=True needs a torch.optim.Adam or AdamW instance (its state holds "
-                f"the preconditioner); got {optimizer!r}."
-            )
-        return bool(self.preconditioned) and is_adam
-
-    def _compute(
-        self, optimizer: Any, config: OptimizerSettings, use_preconditioner: bool
+    def _stability(
+        self, instances: list[Any], config: OptimizerSettings, record: Mapping[str, Any]
     ) -> dict[str, Any]:
+        """Return the threshold, the effective sharpness's ratio to it, and what it rests on.
+
+        Returns
+        -------
+        dict
+            ``lr``, ``threshold``, ``preconditioned_sharpness``, ``critical_sharpness``,
+            ``ratio``, ``batch_sharpness_ratio``, ``weight_decay``, ``measure``,
+            ``preconditioner`` and the products or passes added.
+
+        Raises
+        ------
+        ValueError
+            If ``preconditioned=True`` and the optimizer has no preconditioner to read.
+        """
+        nan = math.nan
+        out: dict[str, Any] = {
+            "preconditioned_sharpness": nan, "critical_sharpness": nan,
+            "batch_sharpness_ratio": nan, "weight_decay": config.weight_decay,
+        }  # fmt: skip
+        if not instances:  # a named optimizer: no state, so no preconditioner
+            if self.preconditioned is True:
+                raise ValueError(_NEEDS_STATE + f" got the name {config.kind!r}.")
+            if config.kind == "adam":
+                lr = float(config.lr)  # type: ignore[arg-type]
+                threshold = config.coefficient / lr if lr > 0 else math.inf
+                none = "none (no optimizer state)"
+                return {**out, "lr": lr, "threshold": threshold, "ratio": math.nan,
+                        "measure": "none", "preconditioner": none}  # fmt: skip
+            lin = settings_linearization(config, self._space)
+            return {**out, **self._frozen(lin, config.lr, record, "identity")}
+        lin, why = _linearization(instances, self.operator.problem)
+        if lin is not None:
+            label = "identity" if lin.preconditioner is None else "optimizer state"
+            if self.preconditioned is True and lin.preconditioner is None:
+                raise ValueError(_NEEDS_STATE + f" got {config.key}.")
+            return {**out, **self._frozen(lin, lin.lr, record, label)}
+        if why == "no state":
+            if self.preconditioned is True and config.kind != "adam":
+                raise ValueError(_NEEDS_STATE + f" got {config.key}.")
+            lr = float(config.lr or nan)
+            return {**out, "lr": lr, "threshold": nan, "ratio": nan, "measure": "none",
+                    "preconditioner": "none (no optimizer state yet)"}  # fmt: skip
+        if self.preconditioned is True:
+            raise ValueError(_NEEDS_STATE + f" got {config.key} ({why}).")
+        return {**out, **self._critical(instances)}
+
+    def _frozen(
+        self,
+        lin: FrozenLinearization,
+        lr: float | None,
+        record: Mapping[str, Any],
+        label: str,
+    ) -> dict[str, Any]:
+        """Return the frozen-state threshold and ratio (``nan`` for Adam without a state).
+
+        Returns
+        -------
+        dict
+            The stability fields of the record.
+        """
+        lr = math.nan if lr is None else float(lr)
+        threshold = lin.stable_sharpness
+        if lin.preconditioner is not None and not self.preconditioned:
+            return {"lr": lr, "threshold": threshold, "ratio": math.nan,
+                    "measure": "none", "preconditioner": "none (preconditioned=False)"}  # fmt: skip
+        out: dict[str, Any] = {"lr": lr, "threshold": threshold, "preconditioner": label}
+        w = lin.weight_decay
+        uniform = w is None or bool((w == w.reshape(-1)[0]).all())
+        if lin.preconditioner is None and not lin.maximize and uniform:
+            shift = 0.0 if w is None else float(w.reshape(-1)[0])
+            effective = record["sharpness"] + shift  # lambda_max(H + w I), no further solve
+            out["measure"] = "sharpness"
+            if not math.isnan(record["batch_sharpness"]):
+                out["batch_sharpness_ratio"] = (record["batch_sharpness"] + shift) / threshold
+        else:
+            A = preconditioned_operator(self.operator, lin)
+            pre = self._top(A, 1, self._v0_preconditioned)
+            self._v0_preconditioned = pre.vectors[:, 0]
+            effective = float(pre.values[0])
+            out.update(
+                preconditioned_sharpness=effective,
+                measure="preconditioned sharpness",
+                num_matvecs=record["num_matvecs"] + pre.num_matvecs,
+                converged=record["converged"] and pre.all_converged,
+            )
+        out["ratio"] = effective / threshold
+        return out
+
+    def _critical(self, instances: list[Any]) -> dict[str, Any]:
+        """Return the critical sharpness along the optimizer's own update against 2/lr.
+
+        Returns
+        -------
+        dict
+            The stability fields of the record (``nan`` where every step raises the loss).
+        """
+        result = critical_sharpness(self.operator.problem, optimizer=instances)
+        lr = result.lr
+        threshold = 2.0 / lr if lr > 0 else math.inf
+        value = result.sharpness if result.factor > 0 else math.nan
+        return {
+            "lr": lr, "threshold": threshold, "critical_sharpness": value,
+            "ratio": value / threshold, "measure": "critical sharpness",
+            "preconditioner": "optimizer state",
+        }  # fmt: skip
+
+    @property
+    def _space(self) -> Any:
+        return self.operator.problem.space
+
+    def _compute(self) -> dict[str, Any]:
         op = self.operator
         nan = math.nan
-        record: dict[str, Any] = {
-            "preconditioned_sharpness": nan,
-            "batch_sharpness": nan,
-            "trace": nan,
-            "trace_stderr": nan,
-        }
+        record: dict[str, Any] = {"batch_sharpness": nan, "trace": nan, "trace_stderr": nan}
         top = self._top(op, self.k, self._v0)
         self._v0 = top.vectors.sum(dim=1) if self.k > 1 else top.vectors[:, 0]
         values = top.values.double().tolist()
         hvps = top.num_matvecs
         converged = top.all_converged
-        record.update(sharpness=values[0], eigenvalues=values, num_hvps_sharpness=top.num_matvecs)
-        if use_preconditioner and _has_adam_state(optimizer, op):
-            named = dict(self.model.named_parameters())
-            p = adam_preconditioner(optimizer, op.space, named)
-            A: LinearOperator = op
-            if config.weight_decay:
-                identity = IdentityOperator(op.shape[0], dtype=op.dtype, device=op.device)
-                A = op + identity * config.weight_decay
-            pre = self._top(diagonal_congruence(A, p.rsqrt()), 1, self._v0_preconditioned)
-            self._v0_preconditioned = pre.vectors[:, 0]
-            record["preconditioned_sharpness"] = float(pre.values[0])
-            hvps += pre.num_matvecs
-            converged = converged and pre.all_converged
+        record.update(
+            sharpness=values[0], eigenvalues=values, num_matvecs_sharpness=top.num_matvecs
+        )
         if self.trace_probes:
             estimate = hutchinson_trace(op, self.trace_probes, seed=self._generator)
             record["trace"], record["trace_stderr"] = estimate.value, estimate.stderr
@@ -564,8 +662,8 @@ class SharpnessTracker:
         if self.batch_count:
             record["batch_sharpness"], used = self._batch_sharpness()
             hvps += used
-        record["loss"] = self._data_loss()
-        record["num_hvps"] = hvps
+        record["loss"] = op.problem.loss()
+        record["num_matvecs"] = hvps
         record["converged"] = converged
         return record
 
@@ -594,11 +692,15 @@ class SharpnessTracker:
             )
         return result
 
-    def _batches(self) -> list[Any]:
+    def _batches(self) -> list[Batch]:
         return list(self.operator.problem.batches())
 
     def _batch_sharpness(self) -> tuple[float, int]:
         r"""Return the batch sharpness and the number of Hessian-vector products spent.
+
+        Every batch's :math:`H_S g_S` is a product of the Hessian operator of that batch
+        (so it gets the backend choice, the precision policy and the guard against
+        ``@once_differentiable`` functions of every other product).
 
         Returns
         -------
@@ -612,40 +714,20 @@ class SharpnessTracker:
             order = torch.randperm(len(batches), generator=self._generator)
             chosen = sorted(order[: self.batch_count].tolist())
         total = torch.zeros(2, dtype=torch.float64, device=op.device)
-        with op.problem.evaluation() as run:
-            for i in chosen:
-                with torch.enable_grad():
-                    loss = run.loss(batches[i].data, batches[i].weight)
-                    grads = torch.autograd.grad(
-                        loss, run.params, create_graph=True, materialize_grads=True
-                    )
-                g = [x.detach() for x in grads]
-                gg = sum((x * x).sum() for x in g)
-                used = [j for j, x in enumerate(grads) if x.requires_grad]
-                if not used or not bool(gg > 0):  # linear loss, or a zero gradient
-                    continue
-                hg = torch.autograd.grad(
-                    [grads[j] for j in used],
-                    run.params,
-                    grad_outputs=[g[j] for j in used],
-                    materialize_grads=True,
-                )
-                ghg = sum((a * b).sum() for a, b in zip(g, hg))
-                total[0] += (ghg / gg).double()
-                total[1] += 1.0
+        used = 0
+        for i in chosen:
+            one = op.problem.with_data(batches[i].data, cache=True, shard=False)
+            _, g = one.value_and_grad()
+            gg = g.double() @ g.double()
+            if not bool(gg > 0):  # a zero gradient: no direction to measure along
+                continue
+            hg = hessian(one, backend=op.backend) @ g
+            used += 1
+            total[0] += (g.double() @ hg.double()) / gg
+            total[1] += 1.0
         distributed.all_reduce_sum_(total)
         count = float(total[1])
-        return (float(total[0]) / count if count else math.nan), len(chosen)
-
-    def _data_loss(self) -> float:
-        op = self.operator
-        total = torch.zeros(2, dtype=torch.float64, device=op.device)
-        with op.problem.evaluation() as run, torch.no_grad():
-            for batch in op.problem.batches():
-                total[0] += run.loss(batch.data, batch.weight).double() * batch.weight
-                total[1] += batch.weight
-        distributed.all_reduce_sum_(total)
-        return float(total[0] / total[1])
+        return (float(total[0]) / count if count else math.nan), used
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -671,9 +753,25 @@ def _count_option(value: bool | int, name: str, default: int) -> int:
     return value
 
 
-def _has_adam_state(optimizer: torch.optim.Optimizer, op: HessianOperator) -> bool:
-    named = dict(op.model.named_parameters())
-    return all("exp_avg_sq" in optimizer.state.get(named[n], {}) for n in op.space.names)
+def _linearization(
+    instances: list[Any], problem: Problem
+) -> tuple[FrozenLinearization | None, str]:
+    """Return the frozen linearization of a lone linear optimizer, or why there is none.
+
+    Returns
+    -------
+    tuple
+        ``(linearization, "")``, or ``(None, "no state")`` for an optimizer that has not
+        stepped, or ``(None, reason)`` for a step that is not linear (or several optimizers).
+    """
+    if len(instances) != 1:
+        return None, "several optimizers"
+    try:
+        return linearize(instances[0], problem), ""
+    except MissingOptimizerState:
+        return None, "no state"
+    except NotLinearizable as error:
+        return None, str(error)
 
 
 @contextlib.contextmanager
