@@ -384,8 +384,8 @@ class SharpnessTracker:
                 out[name] = np.asarray(values, dtype=bool)
             else:
                 out[name] = np.asarray(values, dtype=np.float64)
-        for name in ("kind", "measure", "preconditioner"):
-            out[name] = np.asarray([r[name] for r in self._records], dtype=str)
+        for name in ("kind", "measure", "preconditioner"):  # "" in records made before them
+            out[name] = np.asarray([r.get(name, "") for r in self._records], dtype=str)
         out["eigenvalues"] = np.asarray(
             [r["eigenvalues"] for r in self._records], dtype=np.float64
         ).reshape(len(self._records), self.k)
