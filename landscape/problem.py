@@ -79,7 +79,7 @@ def _compute_dtype(model_dtype: torch.dtype, precision: str) -> torch.dtype:
     return model_dtype
 
 
-def unwrap_model(model: Any) -> nn.Module:
+def unwrap_model(model: Any, *, sharded: bool = False) -> nn.Module:
     """Return the module that computes: inside ``torch.compile``, ``DataParallel`` and DDP.
 
     ``torch.compile`` returns an ``OptimizedModule`` whose ``_orig_mod`` is the eager model
@@ -93,6 +93,9 @@ def unwrap_model(model: Any) -> nn.Module:
     ----------
     model : Any
         A module, possibly wrapped (nested wrappers are followed).
+    sharded : bool, optional
+        Return a model sharded with FSDP2 (``DTensor`` parameters) as it is, for callers
+        that handle it (:mod:`landscape.operators.sharded`); by default it is refused.
 
     Returns
     -------
@@ -104,7 +107,8 @@ def unwrap_model(model: Any) -> nn.Module:
     TypeError
         If ``model`` is not an ``nn.Module``.
     ValueError
-        For FSDP-sharded models, whose parameters no rank holds whole.
+        For FSDP-sharded models, whose parameters no rank holds whole (the message names
+        the function that cannot take them, and those that can).
 
     Examples
     --------
@@ -123,18 +127,40 @@ def unwrap_model(model: Any) -> nn.Module:
             model = model.module
         else:
             break
-    if type(model).__name__ == "FullyShardedDataParallel" or any(
-        type(p).__name__ == "DTensor" for p in model.parameters()
-    ):
+    fsdp2 = any(type(p).__name__ == "DTensor" for p in model.parameters())
+    if fsdp2 and sharded:
+        return model
+    if type(model).__name__ == "FullyShardedDataParallel" or fsdp2:
         raise ValueError(
-            f"{type(model).__name__} is sharded with FSDP: no rank holds its parameters whole, "
-            "and curvature products need them. Analyze the unsharded model (load its full "
-            "state dict on each rank) with landscape's own data parallelism "
-            "(torch.distributed shards the data, not the model)."
+            f"{_entry_point()} cannot take {type(model).__name__}: it is sharded with FSDP, "
+            "no rank holds its parameters whole, and this computation needs them. Models "
+            "sharded with FSDP2's fully_shard are taken by ls.hessian, ls.gauss_newton and "
+            "ls.fisher (their operators), ls.eigenvalues, ls.trace, ls.spectral_density and "
+            "ls.layerwise (see docs/scale.md); for anything else, analyze the unsharded "
+            "model (load its full state dict on each rank) with landscape's own data "
+            "parallelism."
         )
     return model
 
 
+def _entry_point() -> str:
+    """Return ``"ls.<name>"`` for the outermost public landscape function on the call stack.
+
+    Returns
+    -------
+    str
+        The function's public name, or ``"this function"``.
+    """
+    import inspect
+    import sys
+
+    package = sys.modules.get("landscape")  # loaded by then; not imported (layers)
+    public = set(getattr(package, "__all__", ()))
+    for frame in reversed(inspect.stack(0)):
+        module = frame.frame.f_globals.get("__name__", "")
+        if module.startswith("landscape") and frame.function in public:
+            return f"ls.{frame.function}"
+    return "this function"
 #: The keyword arguments of :class:`Problem` besides ``model, data, loss_fn``: every public
 #: function that takes ``model, data, loss_fn`` accepts them as ``**options`` and builds its
 #: problem from them (:func:`as_problem`).

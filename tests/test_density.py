@@ -16,7 +16,9 @@ def _matrix(eigs, seed=0):
 
 
 def _probes(n, num, seed=0):
-    return rademacher(n, num, as_generator(seed), dtype=torch.float64, device=torch.device("cpu"))
+    # SLQ draws its probes one after the other (probe-major), so groups of any size agree
+    signs = rademacher(num, n, as_generator(seed), dtype=torch.float64, device=torch.device("cpu"))
+    return signs.T.contiguous()
 
 
 def test_weights_sum_to_one_and_density_integrates_to_one():
@@ -57,7 +59,8 @@ def test_outliers_and_bulk_edge():
     d = ls.spectral_density(_matrix(torch.cat([outliers, bulk])), num_probes=4, num_steps=60)
     assert d.num_outliers == 3
     assert torch.allclose(d.outliers, outliers, rtol=1e-8)
-    assert d.bulk_edge == pytest.approx(float(bulk.max()), rel=1e-3)  # top bulk Ritz value
+    # the top bulk Ritz value: below the bulk's top eigenvalue (interlacing), and near it
+    assert float(bulk.max()) * (1 - 3e-3) <= d.bulk_edge <= float(bulk.max()) + 1e-9
     assert d.gap_ratio > 5
 
 

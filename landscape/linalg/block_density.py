@@ -15,34 +15,41 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.special import rel_entr
 from torch import Tensor
 
-from landscape.linalg._random import as_generator, rademacher
-from landscape.linalg.density import density_from_lanczos, lanczos_with_progress
+from landscape.linalg._random import ProbeStream, as_generator
+from landscape.linalg.density import density_from_lanczos, lanczos_with_progress, plan_slq
 from landscape.linalg.lanczos import Tridiagonal
 from landscape.linalg.results import SpectralDensity
+from landscape.memory import MemoryBudget
 from landscape.operators.base import LinearOperator
 from landscape.operators.scipy_wrapper import as_operator
+from landscape.operators.space import VectorSpace
 
 __all__ = ["block_densities", "js_distances", "kth_largest", "mean_js"]
-
-_REORTHOGONALIZE_BYTES = 2 * 1024**3
 
 
 class _ColumnBlocks(LinearOperator):
     r"""Column :math:`j` of ``V`` goes through :math:`P_{b(j)} A P_{b(j)}`, its block's part.
 
-    ``mask`` (shape ``(n, r)``) is 1 on the rows of each column's block. Masking the input as
-    well as the output makes each column's operator exactly the (zero-padded) diagonal block
-    :math:`A_{bb}`: cross-block terms :math:`A_{cb}` never enter.
+    ``probes.outside`` (boolean, shape ``(n, r)``, for the runs of the current group) is
+    true off the rows of each column's block. Masking the input as well as the output makes
+    each column's operator exactly the (zero-padded) diagonal block :math:`A_{bb}`:
+    cross-block terms :math:`A_{cb}` never enter.
     """
 
     is_symmetric = True
 
-    def __init__(self, A: LinearOperator, mask: Tensor) -> None:
+    def __init__(self, A: LinearOperator, probes: _MaskedProbes) -> None:
         super().__init__(A.shape, A.dtype, A.device)
-        self.A, self.mask = A, mask
+        self.A, self.probes = A, probes
+
+    @property
+    def vector_space(self) -> VectorSpace:
+        """The wrapped operator's space."""
+        return self.A.vector_space
 
     def _matmat(self, V: Tensor) -> Tensor:
-        return self.mask * self.A.matmat(self.mask * V)
+        outside = self.probes.outside
+        return self.A.matmat(V.masked_fill(outside, 0)).masked_fill_(outside, 0)
 
     @property
     def num_matvecs(self) -> int:
@@ -51,6 +58,39 @@ class _ColumnBlocks(LinearOperator):
     @property
     def num_passes(self) -> int:
         return self.A.num_passes
+
+
+class _MaskedProbes:
+    """Probes of each block in turn: run ``j`` belongs to block ``j // num_probes``.
+
+    The signs are drawn for the whole vector (one stream, so groups do not change them) and
+    zeroed outside the run's block; :attr:`outside` is the mask of the runs last handed out.
+    """
+
+    def __init__(
+        self, space: VectorSpace, generator: torch.Generator, indices: list[Tensor], probes: int
+    ) -> None:
+        self.stream = ProbeStream(space, generator, "signs")
+        self.space, self.indices, self.probes = space, indices, probes
+        self.run = 0
+        self.outside = torch.zeros(0, 0, dtype=torch.bool)
+
+    def next(self, k: int) -> Tensor:
+        """Return the next ``k`` runs' starting vectors, and set :attr:`outside` for them.
+
+        Returns
+        -------
+        Tensor
+            ``(n, k)`` signs on each run's block, zeros elsewhere.
+        """
+        Z = self.stream.next(k)
+        outside = torch.ones(Z.shape, dtype=torch.bool, device=Z.device)
+        for j in range(k):
+            block = (self.run + j) // self.probes
+            outside[:, j] = ~self.space.local_mask(self.indices[block])
+        self.run += k
+        self.outside = outside
+        return Z.masked_fill_(outside, 0)
 
 
 def _indices(block: Any, n: int) -> Tensor:
@@ -72,6 +112,7 @@ def block_densities(
     reorthogonalize: bool | str = "auto",
     grid: int = 512,
     progress: bool = False,
+    memory_budget: Any = None,
 ) -> list[SpectralDensity]:
     r"""SLQ densities of the diagonal blocks :math:`A_{bb}` of a symmetric operator, batched.
 
@@ -98,12 +139,18 @@ def block_densities(
     seed : int or torch.Generator, optional
         Randomness of the probes.
     reorthogonalize : bool or "auto", optional
-        Full reorthogonalization (memory ``n * L * num_probes * num_steps``); ``"auto"``
-        when that takes at most 2 GiB. Outliers are split only with it.
+        Full reorthogonalization (memory ``n * num_steps`` per run); ``"auto"`` for the
+        first runs whose bases take at most 2 GiB together (see
+        :func:`~landscape.linalg.density.plan_slq`). A block's outliers are split off its
+        first run, only when that run is reorthogonalized.
     grid : int, optional
         Grid points of each density.
     progress : bool, optional
         A tqdm bar over the steps.
+    memory_budget : int, float or str, optional
+        Bytes the Lanczos vectors may take (default half of the free memory, see
+        :mod:`landscape.memory`): as many blocks as fit go through one ``matmat``, the
+        others in later groups (more passes, the same products and densities).
 
     Returns
     -------
@@ -114,6 +161,8 @@ def block_densities(
     ------
     ValueError
         For no blocks, empty or out-of-range indices, or non-positive sizes.
+    MemoryBudgetError
+        If one block's probes do not fit in ``memory_budget``.
 
     References
     ----------
@@ -128,7 +177,8 @@ def block_densities(
     (3.0, 10.0, 5)
     """
     A = as_operator(A)
-    n = A.shape[0]
+    space = A.vector_space
+    n = space.dim
     if len(blocks) == 0:
         raise ValueError("give at least one block.")
     for name, value in (("num_probes", num_probes), ("num_steps", num_steps)):
@@ -137,23 +187,14 @@ def block_densities(
     indices = [_indices(b, n) for b in blocks]
     r = len(indices) * num_probes
     steps = min(num_steps, max(len(i) for i in indices))
-    if reorthogonalize == "auto":
-        itemsize = torch.empty(0, dtype=A.dtype).element_size()
-        reorthogonalize = n * r * steps * itemsize <= _REORTHOGONALIZE_BYTES
-    mask = torch.zeros(n, r, dtype=A.dtype, device=A.device)
-    for b, index in enumerate(indices):
-        mask[index.to(A.device), b * num_probes : (b + 1) * num_probes] = 1
+    budget = MemoryBudget.resolve(memory_budget, A.device)
+    plan = plan_slq(space.local_dim, A.dtype, r, steps, reorthogonalize, budget, unit=num_probes)
     generator = as_generator(seed)
-    probes = rademacher(n, r, generator, dtype=A.dtype, device=A.device) * mask
-    tri = lanczos_with_progress(
-        _ColumnBlocks(A, mask),
-        probes,
-        steps,
-        bool(reorthogonalize),
-        generator,
-        progress,
-        "block densities (SLQ)",
-    )
+    probes = _MaskedProbes(space, generator, indices, num_probes)
+    operator = _ColumnBlocks(A, probes)
+    label = "block densities (SLQ)"
+    tri = lanczos_with_progress(operator, probes, plan, steps, generator, progress, label)
+    first_runs = plan.reorthogonalized
     out = []
     for b in range(len(indices)):
         rows = slice(b * num_probes, (b + 1) * num_probes)
@@ -164,7 +205,8 @@ def block_densities(
             tri.num_matvecs,
             tri.num_passes,
         )
-        out.append(density_from_lanczos(runs, grid=grid, outliers=bool(reorthogonalize)))
+        outliers = b * num_probes < first_runs  # its first run was reorthogonalized
+        out.append(density_from_lanczos(runs, grid=grid, outliers=outliers))
     return out
 
 

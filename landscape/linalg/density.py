@@ -3,19 +3,143 @@ r"""Spectral densities by stochastic Lanczos quadrature (SLQ), with bulk/outlier
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from landscape.linalg._random import as_generator, rademacher
+from landscape.linalg._random import ProbeStream, as_generator
 from landscape.linalg.lanczos import Tridiagonal, batched_lanczos
 from landscape.linalg.results import SpectralDensity
+from landscape.memory import (
+    DEFAULT_WORKSPACE,
+    MemoryBudget,
+    MemoryBudgetError,
+    format_bytes,
+    vector_bytes,
+)
+from landscape.operators.base import LinearOperator
 from landscape.operators.scipy_wrapper import as_operator
 
-__all__ = ["find_outliers", "spectral_density", "split_outliers"]
+__all__ = ["SLQPlan", "find_outliers", "plan_slq", "spectral_density", "split_outliers"]
 
-_REORTHOGONALIZE_BYTES = 2 * 1024**3
+#: Reorthogonalization bases kept by default (``reorthogonalize="auto"``), in bytes.
+REORTHOGONALIZE_BYTES = DEFAULT_WORKSPACE
+#: Vectors per Lanczos run during a step: the current and previous Lanczos vectors, the
+#: product, and the operator's own buffers for that column.
+RUN_VECTORS = 5
+
+
+@dataclass(frozen=True)
+class SLQPlan:
+    """How a batch of Lanczos runs is laid out in memory.
+
+    Attributes
+    ----------
+    groups : list of int
+        Runs per group: each group is one :func:`batched_lanczos` call (its steps are its
+        own passes over the data), run after the previous one has freed its memory.
+    reorthogonalized : int
+        How many runs, from the first, are fully reorthogonalized.
+    """
+
+    groups: list[int]
+    reorthogonalized: int
+
+    @property
+    def num_passes_per_step(self) -> int:
+        """Passes over the data per Lanczos step (one per group)."""
+        return len(self.groups)
+
+
+def plan_slq(
+    space_dim: int,
+    dtype: torch.dtype,
+    runs: int,
+    steps: int,
+    reorthogonalize: bool | str,
+    budget: MemoryBudget,
+    *,
+    unit: int = 1,
+    global_dim: int | None = None,
+) -> SLQPlan:
+    """Size the groups of Lanczos runs and the reorthogonalized runs to a memory budget.
+
+    A run needs :data:`RUN_VECTORS` vectors during a step, plus ``steps`` for its basis when
+    it is reorthogonalized. ``"auto"`` reorthogonalizes the first runs whose bases fit in
+    :data:`REORTHOGONALIZE_BYTES` together (and in the budget): the outliers come from the
+    first run, and the quadrature of the others is accurate without it. Then runs are put in
+    groups of as many as the budget holds, in multiples of ``unit`` (the probes of one
+    block stay together).
+
+    Parameters
+    ----------
+    space_dim : int
+        Numbers per vector on this process.
+    dtype : torch.dtype
+        Of the vectors.
+    runs, steps : int
+        Lanczos runs and steps per run.
+    reorthogonalize : bool or "auto"
+        As for :func:`spectral_density`.
+    budget : MemoryBudget
+        The memory budget.
+    unit : int, optional
+        Group sizes are multiples of it.
+    global_dim : int, optional
+        The vectors' whole dimension where a process holds part of each (default
+        ``space_dim``): the reorthogonalized runs are counted on it, so that they do not
+        depend on the number of ranks.
+
+    Returns
+    -------
+    SLQPlan
+        The groups and the reorthogonalized runs.
+
+    Raises
+    ------
+    MemoryBudgetError
+        If one unit of runs does not fit (or ``reorthogonalize=True`` and its bases do not).
+
+    Examples
+    --------
+    >>> budget = MemoryBudget.resolve(80 * 8 * 1000, "cpu")  # 80 vectors of 1000 float64
+    >>> plan_slq(1000, torch.float64, runs=10, steps=30, reorthogonalize="auto", budget=budget)
+    SLQPlan(groups=[4, 6], reorthogonalized=2)
+    """
+    vector = vector_bytes(global_dim or space_dim, dtype)
+    fits = budget.vectors(space_dim, dtype)
+    if reorthogonalize == "auto":
+        affordable = min(REORTHOGONALIZE_BYTES // max(vector, 1), fits - unit * RUN_VECTORS)
+        reorthogonalized = max(0, min(runs, affordable // max(steps, 1)))
+    else:
+        reorthogonalized = runs if reorthogonalize else 0
+    need = [RUN_VECTORS + (steps if i < reorthogonalized else 0) for i in range(runs)]
+    groups: list[int] = []
+    start = 0
+    while start < runs:
+        size, used = 0, 0
+        while start + size < runs:
+            more = sum(need[start + size : start + size + unit])
+            if used + more > fits:
+                break
+            size, used = size + unit, used + more
+        if size == 0:
+            first = sum(need[start : start + unit])
+            what = "a Lanczos run" if unit == 1 else f"a block's {unit} Lanczos runs"
+            if reorthogonalized > start:
+                what += f" with its reorthogonalization basis ({steps} vectors per run)"
+            knob = (
+                "pass reorthogonalize='auto' or False, fewer num_steps, or memory_budget="
+                if reorthogonalized > start
+                else "raise memory_budget= or free memory"
+            )
+            budget.require(first, space_dim, dtype, what=what, knob=knob)
+            raise MemoryBudgetError(f"{what} does not fit in {format_bytes(budget.bytes)}.")
+        groups.append(min(size, runs - start))
+        start += size
+    return SLQPlan(groups, reorthogonalized)
 
 
 def spectral_density(
@@ -32,6 +156,7 @@ def spectral_density(
     contrast: float = 5.0,
     max_outliers: int = 50,
     progress: bool = False,
+    memory_budget: Any = None,
 ) -> SpectralDensity:
     r"""Estimate the eigenvalue density of a symmetric operator by stochastic Lanczos quadrature.
 
@@ -82,10 +207,11 @@ def spectral_density(
     seed : int or torch.Generator, optional
         Randomness of the probes; results are deterministic given it.
     reorthogonalize : bool or "auto", optional
-        Full reorthogonalization of each run (memory ``P * num_probes * num_steps``);
-        ``"auto"`` when that takes at most 2 GiB. Without it the quadrature stays accurate
-        (Greenbaum 1989; Chen, Trogdon & Ubaru 2021) but Ritz values repeat ("ghosts"), so
-        outliers are then not reported.
+        Full reorthogonalization of each run (memory ``P * num_steps`` per run);
+        ``"auto"`` reorthogonalizes the first runs whose bases take at most 2 GiB together
+        (:func:`plan_slq`). Without it the quadrature stays accurate (Greenbaum 1989; Chen,
+        Trogdon & Ubaru 2021) but Ritz values repeat ("ghosts"); outliers are split off
+        the first run, so they are reported only when it is reorthogonalized.
     gap : float, optional
         Smallest ratio of consecutive top eigenvalues that counts as a gap.
     separation : float, optional
@@ -96,6 +222,10 @@ def spectral_density(
         Largest outlier count considered.
     progress : bool, optional
         Show a tqdm progress bar over Lanczos steps.
+    memory_budget : int, float or str, optional
+        Bytes the Lanczos vectors may take (see :mod:`landscape.memory`; default half of
+        the free memory). Probes that do not fit together run in groups, one after the
+        other (more passes over the data, the same products and the same result).
 
     Returns
     -------
@@ -109,6 +239,8 @@ def spectral_density(
     ValueError
         For non-positive ``num_probes``/``num_steps``/``sigma``/``separation``, or
         ``gap <= 1`` or ``contrast <= 1``.
+    MemoryBudgetError
+        If one probe's vectors do not fit in ``memory_budget``.
 
     References
     ----------
@@ -130,7 +262,8 @@ def spectral_density(
     (2, 40)
     """
     A = as_operator(A)
-    n = A.shape[0]
+    space = A.vector_space
+    n = space.dim
     for name, value in (("num_probes", num_probes), ("num_steps", num_steps)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}.")
@@ -143,20 +276,20 @@ def spectral_density(
     if not contrast > 1:
         raise ValueError(f"contrast must exceed 1; got {contrast!r}.")
     steps = min(num_steps, n)
-    if reorthogonalize == "auto":
-        itemsize = torch.empty(0, dtype=A.dtype).element_size()
-        reorthogonalize = n * num_probes * steps * itemsize <= _REORTHOGONALIZE_BYTES
+    budget = MemoryBudget.resolve(memory_budget, A.device)
+    plan = plan_slq(
+        space.local_dim, A.dtype, num_probes, steps, reorthogonalize, budget, global_dim=n
+    )
     generator = as_generator(seed)
-    probes = rademacher(n, num_probes, generator, dtype=A.dtype, device=A.device)
-
+    stream = ProbeStream(space, generator, "signs")
     tri = lanczos_with_progress(
-        A, probes, steps, bool(reorthogonalize), generator, progress, "spectral density (SLQ)"
+        A, stream, plan, steps, generator, progress, "spectral density (SLQ)"
     )
     return density_from_lanczos(
         tri,
         sigma=sigma,
         grid=grid,
-        outliers=bool(reorthogonalize),
+        outliers=plan.reorthogonalized > 0,
         gap=gap,
         separation=separation,
         contrast=contrast,
@@ -165,38 +298,80 @@ def spectral_density(
 
 
 def lanczos_with_progress(
-    A: Any,
-    probes: Tensor,
+    A: LinearOperator,
+    probes: ProbeStream | Any,
+    plan: SLQPlan,
     steps: int,
-    reorthogonalize: bool,
     generator: torch.Generator,
     progress: bool,
     description: str,
 ) -> Tridiagonal:
-    """Run :func:`batched_lanczos` from ``probes``, with a tqdm bar over the steps if asked.
+    """Run :func:`batched_lanczos` group by group (``plan``), with a tqdm bar over the steps.
+
+    Parameters
+    ----------
+    A : LinearOperator
+        The operator.
+    probes : ProbeStream or callable
+        ``probes.next(k)`` gives the starting vectors of the next ``k`` runs.
+    plan : SLQPlan
+        The groups and reorthogonalized runs.
+    steps : int
+        Lanczos steps per run.
+    generator : torch.Generator
+        For fresh directions after invariant subspaces.
+    progress : bool
+        Show a bar.
+    description : str
+        The bar's label.
 
     Returns
     -------
     Tridiagonal
-        The runs.
+        The runs of all groups, in order (shorter groups padded with decoupled zeros, which
+        get zero quadrature weight).
     """
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=description, unit="pass", leave=False)
+        bar = tqdm(total=steps * len(plan.groups), desc=description, unit="pass", leave=False)
+    parts = []
     try:
-        return batched_lanczos(
-            A,
-            probes,
-            steps,
-            reorthogonalize=reorthogonalize,
-            generator=generator,
-            callback=(lambda _: bar.update(1)) if bar is not None else None,
-        )
+        reorthogonalize = plan.reorthogonalized
+        for size in plan.groups:
+            parts.append(
+                batched_lanczos(
+                    A,
+                    probes.next(size),
+                    steps,
+                    reorthogonalize=min(size, reorthogonalize),
+                    generator=generator,
+                    callback=(lambda _: bar.update(1)) if bar is not None else None,
+                )
+            )
+            reorthogonalize = max(0, reorthogonalize - size)
     finally:
         if bar is not None:
             bar.close()
+    return _concatenate(parts)
+
+
+def _concatenate(parts: list[Tridiagonal]) -> Tridiagonal:
+    if len(parts) == 1:
+        return parts[0]
+    m = max(p.alphas.shape[1] for p in parts)
+
+    def pad(t: Tensor, width: int) -> Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+
+    return Tridiagonal(
+        torch.cat([pad(p.alphas, m) for p in parts]),
+        torch.cat([pad(p.betas, m - 1) for p in parts]),
+        torch.cat([p.residual_norms for p in parts]),
+        sum(p.num_matvecs for p in parts),
+        sum(p.num_passes for p in parts),
+    )
 
 
 def density_from_lanczos(

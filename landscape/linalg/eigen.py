@@ -8,15 +8,87 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from landscape.linalg._random import as_generator, gaussian
+from landscape.linalg._random import as_generator, draw
 from landscape.linalg.lanczos import Which, restarted_lanczos
 from landscape.linalg.results import Eigenpairs
+from landscape.memory import DEFAULT_WORKSPACE, MemoryBudget, vector_bytes
 from landscape.operators.base import LinearOperator
 from landscape.operators.scipy_wrapper import as_operator
 
 __all__ = ["eigenvalues", "power_iteration"]
 
 _WHICH = ("largest", "smallest", "both", "magnitude")
+#: The largest basis chosen by default where the model is large (its size depends on P only,
+#: so results are reproducible); a larger one converges in fewer products but makes every
+#: step's orthogonalization, which reads the whole basis, cost more than the product.
+DEFAULT_BASIS_BYTES = DEFAULT_WORKSPACE
+#: Basis vectors beyond k' + block_size in the smallest default basis: max(4, k'). Thick
+#: restarts keep the wanted Ritz vectors and some neighbours; on a spectrum with clustered
+#: top eigenvalues (ten within 20 % of the top, a dense bulk below) this needs about 1.5x the
+#: products of a 40-vector basis for k = 1 and k = 5 at tol = 1e-6, against 2.5-5x with one
+#: or two extra vectors.
+SMALL_BASIS_EXTRA = 4
+#: Vectors besides the basis during a step, per column of a block: the product's input
+#: and output and the operator's own buffers.
+STEP_VECTORS = 3
+
+
+def basis_size(
+    A: LinearOperator,
+    wanted: int,
+    block_size: int,
+    ncv: int | None,
+    budget: MemoryBudget,
+) -> int:
+    """Return the Lanczos basis size: ``ncv`` if given (checked), else sized from P and the budget.
+
+    The default is ``max(2 k' + 20, 40)`` vectors while they take at most
+    :data:`DEFAULT_BASIS_BYTES`, else ``k' + block_size + max(4, k')``, and never more than the
+    budget holds next to the step's own vectors (:data:`STEP_VECTORS` per column), down to
+    ``k' + block_size + 1``.
+
+    Returns
+    -------
+    int
+        The basis size, capped at the dimension.
+
+    Raises
+    ------
+    MemoryBudgetError
+        If the smallest basis (or the given ``ncv``) does not fit in the budget.
+    ValueError
+        If a given ``ncv`` is below ``k' + block_size``.
+    """
+    space = A.vector_space
+    n, n_local = space.dim, space.local_dim
+    reserved = STEP_VECTORS * block_size * vector_bytes(n_local, A.dtype)
+    fits = budget.vectors(n_local, A.dtype, reserved=reserved)
+    if ncv is not None:
+        ncv = min(ncv, n)
+        if ncv < wanted + block_size and ncv < n:
+            raise ValueError(f"ncv={ncv} must be at least k' + block_size = {wanted + block_size}.")
+        budget.require(
+            ncv + STEP_VECTORS * block_size,
+            n_local,
+            A.dtype,
+            what=f"the Lanczos basis (ncv={ncv}) and a step's {STEP_VECTORS * block_size} vectors",
+            knob=f"pass a smaller ncv= (at least {wanted + block_size}), or memory_budget=",
+        )
+        return ncv
+    preferred = max(2 * wanted + 20, 40)
+    affordable = DEFAULT_BASIS_BYTES // max(vector_bytes(n, A.dtype), 1)  # P alone decides
+    size = max(min(preferred, affordable), wanted + block_size + max(SMALL_BASIS_EXTRA, wanted))
+    smallest = min(wanted + block_size + 1, n)
+    if min(size, n) > fits:
+        budget.require(
+            smallest + STEP_VECTORS * block_size,
+            n_local,
+            A.dtype,
+            what=f"the smallest Lanczos basis for k'={wanted} ({smallest} vectors) and a step",
+            knob="lower k or block_size, raise memory_budget=, or free memory",
+        )
+        size = fits
+    return min(size, n)
 
 
 def _named(A: LinearOperator, vectors: Tensor) -> list[dict[str, Tensor]] | None:
@@ -51,6 +123,8 @@ def eigenvalues(
     v0: Tensor | None = None,
     certify: bool = False,
     progress: bool = False,
+    memory_budget: Any = None,
+    basis_device: torch.device | str | None = None,
 ) -> Eigenpairs:
     r"""Compute extreme eigenvalues and eigenvectors of a symmetric operator, with residuals.
 
@@ -94,14 +168,25 @@ def eigenvalues(
         Vectors per ``matmat`` (one pass over the data). Larger blocks use fewer passes
         and cope better with repeated eigenvalues, at the price of more products.
     ncv : int, optional
-        Maximum Krylov basis size (memory ``P * ncv``); default ``max(2 k' + 20, 40)``
-        for ``k'`` wanted pairs, capped at ``P``.
+        Maximum Krylov basis size (memory ``P * ncv``). Default, for ``k'`` wanted pairs:
+        ``max(2 k' + 20, 40)`` while that takes at most 2 GiB, else
+        ``k' + block_size + max(4, k')``
+        (a large model: every step reads the whole basis, so a small one keeps a step's cost
+        near the product's), and at most what ``memory_budget`` holds (see
+        :func:`basis_size`).
     v0 : Tensor, optional
         Starting vector(s) (e.g. the previous top eigenvector, to track sharpness cheaply).
     certify : bool, optional
         Recompute residuals as :math:`\lVert A v - \lambda v\rVert` with one more pass.
     progress : bool, optional
         Show a tqdm progress bar of products used.
+    memory_budget : int, float or str, optional
+        Bytes the basis and a step's vectors may take (a float in (0, 1]: that fraction of
+        the free memory; ``"8GB"``); default half of the memory free on the basis' device
+        (:mod:`landscape.memory`). The product's own activations come on top.
+    basis_device : torch.device or str, optional
+        Where the basis lives (default: the operator's device). ``"cpu"`` keeps it in host
+        memory for a GPU operator (each step moves one block there and back).
 
     Returns
     -------
@@ -114,6 +199,8 @@ def eigenvalues(
     ValueError
         For ``k < 1``, ``k`` larger than the dimension, an unknown ``which``, or invalid
         ``tol``/``block_size``/``ncv``/``max_matvecs``.
+    MemoryBudgetError
+        If the smallest basis, or the given ``ncv``, does not fit in ``memory_budget``.
 
     References
     ----------
@@ -130,7 +217,7 @@ def eigenvalues(
     (True, True)
     """
     A = as_operator(A)
-    n = A.shape[0]
+    n = A.vector_space.dim
     if which not in _WHICH:
         raise ValueError(f"which must be one of {_WHICH}; got {which!r}.")
     if not isinstance(k, int) or k < 1:
@@ -144,10 +231,8 @@ def eigenvalues(
         raise ValueError(f"tol must be positive; got {tol!r}.")
     if not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive integer; got {block_size!r}.")
-    ncv = ncv if ncv is not None else max(2 * wanted + 20, 40)
-    ncv = min(ncv, n)
-    if ncv < wanted + block_size and ncv < n:
-        raise ValueError(f"ncv={ncv} must be at least k' + block_size = {wanted + block_size}.")
+    budget = MemoryBudget.resolve(memory_budget, basis_device or A.device)
+    ncv = basis_size(A, wanted, block_size, ncv, budget)
     max_matvecs = max_matvecs if max_matvecs is not None else max(600, 60 * wanted)
     if max_matvecs < block_size:
         raise ValueError(f"max_matvecs must be at least block_size; got {max_matvecs}.")
@@ -177,6 +262,7 @@ def eigenvalues(
             generator=generator,
             v0=v0,
             callback=callback,
+            basis_device=basis_device,
         )
     finally:
         if bar is not None:
@@ -191,7 +277,7 @@ def eigenvalues(
         matvecs += vectors.shape[1]
         passes += 1
         lam = values.to(dtype=vectors.dtype, device=vectors.device)
-        residuals = (AV - vectors * lam).norm(dim=0).double().cpu()
+        residuals = A.vector_space.norms(AV - vectors * lam).double().cpu()
     converged = residuals <= tol * max(result.scale, 1e-300)
     resolution = tol * result.scale
     if which in ("smallest", "both") and bool((values.abs() < 10 * resolution).any()):
@@ -263,27 +349,28 @@ def power_iteration(
     10.0
     """
     A = as_operator(A)
+    space = A.vector_space
     generator = as_generator(seed)
     v = (
         v0.reshape(-1, 1).to(A.dtype).to(A.device)
         if v0 is not None
-        else gaussian(A.shape[0], 1, generator, dtype=A.dtype, device=A.device)
+        else draw(space, 1, generator, "gaussian", probe_major=False)
     )
-    v = v / v.norm()
+    v = v / space.norms(v)
     value = torch.zeros((), dtype=torch.float64)
     Av = A.matmat(v)
     matvecs = 1
     for _ in range(max_matvecs - 1):
-        new = (v * Av).sum().double().cpu()
+        new = space.dots(v, Av).sum().double().cpu()
         if abs(float(new - value)) <= tol * abs(float(new)) + 1e-300:
             value = new
             break
         value = new
-        v = Av / Av.norm()
+        v = Av / space.norms(Av)
         Av = A.matmat(v)
         matvecs += 1
-    value = (v * Av).sum().double().cpu()
-    residual = (Av - v * value.to(Av.dtype)).norm().double().cpu()
+    value = space.dots(v, Av).sum().double().cpu()
+    residual = space.norms(Av - v * value.to(Av.dtype)).sum().double().cpu()
     converged = residual <= tol * value.abs()
     return Eigenpairs(
         values=value.reshape(1),

@@ -41,10 +41,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from landscape.linalg._random import as_generator, gaussian, rademacher
+from landscape.linalg._random import ProbeStream, as_generator
 from landscape.linalg.results import Estimate
+from landscape.memory import DEFAULT_WORKSPACE, MemoryBudget, vector_bytes
 from landscape.operators.base import LinearOperator
 from landscape.operators.scipy_wrapper import as_operator
+from landscape.operators.space import VectorSpace
 
 __all__ = [
     "DiagonalEstimate",
@@ -63,6 +65,10 @@ _DEFAULT_CAP = 1000
 # The adaptive Hutchinson rule is not checked on fewer probes than this (a standard error
 # estimated from a handful of samples is itself too noisy to stop on).
 _MIN_ADAPTIVE_PROBES = 10
+#: Vectors per probe in one ``matmat``: the probe, its product and the operator's buffers.
+PROBE_VECTORS = 4
+#: XTrace holds about six blocks of its k probes at its peak.
+_XTRACE_BLOCKS = 6
 
 
 @dataclass(frozen=True)
@@ -127,18 +133,10 @@ def _too_small(name: str, value: int, minimum: int, what: str = "") -> str:
     return f"{name} must be at least {minimum}{what}; got {value}."
 
 
-def _signs(A: LinearOperator, k: int, generator: torch.Generator) -> Tensor:
-    # k Rademacher probes as the columns of an (n, k) matrix, drawn as rows so that probe j
-    # is the j-th draw from the generator whatever the blocking.
-    Z = rademacher(k, A.shape[0], generator, dtype=A.dtype, device=A.device)
-    return Z.T.contiguous()
-
-
-def _sphere(A: LinearOperator, k: int, generator: torch.Generator) -> Tensor:
-    # k probes uniform on the sphere of radius sqrt(n), as columns (drawn as rows).
-    n = A.shape[0]
-    G = gaussian(k, n, generator, dtype=A.dtype, device=A.device).T.contiguous()
-    return G * (math.sqrt(n) / torch.linalg.vector_norm(G, dim=0))
+def _sphere(space: VectorSpace, k: int, stream: ProbeStream) -> Tensor:
+    # k probes uniform on the sphere of radius sqrt(n), as columns (drawn probe after probe).
+    G = stream.next(k)
+    return G * (math.sqrt(space.dim) / space.norms(G))
 
 
 def _mean_stderr(samples: Tensor) -> tuple[float, float]:
@@ -150,29 +148,94 @@ def _mean_stderr(samples: Tensor) -> tuple[float, float]:
     return mean, float(samples.std(correction=1)) / math.sqrt(m)
 
 
-def _quadratic_forms(Z: Tensor, AZ: Tensor) -> Tensor:
+def _quadratic_forms(space: VectorSpace, Z: Tensor, AZ: Tensor) -> Tensor:
     # z_j^T A z_j for each column, as a float64 CPU tensor.
-    return (Z * AZ).sum(0).to(device="cpu", dtype=torch.float64)
+    return space.dots(Z, AZ).to(device="cpu", dtype=torch.float64)
 
 
-def _hutchinson_samples(
-    matmat: _Counted, m: int, block_size: int, generator: torch.Generator
-) -> Tensor:
-    A = matmat.A
+def probe_block(A: LinearOperator, wanted: int, budget: MemoryBudget, *, reserved: int = 0) -> int:
+    """Return how many probes go through one ``matmat``: ``wanted``, or fewer to fit the budget.
+
+    A probe takes :data:`PROBE_VECTORS` vectors during its product; ``reserved`` vectors
+    are held besides (a sketch).
+
+    Returns
+    -------
+    int
+        At least 1.
+
+    Raises
+    ------
+    MemoryBudgetError
+        If not even one probe fits.
+    """
+    space = A.vector_space
+    held = reserved * vector_bytes(space.local_dim, A.dtype)
+    fits = budget.vectors(space.local_dim, A.dtype, reserved=held) // PROBE_VECTORS
+    if fits < 1:
+        budget.require(
+            reserved + PROBE_VECTORS,
+            space.local_dim,
+            A.dtype,
+            what="one probe and its product"
+            + (f" next to {reserved} sketch vectors" if reserved else ""),
+            knob="raise memory_budget= or lower num_matvecs=",
+        )
+    return max(1, min(wanted, fits))
+
+
+def sketch_size(A: LinearOperator, wanted: int, blocks: int, budget: MemoryBudget) -> int:
+    """Return a sketch size: ``wanted``, or fewer so that ``blocks`` blocks of it fit.
+
+    The default-size cap (:data:`~landscape.memory.DEFAULT_WORKSPACE`, from the global
+    dimension, so that results depend on :math:`P` and the seed only) comes first; the
+    budget (this process's memory) can only lower it further.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    space = A.vector_space
+    cap = DEFAULT_WORKSPACE // max(blocks * vector_bytes(space.dim, A.dtype), 1)
+    fits = budget.vectors(space.local_dim, A.dtype) // (blocks + PROBE_VECTORS)
+    return max(1, min(wanted, cap, fits))
+
+
+def _orthonormal(space: VectorSpace, Y: Tensor) -> tuple[Tensor, Tensor]:
+    """Return ``Q, R`` with ``Y = QR``, ``Q`` orthonormal: ``Y``'s storage reused when it can be.
+
+    Returns
+    -------
+    tuple of Tensor
+        ``Q`` of shape ``(n, min(n, k))`` and ``R``.
+    """
+    if Y.shape[1] > space.dim:  # more columns than dimensions: only a whole space is this small
+        return torch.linalg.qr(Y)
+    R = space.orthonormalize(Y)
+    return Y, R
+
+
+def _hutchinson_samples(matmat: _Counted, m: int, block_size: int, stream: ProbeStream) -> Tensor:
+    space = matmat.A.vector_space
     parts = []
     done = 0
     while done < m:
         k = min(block_size, m - done)
-        Z = _signs(A, k, generator)
-        parts.append(_quadratic_forms(Z, matmat(Z)))
+        Z = stream.next(k)
+        parts.append(_quadratic_forms(space, Z, matmat(Z)))
         done += k
     return torch.cat(parts)
 
 
 def _hutchpp_round(
-    matmat: _Counted, m: int, generator: torch.Generator
+    matmat: _Counted, m: int, generator: torch.Generator, budget: MemoryBudget
 ) -> tuple[float, float, Tensor]:
     """Run Hutch++ once with ``m`` matvecs.
+
+    The sketch has ``k = m // 3`` columns, or fewer where they would not fit
+    (:func:`sketch_size`; the residual probes get the rest of the matvecs); products go
+    through ``matmat`` in blocks that fit the budget (2 passes when everything fits).
 
     Returns
     -------
@@ -180,20 +243,40 @@ def _hutchpp_round(
         ``(value, stderr, samples)`` as in :func:`hutchpp_trace`.
     """
     A = matmat.A
-    n = A.shape[0]
-    k = m // 3
+    space = A.vector_space
+    n = space.dim
+    k = sketch_size(A, m // 3, 2, budget)  # the sketch and its QR's copy
     g = m - 2 * k
-    S = _signs(A, k, generator)
-    Q, _ = torch.linalg.qr(matmat(S))  # (n, min(n, k))
+    stream = ProbeStream(space, generator, "signs")
+    width = probe_block(A, k, budget, reserved=k)
+    Q = torch.empty(space.local_dim, k, dtype=A.dtype, device=A.device)
+    for start in range(0, k, width):
+        stop = min(start + width, k)
+        Q[:, start:stop] = matmat(stream.next(stop - start))
+    Q, _ = _orthonormal(space, Q)  # (n, min(n, k))
     q = Q.shape[1]
     if q >= n:  # the sketch spans the whole space: tr(Q^T A Q) is exact
-        exact = float((Q * matmat(Q)).sum())
+        exact = float(_quadratic_forms(space, Q, matmat(Q)).sum())
         return exact, 0.0, torch.tensor([exact], dtype=torch.float64)
-    G = _signs(A, g, generator)
-    G = G - Q @ (Q.T @ G)
-    AV = matmat(torch.cat([Q, G], dim=1))  # A Q and A G' in one pass
-    low_rank = float((Q * AV[:, :q]).sum())
-    samples = low_rank + _quadratic_forms(G, AV[:, q:])
+    width = probe_block(A, q + g, budget, reserved=q)
+    if width >= q + g:  # A Q and A G' in one pass
+        G = stream.next(g)
+        space.project_out_(G, Q.T)
+        AV = matmat(torch.cat([Q, G], dim=1))
+        low_rank = float(_quadratic_forms(space, Q, AV[:, :q]).sum())
+        forms = _quadratic_forms(space, G, AV[:, q:])
+    else:
+        low_rank = 0.0
+        for start in range(0, q, width):
+            block = Q[:, start : start + width].contiguous()
+            low_rank += float(_quadratic_forms(space, block, matmat(block)).sum())
+        parts = []
+        for start in range(0, g, width):
+            G = stream.next(min(width, g - start))
+            space.project_out_(G, Q.T)
+            parts.append(_quadratic_forms(space, G, matmat(G)))
+        forms = torch.cat(parts)
+    samples = low_rank + forms
     value, stderr = _mean_stderr(samples)
     return value, stderr, samples
 
@@ -209,13 +292,14 @@ def _xtrace_round(
         ``(value, stderr, samples)`` as in :func:`xtrace`.
     """
     A = matmat.A
-    n = A.shape[0]
+    space = A.vector_space
+    n = space.dim
     k = m // 2
-    Omega = _sphere(A, k, generator)
+    Omega = _sphere(space, k, ProbeStream(space, generator, "gaussian"))
     Y = matmat(Omega)
-    Q, R = torch.linalg.qr(Y)  # Q (n, min(n, k)), R (min(n, k), k)
+    Q, R = _orthonormal(space, Y.clone())  # Q (n, min(n, k)), R (min(n, k), k)
     Z = matmat(Q)
-    H = Q.T @ Z
+    H = space.gram(Q, Z)
     H = (H + H.T) / 2
     if k > n:  # every leave-one-out sketch (k - 1 >= n columns) spans the whole space
         exact = float(H.trace())
@@ -225,6 +309,7 @@ def _xtrace_round(
     # so that Q (I - s_i s_i^T) Q^T projects onto range(Y_{-i}). A numerically singular R
     # (rank(A) < k) gets its diagonal floored: s_i then points into the directions of range(Q)
     # that Y does not reach, which is what the leave-one-out projector needs.
+    R = R.to(dtype=Q.dtype, device=Q.device)
     diag = R.diagonal()
     floor = max(torch.finfo(R.dtype).eps * float(diag.abs().max()), torch.finfo(R.dtype).tiny)
     sign = torch.where(diag < 0, -1.0, 1.0).to(R.dtype)
@@ -238,23 +323,47 @@ def _xtrace_round(
     # c_i = s_i^T w_i, w_i = Q^T omega_i. The residuals U and A U = Y - Z W are formed
     # explicitly: expanding u_i^T A u_i through Q^T-projections instead cancels
     # catastrophically when omega_i nearly lies in range(Q) (k close to n).
-    W = Q.T @ Omega
+    W = space.gram(Q, Omega)
     U = Omega - Q @ W
     del Omega
     AU = Y - Z @ W
     del Y
     c = (S * W).sum(0)
     sHs = (S * (H @ S)).sum(0)
-    uAu = (U * AU).sum(0)
-    uAQs = (S * (Z.T @ U)).sum(0)  # u_i^T A Q s_i
+    uAu = space.dots(U, AU)
+    uAQs = (S * space.gram(Z, U)).sum(0)  # u_i^T A Q s_i
     xAx = uAu + 2 * c * uAQs + c**2 * sHs
-    x_norm2 = (U * U).sum(0) + c**2
+    x_norm2 = space.dots(U, U) + c**2
     # Rescale x_i to the squared norm n - k + 1 of a uniform vector on the sphere of the
     # (n - k + 1)-dimensional complement of range(Y_{-i}) (the "improved" XTrace).
     ests = H.trace() - sHs + (n - k + 1) * xAx / x_norm2
     samples = ests.to(device="cpu", dtype=torch.float64)
     value, stderr = _mean_stderr(samples)
     return value, stderr, samples
+
+
+def _rounds(
+    matmat: _Counted, m: int, size: int, one_round: Any, generator: torch.Generator
+) -> tuple[float, float, Tensor]:
+    """Average independent rounds of ``size`` matvecs each, ``m`` matvecs in all (at most).
+
+    Returns
+    -------
+    tuple of (float, float, Tensor)
+        The mean of the rounds, its standard error and all samples.
+    """
+    values, variances, parts = [], [], []
+    used = 0
+    while used + size <= m or not values:
+        before = matmat.matvecs
+        value, stderr, samples = one_round(matmat, size, generator)
+        values.append(value)
+        variances.append(stderr**2)
+        parts.append(samples)
+        used += matmat.matvecs - before
+    value = math.fsum(values) / len(values)
+    stderr = math.sqrt(math.fsum(variances)) / len(values)
+    return value, stderr, torch.cat(parts)
 
 
 # -- public estimators --------------------------------------------------------------------------
@@ -266,6 +375,7 @@ def hutchinson_trace(
     *,
     seed: int | torch.Generator | None = 0,
     block_size: int | None = None,
+    memory_budget: Any = None,
 ) -> Estimate:
     r"""Estimate :math:`\operatorname{tr} A` with Hutchinson's estimator (Rademacher probes).
 
@@ -286,10 +396,14 @@ def hutchinson_trace(
     seed : int, torch.Generator or None, optional
         Source of the probes.
     block_size : int, optional
-        Probes per ``matmat`` call (one pass each). Default: all :math:`m` at once, i.e. one
-        pass holding :math:`P \times m` probe and product entries in memory; a smaller block
-        bounds the memory at :math:`P \times` ``block_size`` for ``ceil(m / block_size)``
-        passes. The estimate does not depend on the blocking.
+        Probes per ``matmat`` call (one pass each). Default: all :math:`m` at once (one
+        pass holding :math:`P \times m` probe and product entries), or as many as
+        ``memory_budget`` holds; a smaller block bounds the memory at :math:`P \times`
+        ``block_size`` for ``ceil(m / block_size)`` passes. The estimate does not depend on
+        the blocking.
+    memory_budget : int, float or str, optional
+        Bytes the probes, sketches and products may take (see :mod:`landscape.memory`;
+        default half of the free memory).
 
     Returns
     -------
@@ -322,17 +436,41 @@ def hutchinson_trace(
     m = _count(num_matvecs, "num_matvecs")
     if m < 1:
         raise ValueError(_too_small("num_matvecs", m, 1))
-    block = m if block_size is None else _count(block_size, "block_size")
-    if block < 1:
-        raise ValueError(_too_small("block_size", block, 1))
+    block = _block(A, m, block_size, memory_budget)
     matmat = _Counted(A)
-    samples = _hutchinson_samples(matmat, m, block, as_generator(seed))
+    stream = ProbeStream(A.vector_space, as_generator(seed), "signs")
+    samples = _hutchinson_samples(matmat, m, block, stream)
     value, stderr = _mean_stderr(samples)
     return Estimate(value, stderr, matmat.matvecs, matmat.passes, "hutchinson", samples)
 
 
+def _block(A: LinearOperator, m: int, block_size: Any, memory_budget: Any) -> int:
+    """Return the probes per ``matmat``: ``block_size`` (checked), else all that fit.
+
+    Returns
+    -------
+    int
+        The block width.
+
+    Raises
+    ------
+    ValueError
+        If ``block_size`` is less than 1.
+    """
+    if block_size is not None:
+        block = _count(block_size, "block_size")
+        if block < 1:
+            raise ValueError(_too_small("block_size", block, 1))
+        return block
+    return probe_block(A, m, MemoryBudget.resolve(memory_budget, A.device))
+
+
 def hutchpp_trace(
-    A: Any, num_matvecs: int = 99, *, seed: int | torch.Generator | None = 0
+    A: Any,
+    num_matvecs: int = 99,
+    *,
+    seed: int | torch.Generator | None = 0,
+    memory_budget: Any = None,
 ) -> Estimate:
     r"""Estimate :math:`\operatorname{tr} A` with Hutch++ (low-rank sketch plus Hutchinson).
 
@@ -366,6 +504,11 @@ def hutchpp_trace(
         the whole space and the estimate exact).
     seed : int, torch.Generator or None, optional
         Source of the probes.
+    memory_budget : int, float or str, optional
+        Bytes the sketch and the products' blocks may take (see :mod:`landscape.memory`;
+        default half of the free memory). The sketch has at most as many columns as fit
+        in 2 GiB twice over (:func:`sketch_size`: at :math:`P = 124` million in float32,
+        2 columns) and in the budget; the residual probes take the rest of the matvecs.
 
     Returns
     -------
@@ -398,11 +541,18 @@ def hutchpp_trace(
     if m < 3:
         raise ValueError(_too_small("num_matvecs", m, 3, " for Hutch++"))
     matmat = _Counted(A)
-    value, stderr, samples = _hutchpp_round(matmat, m, as_generator(seed))
+    budget = MemoryBudget.resolve(memory_budget, A.device)
+    value, stderr, samples = _hutchpp_round(matmat, m, as_generator(seed), budget)
     return Estimate(value, stderr, matmat.matvecs, matmat.passes, "hutch++", samples)
 
 
-def xtrace(A: Any, num_matvecs: int = 100, *, seed: int | torch.Generator | None = 0) -> Estimate:
+def xtrace(
+    A: Any,
+    num_matvecs: int = 100,
+    *,
+    seed: int | torch.Generator | None = 0,
+    memory_budget: Any = None,
+) -> Estimate:
     r"""Estimate :math:`\operatorname{tr} A` with XTrace, the exchangeable leave-one-out estimator.
 
     With :math:`k = \lfloor m/2 \rfloor` probes :math:`\Omega = [\omega_1, \dots, \omega_k]`
@@ -443,6 +593,11 @@ def xtrace(A: Any, num_matvecs: int = 100, *, seed: int | torch.Generator | None
         Budget :math:`m \ge 2`; :math:`2\lfloor m/2 \rfloor` matvecs are used.
     seed : int, torch.Generator or None, optional
         Source of the probes.
+    memory_budget : int, float or str, optional
+        Bytes XTrace's blocks may take (see :mod:`landscape.memory`; default half of the
+        free memory). Where six blocks of :math:`k` probes would take more than 2 GiB (or
+        the budget), independent rounds of as many probes as fit are averaged, with the
+        same :math:`m` matvecs in all.
 
     Returns
     -------
@@ -476,7 +631,9 @@ def xtrace(A: Any, num_matvecs: int = 100, *, seed: int | torch.Generator | None
     if m < 2:
         raise ValueError(_too_small("num_matvecs", m, 2, " for XTrace"))
     matmat = _Counted(A)
-    value, stderr, samples = _xtrace_round(matmat, m, as_generator(seed))
+    budget = MemoryBudget.resolve(memory_budget, A.device)
+    size = 2 * sketch_size(A, m // 2, _XTRACE_BLOCKS, budget)
+    value, stderr, samples = _rounds(matmat, m, size, _xtrace_round, as_generator(seed))
     return Estimate(value, stderr, matmat.matvecs, matmat.passes, "xtrace", samples)
 
 
@@ -487,6 +644,7 @@ def trace(
     rtol: float | None = None,
     seed: int | torch.Generator | None = 0,
     block_size: int | None = None,
+    memory_budget: Any = None,
 ) -> Estimate:
     r"""Estimate :math:`\operatorname{tr} A`, optionally until a relative tolerance is met.
 
@@ -522,6 +680,10 @@ def trace(
     block_size : int, optional
         Probes per ``matmat`` for ``method="hutchinson"`` (see :func:`hutchinson_trace`);
         with ``rtol``, also the round size.
+    memory_budget : int, float or str, optional
+        Bytes the estimator's vectors may take (see :mod:`landscape.memory`; default half
+        of the free memory): it sizes Hutchinson's blocks, Hutch++'s sketch and XTrace's
+        rounds.
 
     Returns
     -------
@@ -575,10 +737,10 @@ def trace(
         if m < minimum:
             raise ValueError(_too_small("num_matvecs", m, minimum, f" for {key}"))
         if key == "hutchinson":
-            return hutchinson_trace(A, m, seed=seed, block_size=block)
+            return hutchinson_trace(A, m, seed=seed, block_size=block, memory_budget=memory_budget)
         if key == "hutch++":
-            return hutchpp_trace(A, m, seed=seed)
-        return xtrace(A, m, seed=seed)
+            return hutchpp_trace(A, m, seed=seed, memory_budget=memory_budget)
+        return xtrace(A, m, seed=seed, memory_budget=memory_budget)
 
     rtol = float(rtol)
     if not rtol > 0:  # also rejects nan
@@ -588,13 +750,16 @@ def trace(
         raise ValueError(_too_small("num_matvecs", cap, minimum, f" for {key}"))
     generator = as_generator(seed)
     matmat = _Counted(A)
+    budget = MemoryBudget.resolve(memory_budget, A.device)
 
     if key == "hutchinson":
         round_size = _DEFAULT_MATVECS[key] if block is None else block
+        width = probe_block(A, round_size, budget)
+        stream = ProbeStream(A.vector_space, generator, "signs")
         parts: list[Tensor] = []
         while matmat.matvecs < cap:
             k = min(round_size, cap - matmat.matvecs)
-            parts.append(_hutchinson_samples(matmat, k, k, generator))
+            parts.append(_hutchinson_samples(matmat, k, min(k, width), stream))
             samples = torch.cat(parts)
             value, stderr = _mean_stderr(samples)
             enough = samples.numel() >= min(cap, _MIN_ADAPTIVE_PROBES)
@@ -602,8 +767,15 @@ def trace(
                 break
         return Estimate(value, stderr, matmat.matvecs, matmat.passes, key, samples)
 
-    one_round = _hutchpp_round if key == "hutch++" else _xtrace_round
-    round_size = min(_DEFAULT_MATVECS[key], cap)
+    if key == "hutch++":
+
+        def one_round(counted: _Counted, size: int, g: torch.Generator) -> Any:
+            return _hutchpp_round(counted, size, g, budget)
+
+        round_size = min(_DEFAULT_MATVECS[key], cap)
+    else:
+        one_round = _xtrace_round  # type: ignore[assignment]
+        round_size = min(_DEFAULT_MATVECS[key], cap, 2 * sketch_size(A, 50, _XTRACE_BLOCKS, budget))
     values, variances, parts = [], [], []
     while True:
         before = matmat.matvecs
@@ -624,6 +796,7 @@ def diagonal(
     *,
     seed: int | torch.Generator | None = 0,
     block_size: int | None = None,
+    memory_budget: Any = None,
 ) -> DiagonalEstimate:
     r"""Estimate the diagonal of :math:`A` with Rademacher probes (Bekas, Kokiopoulou, Saad).
 
@@ -646,7 +819,10 @@ def diagonal(
         Source of the probes.
     block_size : int, optional
         Probes per ``matmat`` (one pass each); default all at once (:math:`P \times m`
-        entries in memory).
+        entries in memory), or as many as ``memory_budget`` holds.
+    memory_budget : int, float or str, optional
+        Bytes the probes and products may take (see :mod:`landscape.memory`; default half
+        of the free memory).
 
     Returns
     -------
@@ -677,18 +853,16 @@ def diagonal(
     m = _count(num_matvecs, "num_matvecs")
     if m < 1:
         raise ValueError(_too_small("num_matvecs", m, 1))
-    block = m if block_size is None else _count(block_size, "block_size")
-    if block < 1:
-        raise ValueError(_too_small("block_size", block, 1))
-    generator = as_generator(seed)
+    block = _block(A, m, block_size, memory_budget)
+    stream = ProbeStream(A.vector_space, as_generator(seed), "signs")
     matmat = _Counted(A)
-    n = A.shape[0]
+    n = A.vector_space.local_dim
     mean = torch.zeros(n, dtype=A.dtype, device=A.device)
     m2 = torch.zeros(n, dtype=A.dtype, device=A.device)
     count = 0
     while count < m:
         b = min(block, m - count)
-        Z = _signs(A, b, generator)
+        Z = stream.next(b)
         X = Z * matmat(Z)
         block_mean = X.mean(dim=1)
         block_m2 = ((X - block_mean[:, None]) ** 2).sum(dim=1)
@@ -702,7 +876,11 @@ def diagonal(
 
 
 def frobenius_norm(
-    A: Any, num_matvecs: int = 30, *, seed: int | torch.Generator | None = 0
+    A: Any,
+    num_matvecs: int = 30,
+    *,
+    seed: int | torch.Generator | None = 0,
+    memory_budget: Any = None,
 ) -> Estimate:
     r"""Estimate the Frobenius norm :math:`\lVert A \rVert_F` from :math:`m` products.
 
@@ -729,6 +907,9 @@ def frobenius_norm(
         Number of probes :math:`m` (all in one ``matmat``).
     seed : int, torch.Generator or None, optional
         Source of the probes.
+    memory_budget : int, float or str, optional
+        Bytes the probes and products may take (see :mod:`landscape.memory`; default half
+        of the free memory): the probes go through one ``matmat``, or blocks that fit.
 
     Returns
     -------
@@ -760,8 +941,15 @@ def frobenius_norm(
     if m < 1:
         raise ValueError(_too_small("num_matvecs", m, 1))
     matmat = _Counted(A)
-    AZ = matmat(_signs(A, m, as_generator(seed)))
-    samples = (AZ * AZ).sum(0).to(device="cpu", dtype=torch.float64)
+    space = A.vector_space
+    block = _block(A, m, None, memory_budget)
+    stream = ProbeStream(space, as_generator(seed), "signs")
+    parts = []
+    for start in range(0, m, block):
+        AZ = matmat(stream.next(min(block, m - start)))
+        parts.append(space.dots(AZ, AZ).to(device="cpu", dtype=torch.float64))
+        del AZ
+    samples = torch.cat(parts)
     squared, squared_stderr = _mean_stderr(samples)
     value = math.sqrt(max(squared, 0.0))
     # Delta method; an all-zero sample (A z_j = 0 for every probe) keeps its 0 (or nan).

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape.linalg._random import as_generator, rademacher
+from landscape.linalg._random import as_generator, draw
 from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion
 from landscape.operators.hessian import hessian
-from landscape.problem import Problem, as_problem
+from landscape.operators.sharded import is_sharded
+from landscape.problem import Problem, as_problem, unwrap_model
 from landscape.records import Record
 
 __all__ = ["LayerCurvature", "LayerwiseResult", "layerwise"]
@@ -226,15 +227,24 @@ def layerwise(
     >>> [row.name for row in result.layers], result.layers[0].num_params
     (['0', '2'], 30)
     """
-    problem = as_problem(problem, data, loss_fn, where="layerwise", **options)
-    model = problem.model
+    if is_sharded(problem):  # FSDP2: on each rank's shards (no Problem: see operators.sharded)
+        model = unwrap_model(problem, sharded=True)
+        selected = {n for n, p in model.named_parameters() if p.requires_grad}
+
+        def block_hessian(members: list[str]) -> Any:
+            return hessian(model, data, loss_fn, params=members, backend=backend, **options)
+    else:
+        problem = as_problem(problem, data, loss_fn, where="layerwise", **options)
+        model, selected = problem.model, set(problem.space.names)
+
+        def block_hessian(members: list[str]) -> Any:
+            return hessian(problem.with_params(members), backend=backend)
     unknown = set(metrics) - set(_METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {_METRICS}.")
     if num_probes < 2:
         raise ValueError(f"num_probes must be at least 2 (for a standard error); got {num_probes}.")
     groups = _groups(model) if modules is None else _subtrees(model, list(modules))
-    selected = set(problem.space.names)
     groups = [(g, [n for n in members if n in selected]) for g, members in groups]
     groups = [(g, members) for g, members in groups if members]
     generator = as_generator(seed)
@@ -242,18 +252,20 @@ def layerwise(
     rows: dict[str, dict[str, Any]] = {g: {} for g, _ in groups}
     matvecs = passes = 0
     if "trace" in metrics:
-        H = hessian(problem.with_params(names), backend=backend)
-        Z = rademacher(H.shape[0], num_probes, generator, dtype=H.dtype, device=H.device)
+        H = block_hessian(names)
+        space = H.vector_space
+        Z = draw(space, num_probes, generator, "signs", probe_major=False)
         HZ = H @ Z
         products = H.vector_to_params((Z * HZ).T)  # per parameter: (num_probes, *shape)
         for group, members in groups:
-            samples = sum(products[n].reshape(num_probes, -1).sum(1) for n in members)
+            local = sum(products[n].reshape(num_probes, -1).sum(1) for n in members)
+            samples = space.reduce_(local)  # a sharded model's shards: summed over ranks
             rows[group]["trace"] = float(samples.mean())
             rows[group]["trace_stderr"] = float(samples.std() / num_probes**0.5)
         matvecs, passes = H.num_matvecs, H.num_passes
     if "top_eigenvalue" in metrics:
         for group, members in groups:
-            block = hessian(problem.with_params(members), backend=backend)
+            block = block_hessian(members)
             ev = eigenvalues(block, k=1, tol=tol, seed=generator)
             rows[group]["top_eigenvalue"] = float(ev.values[0])
             rows[group]["top_residual"] = float(ev.residuals[0])

@@ -10,11 +10,15 @@ a small GPT-2 ties the loop (2.0x) and forward-over-reverse (2.1x). No fixed rul
 three right, so ``backend="auto"`` measures.
 
 The first product of a kind of block (one vector, a block, a wide block) on a model
-measures, on the first batch: the default runs once with two of the vectors (a warm-up).
-Where that was quick (under half a second), every candidate is then timed on up to eight of
-the vectors — batching pays with width — at least twice each, keeping the fastest run (a
-cold first call, ``vmap``'s above all, does not decide). Where products are long, each
-candidate runs once on two vectors, and the warm-up times the default. The fastest per
+measures, on the first batch: the default runs once with two of the vectors on a quarter of
+the batch's samples (at least one: a warm-up). Where the whole batch's product would be
+quick (under half a second), every candidate is then timed on the whole batch and up to
+eight of the vectors — batching pays with width — at least twice each, keeping the fastest
+run (a cold first call, ``vmap``'s above all, does not decide). Where products are long,
+each candidate runs once on two vectors and the quarter batch, and the warm-up times the
+default: the measurement costs about (1 + candidates) / 4 products' time and a quarter of
+their activations (on GPT-2 small, 124M parameters and 2 sequences of 64 tokens, half: one
+sequence), where it cost two full products before. The fastest per
 vector and sample is chosen, but only where it beats the default by a clear margin
 (``MARGIN``), so that near ties always resolve the same way. Then every product uses the
 choice, so repeated products are bitwise identical. The choice is shared by every operator
@@ -62,6 +66,7 @@ _MAX_RUNS = 5
 _LONG_SECONDS = 0.5  # a warm-up this long times the default itself
 _FEW = 2  # columns timed per candidate where products are long
 _WIDE = 8  # columns timed per candidate where products are cheap
+_SUB_BATCH = 4  # where products are long, candidates are timed on 1/_SUB_BATCH of the samples
 
 #: What was measured, per model: ``(block kind, batch-size bucket) -> chooser``.
 _CHOICES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], BackendChooser]] = (
@@ -130,12 +135,15 @@ class BackendChooser:
 
     def measure(
         self,
-        product: Callable[[str, int], object],
+        product: Callable[[str, int, int], object],
         vectors: int,
         samples: int,
         device: torch.device,
     ) -> str:
-        """Time ``product(name)`` for every candidate and choose (see the module docstring).
+        """Time ``product(name, columns, rows)`` for every candidate and choose.
+
+        ``product`` multiplies the first ``columns`` vectors on the first ``rows`` samples
+        of the batch (see the module docstring).
 
         Returns
         -------
@@ -152,19 +160,22 @@ class BackendChooser:
             self.choice = self.default  # no timing: the same backend on every run
             return self.choice
         few = min(vectors, _FEW)
+        rows = max(1, samples // _SUB_BATCH)
         with Timer(device) as warm_up:  # first-call allocations and caches; raises the
-            product(self.default, few)  # model's genuine errors
-        cheap = warm_up.seconds < _LONG_SECONDS
-        # Cheap products: time blocks as wide as the real one (up to _WIDE), where batching
-        # pays, each candidate at least twice (its first call is cold). Long ones: two
-        # vectors, once each; the warm-up times the default.
+            product(self.default, few, rows)  # model's genuine errors
+        cheap = warm_up.seconds * samples / rows < _LONG_SECONDS
+        # Cheap products: time blocks as wide as the real one (up to _WIDE) on the whole
+        # batch, where batching pays, each candidate at least twice (its first call is
+        # cold). Long ones: two vectors on the sub-batch, once each; the warm-up times the
+        # default.
         columns = min(vectors, _WIDE) if cheap else few
+        rows = samples if cheap else rows
         for name in list(self.candidates):
             if name == self.default and not cheap:
-                self.seconds[name] = warm_up.seconds / max(columns * samples, 1)
+                self.seconds[name] = warm_up.seconds / max(columns * rows, 1)
                 continue
             try:
-                seconds = _fastest_run(lambda n=name: product(n, columns), device, cheap)
+                seconds = _fastest_run(lambda n=name: product(n, columns, rows), device, cheap)
             except (RuntimeError, NotImplementedError) as error:
                 if name == self.default:
                     raise
@@ -173,7 +184,7 @@ class BackendChooser:
                 self.candidates.remove(name)
                 self.failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
                 continue
-            self.seconds[name] = seconds / max(columns * samples, 1)
+            self.seconds[name] = seconds / max(columns * rows, 1)
         best = min(self.seconds, key=self.seconds.get)
         fast_enough = self.seconds[best] < MARGIN * self.seconds[self.default]
         self.choice = best if fast_enough else self.default

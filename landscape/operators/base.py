@@ -16,6 +16,8 @@ import scipy.sparse.linalg
 import torch
 from torch import Tensor
 
+from landscape.operators.space import VectorSpace
+
 __all__ = ["CountingOperator", "IdentityOperator", "LinearOperator"]
 
 
@@ -44,6 +46,22 @@ class LinearOperator:
     # -- the one hook --------------------------------------------------------------------------
     def _matmat(self, V: Tensor) -> Tensor:
         raise NotImplementedError
+
+    # -- where the vectors live ------------------------------------------------------------------
+    @property
+    def vector_space(self) -> VectorSpace:
+        """The :class:`~landscape.operators.space.VectorSpace` of the operator's vectors.
+
+        Inner products, orthonormalization and random probes of the spectral algorithms go
+        through it: whole vectors on one device here; an operator on an FSDP-sharded model
+        returns a :class:`~landscape.operators.space.ShardedSpace`, whose tensors hold one
+        rank's entries.
+        """
+        space = getattr(self, "_vector_space", None)
+        if space is None:
+            space = VectorSpace(self.shape[1], self.dtype, self.device)
+            self._vector_space = space
+        return space
 
     # -- counters (overridden by operators that touch data) --------------------------------------
     @property
@@ -263,6 +281,10 @@ class _Composite(LinearOperator):
                 )
         super().__init__(shape, first.dtype, first.device)
         self.parts = parts
+
+    @property
+    def vector_space(self) -> VectorSpace:
+        return self.parts[0].vector_space
 
     @property
     def num_matvecs(self) -> int:

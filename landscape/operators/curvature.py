@@ -25,11 +25,16 @@ from torch import Tensor, nn
 
 from landscape.data import Batch, DataSource
 from landscape.losses import Criterion, Objective
+from landscape.memory import MemoryBudget
 from landscape.operators.base import CountingOperator
 from landscape.params import ParamSpace
 from landscape.problem import Evaluation, Problem, as_problem
 
 __all__ = ["CurvatureOperator"]
+
+#: Vectors a product holds per column besides its input: the accumulated product, one
+#: batch's part, and the output (the same buffer as the accumulated product for one column).
+COLUMN_VECTORS = 3
 
 
 class CurvatureOperator(CountingOperator):
@@ -51,6 +56,10 @@ class CurvatureOperator(CountingOperator):
         :mod:`landscape.losses`.
     chunk_size : int, optional
         Vectorize over at most this many columns at once (bounds memory; default: all).
+    memory_budget : int, float or str, optional
+        Bytes the product's own buffers may take (3 vectors per column: see
+        :mod:`landscape.memory`; default half of the memory free at each product): a block
+        of more columns is multiplied in groups that fit, one pass over the data each.
     **options
         With a model, the options of :class:`~landscape.problem.Problem` (``batch_loss``,
         ``count``, ``params``, ``mode``, ``precision``, ``max_batches``, ``max_samples``,
@@ -75,12 +84,16 @@ class CurvatureOperator(CountingOperator):
         loss_fn: Criterion | None = None,
         *,
         chunk_size: int | None = None,
+        memory_budget: Any = None,
         **options: Any,
     ) -> None:
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
         self.problem = as_problem(problem, data, loss_fn, where=type(self).__name__, **options)
         self.chunk_size = chunk_size
+        self.memory_budget = memory_budget
+        if memory_budget is not None:
+            MemoryBudget.resolve(memory_budget, self.problem.device)  # invalid values fail now
         space = self.problem.space
         super().__init__((space.dim, space.dim), space.dtype, space.device)
 
@@ -169,6 +182,29 @@ class CurvatureOperator(CountingOperator):
 
     # -- the data loop --------------------------------------------------------------------------
     def _matmat(self, V: Tensor) -> Tensor:
+        width = self._columns_that_fit(V.shape[1])
+        if width >= V.shape[1]:
+            return self._pass(V)
+        out = torch.empty_like(V)
+        for start in range(0, V.shape[1], width):
+            out[:, start : start + width] = self._pass(V[:, start : start + width])
+        return out
+
+    def _columns_that_fit(self, k: int) -> int:
+        """Return how many columns one pass may take within the memory budget (at least 1).
+
+        Returns
+        -------
+        int
+            ``k``, or fewer.
+        """
+        if k == 1:
+            return 1
+        budget = MemoryBudget.resolve(self.memory_budget, self.device)
+        fits = budget.vectors(self.shape[0], self.dtype) // COLUMN_VECTORS
+        return max(1, min(k, fits))
+
+    def _pass(self, V: Tensor) -> Tensor:
         k = V.shape[1]
         constant = self.problem.constant_entries  # embedding padding rows: no gradient
         if constant is not None:

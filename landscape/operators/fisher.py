@@ -126,4 +126,10 @@ def fisher(
             f"kind={kind!r} is not available; use kind='empirical', or landscape.gauss_newton "
             "for the true Fisher of cross-entropy or MSE (they coincide)."
         )
+    from landscape.operators.sharded import is_sharded, sharded_curvature
+
+    if is_sharded(problem):  # FSDP2: on each rank's shards (landscape.operators.sharded)
+        return sharded_curvature(  # type: ignore[return-value]
+            "fisher", problem, data, loss_fn, chunk_size=chunk_size, **options
+        )
     return EmpiricalFisherOperator(problem, data, loss_fn, chunk_size=chunk_size, **options)

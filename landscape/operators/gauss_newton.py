@@ -114,4 +114,10 @@ def gauss_newton(
     >>> bool(v @ (G @ v) >= 0)  # positive semi-definite for cross-entropy
     True
     """
+    from landscape.operators.sharded import is_sharded, sharded_curvature
+
+    if is_sharded(problem):  # FSDP2: on each rank's shards (landscape.operators.sharded)
+        return sharded_curvature(  # type: ignore[return-value]
+            "gauss_newton", problem, data, loss_fn, chunk_size=chunk_size, **options
+        )
     return GaussNewtonOperator(problem, data, loss_fn, chunk_size=chunk_size, **options)

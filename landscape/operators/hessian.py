@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
-from landscape.batches import batch_size
+from landscape.batches import batch_size, select_rows
 from landscape.losses import Criterion
 from landscape.operators._backends import (
     BATCHED_COLUMNS,
@@ -151,13 +151,14 @@ class HessianOperator(CurvatureOperator):
         chooser = BackendChooser.for_model(self.model, situation, samples, self._candidates(kind))
         self._choosers[kind] = chooser
         if chooser.choice is None:
+
+            def trial(name: str, columns: int, rows: int) -> object:
+                part = batch if rows >= samples else select_rows(batch, slice(0, rows), samples)
+                head = [v[:columns] for v in V]
+                return self._product(name, run, part, weight * rows / samples, head)
+
             try:
-                chooser.measure(
-                    lambda name, m: self._product(name, run, batch, weight, [v[:m] for v in V]),
-                    k,
-                    samples,
-                    self.device,
-                )
+                chooser.measure(trial, k, samples, self.device)
                 if not chooser.seconds:  # nothing was run (deterministic mode): run it now
                     return self._product(chooser.choice, run, batch, weight, V)
             except SecondDerivativeError as error:
@@ -387,12 +388,16 @@ def hessian(
         Options of :class:`~landscape.problem.Problem`: ``batch_loss``, ``count``,
         ``params`` (a parameter subset: its diagonal Hessian block), ``mode`` (eval-mode
         function, or ``"train"``: BatchNorm batch statistics), ``precision``,
-        ``max_batches``, ``max_samples``, ``cache``, ``shard``.
+        ``max_batches``, ``max_samples``, ``cache``, ``shard``; and ``memory_budget``
+        (bytes a product's own buffers may take, see :mod:`landscape.memory`).
 
     Returns
     -------
     HessianOperator
-        ``H @ v``, ``H @ V``, ``H.to_scipy()``, ``H.num_matvecs``, ``H.num_passes``.
+        ``H @ v``, ``H @ V``, ``H.to_scipy()``, ``H.num_matvecs``, ``H.num_passes``. For a
+        model sharded with FSDP2 (``fully_shard``), a
+        :class:`~landscape.operators.sharded.ShardedHessianOperator` on each rank's shards
+        (finite differences of FSDP's gradients; see :mod:`landscape.operators.sharded`).
 
     Examples
     --------
@@ -411,6 +416,12 @@ def hessian(
     >>> torch.allclose(hessian(problem) @ torch.ones(67), H @ torch.ones(67))
     True
     """
+    from landscape.operators.sharded import is_sharded, sharded_hessian
+
+    if is_sharded(problem):  # FSDP2: on each rank's shards (landscape.operators.sharded)
+        return sharded_hessian(  # type: ignore[return-value]
+            problem, data, loss_fn, backend=backend, chunk_size=chunk_size, **options
+        )
     return HessianOperator(
         problem, data, loss_fn, backend=backend, chunk_size=chunk_size, **options
     )

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.func import grad
 
 from landscape.losses import Criterion
+from landscape.memory import MemoryBudget
 from landscape.params import ParamSpace
 from landscape.problem import Evaluation, Problem, as_problem
 
@@ -32,6 +33,32 @@ __all__ = ["PerExampleGradients", "per_example_gradients"]
 Mode = Literal["eval", "train"]
 
 _WHAT = "per-sample gradients"
+#: Vectors of P numbers a sample of a chunk holds: its gradient as vmap returns it, per
+#: parameter, and flattened.
+SAMPLE_VECTORS = 3
+
+
+def samples_that_fit(space: ParamSpace, requested: int, memory_budget: Any = None) -> int:
+    """Return the samples per vectorized chunk: ``requested``, or fewer where P makes them large.
+
+    A chunk of ``c`` samples holds about :data:`SAMPLE_VECTORS` ``c`` vectors of P numbers
+    (64 samples of GPT-2 small: 96 GB); the chunk is cut to what fits in the memory budget
+    (default half of the free memory). The rows do not depend on the chunking.
+
+    Returns
+    -------
+    int
+        At least 1.
+
+    Examples
+    --------
+    >>> space = ParamSpace.from_module(nn.Linear(1000, 1000))
+    >>> samples_that_fit(space, 64, memory_budget=10 * 4 * 1_001_000 * SAMPLE_VECTORS)
+    10
+    """
+    budget = MemoryBudget.resolve(memory_budget, space.device)
+    fits = budget.vectors(space.dim, space.dtype) // SAMPLE_VECTORS
+    return max(1, min(requested, fits))
 
 
 @dataclass(frozen=True)
@@ -142,6 +169,7 @@ def per_example_pass(
     FloatingPointError
         If a sample's loss or gradient is not finite (the message names the sample).
     """
+    chunk_size = samples_that_fit(problem.space, chunk_size)
     with problem.evaluation() as run:
         start = 0
         for batch in problem.batches():
@@ -216,7 +244,8 @@ def per_example_gradients(
         batches. Batches are not sharded across data-parallel ranks: every rank computes
         all rows. Only ``mode="eval"``: BatchNorm batch statistics define no per-sample loss.
     chunk_size : int, optional
-        Samples per vectorized call (bounds the memory of ``vmap``).
+        Samples per vectorized call (bounds the memory of ``vmap``); fewer where they would
+        not fit in half of the free memory (:func:`samples_that_fit`).
     **options
         Options of :class:`~landscape.problem.Problem` (``params``, ``count``,
         ``max_samples``: memory is ``n * P`` entries, ...).
