@@ -161,6 +161,8 @@ def _entry_point() -> str:
         if module.startswith("landscape") and frame.function in public:
             return f"ls.{frame.function}"
     return "this function"
+
+
 #: The keyword arguments of :class:`Problem` besides ``model, data, loss_fn``: every public
 #: function that takes ``model, data, loss_fn`` accepts them as ``**options`` and builds its
 #: problem from them (:func:`as_problem`).

@@ -239,6 +239,7 @@ def layerwise(
 
         def block_hessian(members: list[str]) -> Any:
             return hessian(problem.with_params(members), backend=backend)
+
     unknown = set(metrics) - set(_METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {_METRICS}.")
