@@ -21,7 +21,10 @@ activations and to other processes.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,7 @@ __all__ = [
     "DEFAULT_WORKSPACE",
     "MemoryBudget",
     "MemoryBudgetError",
+    "budget_scope",
     "format_bytes",
     "free_memory",
     "vector_bytes",
@@ -52,6 +56,36 @@ _BINARY = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 class MemoryBudgetError(MemoryError):
     """A computation cannot fit in its memory budget (the message names the knob)."""
+
+
+# What ``memory_budget=None`` means inside :func:`budget_scope` (unset: the default share).
+_SCOPE: contextvars.ContextVar[Any] = contextvars.ContextVar("memory_budget", default=None)
+
+
+@contextlib.contextmanager
+def budget_scope(memory_budget: Any) -> Iterator[None]:
+    """Make ``memory_budget`` the default of every computation inside the block.
+
+    How :func:`landscape.analyze` hands one budget to all its stages: every algorithm that
+    is not given ``memory_budget=`` itself resolves ``None`` to this value
+    (:meth:`MemoryBudget.resolve`). ``None`` leaves the default as it is.
+
+    Parameters
+    ----------
+    memory_budget : None, int, float, str or MemoryBudget
+        As for :meth:`MemoryBudget.resolve`.
+
+    Examples
+    --------
+    >>> with budget_scope("1 GB"):
+    ...     MemoryBudget.resolve(None, "cpu").bytes
+    1000000000
+    """
+    token = _SCOPE.set(memory_budget if memory_budget is not None else _SCOPE.get())
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
 def free_memory(device: torch.device | str) -> int:
@@ -180,6 +214,8 @@ class MemoryBudget:
         >>> half.bytes == int(0.5 * half.free)
         True
         """
+        if memory_budget is None:
+            memory_budget = _SCOPE.get()  # inside budget_scope: its budget
         if isinstance(memory_budget, MemoryBudget):
             return memory_budget
         device = torch.device(device)
