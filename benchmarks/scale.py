@@ -22,8 +22,9 @@ Steps (``--steps``, comma-separated; default all):
 * ``pyhessian:*`` — PyHessian 0.1 on logits and shifted labels (eager attention):
   ``product``, ``top1`` (power iteration, ``tol=1e-3``), ``trace`` (Hutchinson,
   ``maxIter=100``), ``density`` (needs ``torch.eig``, removed in torch 2: reported as such);
-* ``analyze`` — a hook for ``ls.analyze(model, batches, time_budget=...)``, pending the
-  stage registry of the analysis redesign (reported as pending).
+* ``analyze`` (``analyze:SECONDS``, default 900) — ``ls.analyze(model, batches,
+  time_budget=SECONDS)``: wall time against the budget, the plan's own time, the stages
+  left out and why, and each stage's predicted and measured seconds.
 
 Results go to ``benchmarks/results/scale.json`` (``--output``), with ratios printed:
 each step over one product, our top-1 step over the product, peers over ours. Timings are
@@ -72,7 +73,7 @@ PEERS = (
     "pyhessian:trace",
     "pyhessian:density",
 )
-STEPS = (*OURS, *PEERS, "analyze")
+STEPS = (*OURS, *PEERS, "analyze:900")
 
 
 # -- the workload ---------------------------------------------------------------------------------
@@ -306,14 +307,36 @@ def _pyhessian_hv(h: Any, v: list[Tensor]) -> list[Tensor]:
     return hessian_vector_product(h.gradsH, h.params, v)
 
 
+def step_analyze(model: nn.Module, batches: list, budget: float) -> dict[str, Any]:
+    """``ls.analyze(time_budget=budget)``: wall time, the plan's share, what was left out."""
+    import landscape as ls
+
+    start = time.perf_counter()
+    report = ls.analyze(model, batches, time_budget=budget, progress=False)
+    seconds = time.perf_counter() - start
+    plan = report.plan
+    return {
+        "seconds": seconds,
+        "time_budget": budget,
+        "over_budget": seconds / budget,
+        "plan_seconds": plan.units.seconds,
+        "plan_share": plan.units.seconds / budget,
+        "predicted": plan.predicted,
+        "measured": plan.measured,
+        "dropped": plan.dropped,
+        "scaled": plan.scaled,
+        "top_eigenvalues": report.eigenvalues.top.values.tolist(),
+    }
+
+
 # -- the worker and the driver -------------------------------------------------------------------
 
 
 def run_step(step: str) -> dict[str, Any]:
     """Run one step in this process and return its record (peak RSS included)."""
     peer = step.split(":")[0] if ":" in step and not step.startswith("product") else None
-    if step == "analyze":
-        return {"pending": "analyze(time_budget=...) waits for the stage registry of the redesign"}
+    if step.startswith("analyze"):
+        peer = None
     model, batches = build("eager" if peer else "sdpa")
     record: dict[str, Any] = {"rss_after_build_gb": peak_rss_gb()}
     if step == "gradient":
@@ -326,6 +349,8 @@ def run_step(step: str) -> dict[str, Any]:
         record.update(step_trace(model, batches))
     elif step == "density":
         record.update(step_density(model, batches))
+    elif step.startswith("analyze"):
+        record.update(step_analyze(model, batches, float(step.partition(":")[2] or 900)))
     elif peer == "eigenthings":
         record.update(step_eigenthings(model, batches, step.split(":")[1]))
     elif peer == "pyhessian":
@@ -442,9 +467,7 @@ def main() -> None:
         print(f"{step} ...", flush=True)
         record = spawn(step, args.threads, args.rss_limit_gb, args.timeout)
         records[step] = record
-        summary = {
-            k: record[k] for k in ("seconds", "peak_rss_gb", "error", "pending") if k in record
-        }
+        summary = {k: record[k] for k in ("seconds", "peak_rss_gb", "error") if k in record}
         print(f"  {summary}", flush=True)
     result = {
         "workload": f"GPT-2 small, float32, {SEQUENCES} x {TOKENS} tokens, labels = input ids",
