@@ -43,7 +43,7 @@ from torch import nn
 from landscape._fingerprint import data_fingerprint, describe, fingerprint
 from landscape._paths import check_writable
 from landscape.losses import Criterion
-from landscape.memory import MemoryBudget, MemoryBudgetError, budget_scope
+from landscape.memory import MemoryBudget, MemoryBudgetError, budget_scope, vector_bytes
 from landscape.metrics.block_spectra import parameter_blocks
 from landscape.metrics.evaluate import evaluate
 from landscape.metrics.optimizers.instances import optimizer_list
@@ -54,7 +54,15 @@ from landscape.records import jsonable
 from landscape.report.contents import Interpolation, StageCost
 from landscape.report.document import Comparison, Report
 from landscape.report.sections import NOT_RUN
-from landscape.stages import Stage, StageContext, active_stages, drop_stages, fit
+from landscape.stages import (
+    DROP_ORDER,
+    STAGES,
+    Stage,
+    StageContext,
+    active_stages,
+    drop_stages,
+    fit,
+)
 from landscape.surfaces.paths import interpolate
 
 __all__ = ["BUDGETS", "analyze", "compare", "evaluate", "plan"]
@@ -66,6 +74,7 @@ _BUDGET_TABLE: tuple[tuple[Any, ...], ...] = (
     ("curvature_samples", 512, 2048, None),
     ("top_k", 3, 10, 20),
     ("bottom_k", 1, 3, 5),
+    ("bottom_matvecs", 150, 150, 250),
     ("tol", 1e-3, 1e-4, 1e-5),
     ("trace_matvecs", 30, 99, 300),
     ("frobenius_matvecs", 10, 30, 100),
@@ -292,9 +301,14 @@ def analyze(
             if identity is not None:
                 metadata["resume"] = identity
             found, costs = _read_back(previous, stages)
-            dropped = the_plan.dropped if the_plan is not None else {}
+            dropped = (
+                dict(the_plan.dropped) if the_plan is not None else _over_memory(problem, settings)
+            )
             for stage in stages:
                 bar.show(stage.name)
+                late = _out_of_time(the_plan, stage.name, time.perf_counter() - start)
+                if stage.name not in costs | dropped and late is not None:
+                    dropped[stage.name] = late
                 if stage.name in dropped:
                     context.notes[NOT_RUN + stage.name] = dropped[stage.name]
                 elif stage.name not in costs:
@@ -312,6 +326,52 @@ def analyze(
     if path is not None:
         report.save(path)
     return report
+
+
+def _over_memory(problem: Problem, settings: Mapping[str, Any]) -> dict[str, str]:
+    """Return the stages whose smallest need is over the memory budget (no plan was made).
+
+    Returns
+    -------
+    dict
+        ``{stage: reason}`` (:func:`landscape.stages.drop_stages`).
+    """
+    space = problem.space
+    return drop_stages(
+        settings,
+        {stage.name: 0.0 for stage in STAGES},
+        math.inf,
+        num_params=space.dim,
+        vector_bytes=vector_bytes(space.dim, space.dtype),
+        memory=MemoryBudget.resolve(None, problem.device),
+    )
+
+
+#: With a time budget, a stage is left out when the time spent plus its prediction would
+#: pass the budget by more than this factor (the predictions' spread on real models).
+_TIME_SLACK = 1.1
+
+
+def _out_of_time(the_plan: Plan | None, name: str, elapsed: float) -> str | None:
+    """Return why a stage no longer fits the time budget as it went, or ``None``.
+
+    The plan fits the predictions; this guards the budget against predictions that were
+    low (a stage that did not converge, a machine that got busier).
+
+    Returns
+    -------
+    str or None
+        The reason, for the report.
+    """
+    if the_plan is None or not math.isfinite(the_plan.time_budget) or name not in DROP_ORDER:
+        return None  # the loss and the extreme eigenvalues always run
+    predicted = the_plan.predicted.get(name, 0.0)
+    if elapsed + predicted <= _TIME_SLACK * the_plan.time_budget:
+        return None
+    return (
+        f"{elapsed:.0f} s of the {the_plan.time_budget:.0f} s time budget had passed and its "
+        f"predicted {predicted:.0f} s would pass the budget: raise time_budget=, or run it alone"
+    )
 
 
 def _run(stage: Stage, context: StageContext, found: dict[str, Any]) -> StageCost | None:

@@ -136,7 +136,8 @@ def unwrap_model(model: Any, *, sharded: bool = False) -> nn.Module:
             "no rank holds its parameters whole, and this computation needs them. Models "
             "sharded with FSDP2's fully_shard are taken by ls.hessian, ls.gauss_newton and "
             "ls.fisher (their operators), ls.eigenvalues, ls.trace, ls.spectral_density and "
-            "ls.layerwise (see docs/scale.md); for anything else, analyze the unsharded "
+            "ls.layerwise (see docs/howto/distributed.md, 'Sharded models'); for anything else, "
+            "analyze the unsharded "
             "model (load its full state dict on each rank) with landscape's own data "
             "parallelism."
         )

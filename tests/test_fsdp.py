@@ -10,7 +10,7 @@ The truth is the unsharded zoo model (float64) and autograd's double-backward He
 the same counter-based probes (``VectorSpace(counter_random=True)``) for the trace and the
 density. Tolerances: the finite-difference error of these models, whose Hugging Face loss is
 float32 inside (measured 5e-6 to 1e-5 relative per Hessian product, 2e-8 to 2e-6 for
-Gauss-Newton and Fisher products, ``docs/scale.md``): products 5e-5, eigenvalues, trace and
+Gauss-Newton and Fisher products, ``docs/howto/distributed.md``): products 5e-5, eigenvalues, trace and
 moments 2e-5; between world sizes the same, since the
 reductions' order differs.
 """

@@ -111,13 +111,14 @@ def test_a_time_budget_runs_the_scaled_settings_and_keeps_the_plan(tmp_path):
     assert loaded.plan.predicted == kept.predicted and loaded.plan.measured == kept.measured
     assert loaded.plan.dropped == kept.dropped and loaded.notes == report.notes
     assert "plan for" in report.summary()
-    # A budget that holds the floors (not the budget's settings) runs the scaled settings.
+    # A budget that holds the floors (not the budget's settings) runs the scaled settings:
+    # generous against a busy machine (measuring again may take longer), well under the
+    # budget's own settings (8x the curvature samples).
     switches = {"surfaces": False, "learning_rates": False}
     floors = sum(stage_costs(plan.settings, plan.units, **switches).values())
-    fits = ls.analyze(
-        model, data, time_budget=plan.units.seconds + 2 * floors, progress=False, **switches
-    )
-    assert not fits.plan.dropped and fits.plan.scaled["curvature_samples"][1] < 512
+    budget = 4 * plan.units.seconds + 2 * floors
+    fits = ls.analyze(model, data, time_budget=budget, progress=False, **switches)
+    assert fits.plan.scaled["curvature_samples"][1] < 512 and "density" not in fits.plan.dropped
     steps = fits.plan.settings["density"][1]
     assert fits.costs["density"].passes == steps  # the scaled density ran
 

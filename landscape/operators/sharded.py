@@ -29,7 +29,7 @@ receives its own shard of the gradient, averaged over the ranks). So here
   batches run zero-weighted passes so that every rank makes the same collective calls.
 
 Measured against the exact (double-backward) product of the unsharded model: see
-``docs/scale.md`` and ``tests/test_fsdp.py``.
+``docs/howto/distributed.md`` (Sharded models) and ``tests/test_fsdp.py``.
 """
 
 from __future__ import annotations
