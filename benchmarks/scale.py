@@ -14,8 +14,9 @@ Steps (``--steps``, comma-separated; default all):
   ``auto``'s measurement or the finite-difference step search) and later calls;
 * ``top1``, ``top5`` — ``ls.eigenvalues(H, k)`` with default settings, split into the time
   in products and the algorithm's own time (its "step" cost next to the product's);
+  ``top1:1e-6`` with a tighter tolerance (a converged reference);
 * ``trace`` — ``ls.trace(H)`` (Hutch++, 99 products); ``density`` — ``ls.spectral_density(H,
-  2, 20)``;
+  2, 20)`` (``density:10x30``: 10 probes x 30 steps);
 * ``eigenthings:*`` — hessian-eigenthings 1.0.0a5 ``HessianOperator`` with ``hf_lm_loss``:
   ``product``, ``top1`` / ``top5`` (``lanczos(which="LA")``, defaults otherwise), ``trace``
   (``hutch_plus_plus``, 99), ``density`` (``spectral_density(num_runs=2, lanczos_steps=20)``);
@@ -154,7 +155,7 @@ def step_product(model: nn.Module, batches: list, backend: str) -> dict[str, Any
     }
 
 
-def step_eigenvalues(model: nn.Module, batches: list, k: int) -> dict[str, Any]:
+def step_eigenvalues(model: nn.Module, batches: list, k: int, tol: float = 1e-3) -> dict[str, Any]:
     import landscape as ls
 
     H = ls.hessian(model, batches)
@@ -162,7 +163,7 @@ def step_eigenvalues(model: nn.Module, batches: list, k: int) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ev = ls.eigenvalues(H, k=k)
+        ev = ls.eigenvalues(H, k=k, tol=tol)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     own = seconds - timer.seconds
     return {
@@ -334,21 +335,22 @@ def step_analyze(model: nn.Module, batches: list, budget: float) -> dict[str, An
 
 def run_step(step: str) -> dict[str, Any]:
     """Run one step in this process and return its record (peak RSS included)."""
-    peer = step.split(":")[0] if ":" in step and not step.startswith("product") else None
-    if step.startswith("analyze"):
-        peer = None
+    peer = step.split(":")[0] if step.split(":")[0] in ("eigenthings", "pyhessian") else None
     model, batches = build("eager" if peer else "sdpa")
     record: dict[str, Any] = {"rss_after_build_gb": peak_rss_gb()}
     if step == "gradient":
         record.update(step_gradient(model, batches))
     elif step.startswith("product:"):
         record.update(step_product(model, batches, step.split(":")[1]))
-    elif step in ("top1", "top5"):
-        record.update(step_eigenvalues(model, batches, int(step[3:])))
+    elif step.split(":")[0] in ("top1", "top5"):  # "top1:1e-6": a tighter tolerance
+        name, _, tol = step.partition(":")
+        record.update(step_eigenvalues(model, batches, int(name[3:]), float(tol or 1e-3)))
     elif step == "trace":
         record.update(step_trace(model, batches))
-    elif step == "density":
-        record.update(step_density(model, batches))
+    elif step.startswith("density"):  # "density:10x30": probes x steps
+        shape = step.partition(":")[2] or "2x20"
+        probes, steps = (int(x) for x in shape.split("x"))
+        record.update(step_density(model, batches, probes, steps))
     elif step.startswith("analyze"):
         record.update(step_analyze(model, batches, float(step.partition(":")[2] or 900)))
     elif peer == "eigenthings":
