@@ -86,11 +86,14 @@ class CurvatureOperator(CountingOperator):
     TypeError
         If ``model`` is not an ``nn.Module``, or an option is unknown.
     ValueError
-        If ``mode`` is unknown, the model has no trainable parameters or ``params`` selects
+        If ``mode`` is unknown (or ``"train"`` for an operator defined in eval mode only,
+        the empirical Fisher), the model has no trainable parameters or ``params`` selects
         nothing.
     """
 
     is_symmetric = True
+    #: Why the operator is defined in eval mode only (a subclass's message), or "".
+    _eval_only = ""
 
     def __init__(
         self,
@@ -111,6 +114,8 @@ class CurvatureOperator(CountingOperator):
             MemoryBudget.resolve(memory_budget, self.problem.device)  # invalid values fail now
         space = self.problem.space
         super().__init__((space.dim, space.dim), space.dtype, space.device)
+        if self._eval_only and self.problem.mode != "eval":
+            raise ValueError(self._eval_only)
 
     # -- what the operator is about: its problem's ----------------------------------------------
     model: nn.Module = _OfProblem()

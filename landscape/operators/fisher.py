@@ -52,21 +52,10 @@ class EmpiricalFisherOperator(CurvatureOperator):
     True
     """
 
-    def __init__(
-        self,
-        problem: Problem | nn.Module,
-        data: Any = None,
-        loss_fn: Criterion | None = None,
-        *,
-        chunk_size: int | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(problem, data, loss_fn, chunk_size=chunk_size, **options)
-        if self.problem.mode != "eval":
-            raise ValueError(
-                "the empirical Fisher needs per-sample losses, which BatchNorm batch statistics "
-                "(mode='train') do not define; use mode='eval'."
-            )
+    _eval_only = (
+        "the empirical Fisher needs per-sample losses, which BatchNorm batch statistics "
+        "(mode='train') do not define; use mode='eval'."
+    )
 
     def _batch_matmat(
         self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
