@@ -1025,10 +1025,7 @@ def _burst(
                 return math.inf
             for opt in optimizers:
                 _Trainer.step(opt, closure)
-    try:
-        return whole.with_model(clone).loss()
-    except FloatingPointError:
-        return math.inf
+    return whole.with_model(clone).loss(nonfinite=math.inf)
 
 
 def _closure(

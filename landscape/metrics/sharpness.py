@@ -226,10 +226,7 @@ class _Evaluator:
             The loss.
         """
         self.evaluated += on.total_weight
-        try:
-            return on.at(flat).loss()
-        except FloatingPointError:
-            return math.nan
+        return on.at(flat).loss(nonfinite=math.nan)
 
     def value_and_grad(self, flat: Tensor, on: Problem) -> tuple[float, Tensor]:
         """Return the mean loss and its gradient at ``flat`` (``nan`` loss if not finite).
