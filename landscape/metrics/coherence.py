@@ -700,12 +700,8 @@ def coherence(
         :math:`B_\text{noise}`.
     progress : bool, optional
         Show tqdm progress bars.
-    backend : str, optional
-        How Hessian products are computed (see :class:`landscape.HessianOperator`;
-        ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
-    **options
-        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
-        ``count``, ``max_samples``, ...).
+    backend, **options
+        The Hessian backend and the problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------

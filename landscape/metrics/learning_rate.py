@@ -521,12 +521,8 @@ def max_learning_rate(
         Randomness of batches, starting vectors and bursts.
     progress : bool, optional
         Show a tqdm progress bar.
-    backend : str, optional
-        How Hessian products are computed (see :class:`landscape.HessianOperator`;
-        ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
-    **options
-        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
-        ``count``, ``max_samples``, ...).
+    backend, **options
+        The Hessian backend and the problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------

@@ -903,12 +903,8 @@ def sharpness(
         derived from the seed, so its numbers do not depend on the other measures requested.
     progress : bool, optional
         Show a tqdm progress bar over the measures.
-    backend : str, optional
-        How Hessian products are computed (see :class:`landscape.HessianOperator`;
-        ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
-    **options
-        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
-        ``count``, ``max_batches``, ``max_samples``, ``cache``, ...).
+    backend, **options
+        The Hessian backend and the problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------

@@ -97,13 +97,13 @@ def fisher(
     chunk_size : int, optional
         Samples per vectorized chunk.
     **options
-        Options of :class:`~landscape.problem.Problem` (``params``, ``count``,
-        ``max_samples``, ...), as for :func:`landscape.hessian`.
+        The problem's options (``mode="eval"`` only), as for :func:`landscape.hessian`.
 
     Returns
     -------
     EmpiricalFisherOperator
-        The operator.
+        ``F @ V``, positive semi-definite; for a model sharded with FSDP2, a
+        :class:`~landscape.operators.sharded.ShardedFisherOperator` on each rank's shards.
 
     Raises
     ------
