@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._compat import moved
+from landscape._compat import moved, moved_into
 from landscape.linalg._random import as_generator
 from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion, Objective
@@ -415,10 +415,8 @@ def _slope(B: np.ndarray, lr: np.ndarray, n: int) -> float:
     betas="optimizer=ls.OptimizerSettings('adam', betas=...)",
     eps="optimizer=ls.OptimizerSettings('adam', eps=...)",
     weight_decay="optimizer=ls.OptimizerSettings(kind, weight_decay=...)",
-    verify_steps="verify=ls.VerifySettings(steps=...)",
-    verify_factors="verify=ls.VerifySettings(factors=...)",
     divergence_factor="verify=ls.VerifySettings(divergence_factor=...)",
-    verify_perturbation="verify=ls.VerifySettings(perturbation=...)",
+    **moved_into("verify=ls.VerifySettings", "verify_", "steps", "factors", "perturbation"),
 )
 def max_learning_rate(
     problem: Problem | nn.Module,

@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from landscape._compat import moved
+from landscape._compat import moved, moved_into
 from landscape.batches import batch_size, select_rows
 from landscape.linalg._random import as_generator, gaussian
 from landscape.linalg.eigen import eigenvalues
@@ -770,18 +770,13 @@ def _sub_generator(base: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed((base * 1_000_003 + MEASURES.index(name)) % 2**63)
 
 
-_OLD = "settings=ls.SharpnessSettings({}=...)"
-
-
 @moved(
-    **{
-        name: _OLD.format(name)
-        for name in (
-            "rho", "asam_rho", "asam_eta", "asam_normalize", "gam_rho", "ascent_steps",
-            "gam_steps", "m", "pacbayes_target", "pacbayes_samples", "pacbayes_steps",
-            "pacbayes_eps", "lanczos_tol", "trace_matvecs", "frobenius_matvecs",
-        )
-    }
+    **moved_into(
+        "settings=ls.SharpnessSettings", "",
+        "rho", "asam_rho", "asam_eta", "asam_normalize", "gam_rho", "ascent_steps",
+        "gam_steps", "m", "pacbayes_target", "pacbayes_samples", "pacbayes_steps",
+        "pacbayes_eps", "lanczos_tol", "trace_matvecs", "frobenius_matvecs",
+    )
 )  # fmt: skip
 def sharpness(
     problem: Problem | nn.Module,
