@@ -133,6 +133,25 @@ def _too_small(name: str, value: int, minimum: int, what: str = "") -> str:
     return f"{name} must be at least {minimum}{what}; got {value}."
 
 
+def _at_least(value: Any, name: str, minimum: int, what: str = "") -> int:
+    """Return ``value`` as an int, checked to be at least ``minimum``.
+
+    Returns
+    -------
+    int
+        ``operator.index(value)``.
+
+    Raises
+    ------
+    ValueError
+        If it is less than ``minimum`` (the message ends with ``what``, e.g. " for XTrace").
+    """
+    count = _count(value, name)
+    if count < minimum:
+        raise ValueError(_too_small(name, count, minimum, what))
+    return count
+
+
 def _sphere(space: VectorSpace, k: int, stream: ProbeStream) -> Tensor:
     # k probes uniform on the sphere of radius sqrt(n), as columns (drawn probe after probe).
     G = stream.next(k)
@@ -433,9 +452,7 @@ def hutchinson_trace(
     (6.0, 0.0, 1)
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 1:
-        raise ValueError(_too_small("num_matvecs", m, 1))
+    m = _at_least(num_matvecs, "num_matvecs", 1)
     block = _block(A, m, block_size, memory_budget)
     matmat = _Counted(A)
     stream = ProbeStream(A.vector_space, as_generator(seed), "signs")
@@ -458,10 +475,7 @@ def _block(A: LinearOperator, m: int, block_size: Any, memory_budget: Any) -> in
         If ``block_size`` is less than 1.
     """
     if block_size is not None:
-        block = _count(block_size, "block_size")
-        if block < 1:
-            raise ValueError(_too_small("block_size", block, 1))
-        return block
+        return _at_least(block_size, "block_size", 1)
     return probe_block(A, m, MemoryBudget.resolve(memory_budget, A.device))
 
 
@@ -537,9 +551,7 @@ def hutchpp_trace(
     (6.0, 12, 2)
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 3:
-        raise ValueError(_too_small("num_matvecs", m, 3, " for Hutch++"))
+    m = _at_least(num_matvecs, "num_matvecs", 3, " for Hutch++")
     matmat = _Counted(A)
     budget = MemoryBudget.resolve(memory_budget, A.device)
     value, stderr, samples = _hutchpp_round(matmat, m, as_generator(seed), budget)
@@ -627,9 +639,7 @@ def xtrace(
     (6.0, 8, 2)
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 2:
-        raise ValueError(_too_small("num_matvecs", m, 2, " for XTrace"))
+    m = _at_least(num_matvecs, "num_matvecs", 2, " for XTrace")
     matmat = _Counted(A)
     budget = MemoryBudget.resolve(memory_budget, A.device)
     size = 2 * sketch_size(A, m // 2, _XTRACE_BLOCKS, budget)
@@ -733,9 +743,8 @@ def trace(
     minimum = _MIN_MATVECS[key]
 
     if rtol is None:
-        m = _DEFAULT_MATVECS[key] if num_matvecs is None else _count(num_matvecs, "num_matvecs")
-        if m < minimum:
-            raise ValueError(_too_small("num_matvecs", m, minimum, f" for {key}"))
+        m = _DEFAULT_MATVECS[key] if num_matvecs is None else num_matvecs
+        m = _at_least(m, "num_matvecs", minimum, f" for {key}")
         if key == "hutchinson":
             return hutchinson_trace(A, m, seed=seed, block_size=block, memory_budget=memory_budget)
         if key == "hutch++":
@@ -745,9 +754,8 @@ def trace(
     rtol = float(rtol)
     if not rtol > 0:  # also rejects nan
         raise ValueError(f"rtol must be positive; got {rtol}.")
-    cap = _DEFAULT_CAP if num_matvecs is None else _count(num_matvecs, "num_matvecs")
-    if cap < minimum:
-        raise ValueError(_too_small("num_matvecs", cap, minimum, f" for {key}"))
+    cap = _DEFAULT_CAP if num_matvecs is None else num_matvecs
+    cap = _at_least(cap, "num_matvecs", minimum, f" for {key}")
     generator = as_generator(seed)
     matmat = _Counted(A)
     budget = MemoryBudget.resolve(memory_budget, A.device)
@@ -850,9 +858,7 @@ def diagonal(
     (tensor([ 1., -2.,  3.], dtype=torch.float64), tensor([0., 0., 0.], dtype=torch.float64))
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 1:
-        raise ValueError(_too_small("num_matvecs", m, 1))
+    m = _at_least(num_matvecs, "num_matvecs", 1)
     block = _block(A, m, block_size, memory_budget)
     stream = ProbeStream(A.vector_space, as_generator(seed), "signs")
     matmat = _Counted(A)
@@ -937,9 +943,7 @@ def frobenius_norm(
     (5.0, 0.0)
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 1:
-        raise ValueError(_too_small("num_matvecs", m, 1))
+    m = _at_least(num_matvecs, "num_matvecs", 1)
     matmat = _Counted(A)
     space = A.vector_space
     block = _block(A, m, None, memory_budget)
