@@ -224,7 +224,7 @@ def analyze(
         their smallest settings are left out, and the report says so ("Stages not run").
     memory_budget : int, float or str, optional
         Memory every stage may take beyond the model and one batch's activations: bytes,
-        a string (``"8GB"``) or a fraction of the free memory; default half of what is
+        a string (``"8GB"``) or a fraction of the free memory; default a quarter of what is
         free when each computation starts (:mod:`landscape.memory`). Lanczos bases, probe
         blocks and per-example chunks are sized to it; a stage that cannot fit at its
         smallest is not run, and the report says why.

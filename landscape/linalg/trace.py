@@ -406,7 +406,7 @@ def hutchinson_trace(
         the blocking.
     memory_budget : int, float or str, optional
         Bytes the probes, sketches and products may take (see :mod:`landscape.memory`;
-        default half of the free memory).
+        default a quarter of the free memory).
 
     Returns
     -------
@@ -502,7 +502,7 @@ def hutchpp_trace(
         the whole space and the estimate exact).
     memory_budget : int, float or str, optional
         Bytes the sketch and the products' blocks may take (see :mod:`landscape.memory`;
-        default half of the free memory). The sketch has at most as many columns as fit
+        default a quarter of the free memory). The sketch has at most as many columns as fit
         in 2 GiB twice over (:func:`sketch_size`: at :math:`P = 124` million in float32,
         2 columns) and in the budget; the residual probes take the rest of the matvecs.
 
@@ -586,7 +586,7 @@ def xtrace(
     num_matvecs : int, optional
         Budget :math:`m \ge 2`; :math:`2\lfloor m/2 \rfloor` matvecs are used.
     memory_budget : int, float or str, optional
-        Bytes XTrace's blocks may take (see :mod:`landscape.memory`; default half of the
+        Bytes XTrace's blocks may take (see :mod:`landscape.memory`; default a quarter of the
         free memory). Where six blocks of :math:`k` probes would take more than 2 GiB (or
         the budget), independent rounds of as many probes as fit are averaged, with the
         same :math:`m` matvecs in all.
@@ -669,7 +669,7 @@ def trace(
         Probes per ``matmat`` for ``method="hutchinson"`` (see :func:`hutchinson_trace`);
         with ``rtol``, also the round size.
     memory_budget : int, float or str, optional
-        Bytes the estimator's vectors may take (see :mod:`landscape.memory`; default half
+        Bytes the estimator's vectors may take (see :mod:`landscape.memory`; default a quarter
         of the free memory): it sizes Hutchinson's blocks, Hutch++'s sketch and XTrace's
         rounds.
 
@@ -805,7 +805,7 @@ def diagonal(
         Probes per ``matmat`` (one pass each); default all at once (:math:`P \times m`
         entries in memory), or as many as ``memory_budget`` holds.
     memory_budget : int, float or str, optional
-        Bytes the probes and products may take (see :mod:`landscape.memory`; default half
+        Bytes the probes and products may take (see :mod:`landscape.memory`; default a quarter
         of the free memory).
 
     Returns
@@ -888,7 +888,7 @@ def frobenius_norm(
     num_matvecs : int, optional
         Number of probes :math:`m` (all in one ``matmat``).
     memory_budget : int, float or str, optional
-        Bytes the probes and products may take (see :mod:`landscape.memory`; default half
+        Bytes the probes and products may take (see :mod:`landscape.memory`; default a quarter
         of the free memory): the probes go through one ``matmat``, or blocks that fit.
 
     Returns

@@ -73,7 +73,7 @@ class CurvatureOperator(CountingOperator):
         Vectorize over at most this many columns at once (bounds memory; default: all).
     memory_budget : int, float or str, optional
         Bytes the product's own buffers may take (3 vectors per column: see
-        :mod:`landscape.memory`; default half of the memory free at each product): a block
+        :mod:`landscape.memory`; default a quarter of the memory free at each product): a block
         of more columns is multiplied in groups that fit, one pass over the data each.
     **options
         With a model, the options of :class:`~landscape.problem.Problem` (``batch_loss``,
