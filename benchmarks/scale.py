@@ -14,16 +14,18 @@ Steps (``--steps``, comma-separated; default all):
   ``auto``'s measurement or the finite-difference step search) and later calls;
 * ``top1``, ``top5`` — ``ls.eigenvalues(H, k)`` with default settings, split into the time
   in products and the algorithm's own time (its "step" cost next to the product's);
+  ``top1:1e-6`` with a tighter tolerance (a converged reference);
 * ``trace`` — ``ls.trace(H)`` (Hutch++, 99 products); ``density`` — ``ls.spectral_density(H,
-  2, 20)``;
+  2, 20)`` (``density:10x30``: 10 probes x 30 steps);
 * ``eigenthings:*`` — hessian-eigenthings 1.0.0a5 ``HessianOperator`` with ``hf_lm_loss``:
   ``product``, ``top1`` / ``top5`` (``lanczos(which="LA")``, defaults otherwise), ``trace``
   (``hutch_plus_plus``, 99), ``density`` (``spectral_density(num_runs=2, lanczos_steps=20)``);
 * ``pyhessian:*`` — PyHessian 0.1 on logits and shifted labels (eager attention):
   ``product``, ``top1`` (power iteration, ``tol=1e-3``), ``trace`` (Hutchinson,
   ``maxIter=100``), ``density`` (needs ``torch.eig``, removed in torch 2: reported as such);
-* ``analyze`` — a hook for ``ls.analyze(model, batches, time_budget=...)``, pending the
-  stage registry of the analysis redesign (reported as pending).
+* ``analyze`` (``analyze:SECONDS``, default 900) — ``ls.analyze(model, batches,
+  time_budget=SECONDS)``: wall time against the budget, the plan's own time, the stages
+  left out and why, and each stage's predicted and measured seconds.
 
 Results go to ``benchmarks/results/scale.json`` (``--output``), with ratios printed:
 each step over one product, our top-1 step over the product, peers over ours. Timings are
@@ -72,7 +74,7 @@ PEERS = (
     "pyhessian:trace",
     "pyhessian:density",
 )
-STEPS = (*OURS, *PEERS, "analyze")
+STEPS = (*OURS, *PEERS, "analyze:900")
 
 
 # -- the workload ---------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ def step_product(model: nn.Module, batches: list, backend: str) -> dict[str, Any
     }
 
 
-def step_eigenvalues(model: nn.Module, batches: list, k: int) -> dict[str, Any]:
+def step_eigenvalues(model: nn.Module, batches: list, k: int, tol: float = 1e-3) -> dict[str, Any]:
     import landscape as ls
 
     H = ls.hessian(model, batches)
@@ -161,7 +163,7 @@ def step_eigenvalues(model: nn.Module, batches: list, k: int) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ev = ls.eigenvalues(H, k=k)
+        ev = ls.eigenvalues(H, k=k, tol=tol)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     own = seconds - timer.seconds
     return {
@@ -306,26 +308,51 @@ def _pyhessian_hv(h: Any, v: list[Tensor]) -> list[Tensor]:
     return hessian_vector_product(h.gradsH, h.params, v)
 
 
+def step_analyze(model: nn.Module, batches: list, budget: float) -> dict[str, Any]:
+    """``ls.analyze(time_budget=budget)``: wall time, the plan's share, what was left out."""
+    import landscape as ls
+
+    start = time.perf_counter()
+    report = ls.analyze(model, batches, time_budget=budget, progress=False)
+    seconds = time.perf_counter() - start
+    plan = report.plan
+    return {
+        "seconds": seconds,
+        "time_budget": budget,
+        "over_budget": seconds / budget,
+        "plan_seconds": plan.units.seconds,
+        "plan_share": plan.units.seconds / budget,
+        "predicted": plan.predicted,
+        "measured": plan.measured,
+        "dropped": plan.dropped,
+        "scaled": plan.scaled,
+        "top_eigenvalues": report.eigenvalues.top.values.tolist(),
+    }
+
+
 # -- the worker and the driver -------------------------------------------------------------------
 
 
 def run_step(step: str) -> dict[str, Any]:
     """Run one step in this process and return its record (peak RSS included)."""
-    peer = step.split(":")[0] if ":" in step and not step.startswith("product") else None
-    if step == "analyze":
-        return {"pending": "analyze(time_budget=...) waits for the stage registry of the redesign"}
+    peer = step.split(":")[0] if step.split(":")[0] in ("eigenthings", "pyhessian") else None
     model, batches = build("eager" if peer else "sdpa")
     record: dict[str, Any] = {"rss_after_build_gb": peak_rss_gb()}
     if step == "gradient":
         record.update(step_gradient(model, batches))
     elif step.startswith("product:"):
         record.update(step_product(model, batches, step.split(":")[1]))
-    elif step in ("top1", "top5"):
-        record.update(step_eigenvalues(model, batches, int(step[3:])))
+    elif step.split(":")[0] in ("top1", "top5"):  # "top1:1e-6": a tighter tolerance
+        name, _, tol = step.partition(":")
+        record.update(step_eigenvalues(model, batches, int(name[3:]), float(tol or 1e-3)))
     elif step == "trace":
         record.update(step_trace(model, batches))
-    elif step == "density":
-        record.update(step_density(model, batches))
+    elif step.startswith("density"):  # "density:10x30": probes x steps
+        shape = step.partition(":")[2] or "2x20"
+        probes, steps = (int(x) for x in shape.split("x"))
+        record.update(step_density(model, batches, probes, steps))
+    elif step.startswith("analyze"):
+        record.update(step_analyze(model, batches, float(step.partition(":")[2] or 900)))
     elif peer == "eigenthings":
         record.update(step_eigenthings(model, batches, step.split(":")[1]))
     elif peer == "pyhessian":
@@ -442,9 +469,7 @@ def main() -> None:
         print(f"{step} ...", flush=True)
         record = spawn(step, args.threads, args.rss_limit_gb, args.timeout)
         records[step] = record
-        summary = {
-            k: record[k] for k in ("seconds", "peak_rss_gb", "error", "pending") if k in record
-        }
+        summary = {k: record[k] for k in ("seconds", "peak_rss_gb", "error") if k in record}
         print(f"  {summary}", flush=True)
     result = {
         "workload": f"GPT-2 small, float32, {SEQUENCES} x {TOKENS} tokens, labels = input ids",

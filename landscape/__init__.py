@@ -26,6 +26,7 @@ from landscape.linalg import (
     trace,
     xtrace,
 )
+from landscape.memory import MemoryBudget, MemoryBudgetError, budget_scope
 from landscape.metrics import (
     BlockSpectra,
     CoherenceResult,
@@ -146,6 +147,8 @@ __all__ = [
     "LearningRateResult",
     "LightningSharpnessCallback",
     "LinearOperator",
+    "MemoryBudget",
+    "MemoryBudgetError",
     "MissingOptimizerState",
     "NoiseScale",
     "NotLinearizable",
@@ -172,6 +175,7 @@ __all__ = [
     "VerifySettings",
     "analyze",
     "block_spectra",
+    "budget_scope",
     "coherence",
     "compare",
     "critical_sharpness",

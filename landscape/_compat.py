@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["moved"]
+__all__ = ["moved", "moved_into"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,3 +54,28 @@ def moved(**spellings: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def moved_into(settings: str, prefix: str, *fields: str) -> dict[str, str]:
+    """Return the spellings of old keywords ``prefix + field`` that became settings fields.
+
+    Parameters
+    ----------
+    settings : str
+        How the settings object is passed now, e.g. ``"hessian=ls.HessianSettings"``.
+    prefix : str
+        What the old keywords had before the field's name (``""``: the same name).
+    *fields
+        The fields.
+
+    Returns
+    -------
+    dict of str to str
+        ``{old_name: "how to write it now"}``, for :func:`moved`.
+
+    Examples
+    --------
+    >>> moved_into("verify=ls.VerifySettings", "verify_", "steps")
+    {'verify_steps': 'verify=ls.VerifySettings(steps=...)'}
+    """
+    return {prefix + field: f"{settings}({field}=...)" for field in fields}

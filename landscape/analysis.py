@@ -43,6 +43,7 @@ from torch import nn
 from landscape._fingerprint import data_fingerprint, describe, fingerprint
 from landscape._paths import check_writable
 from landscape.losses import Criterion
+from landscape.memory import MemoryBudget, MemoryBudgetError, budget_scope, vector_bytes
 from landscape.metrics.block_spectra import parameter_blocks
 from landscape.metrics.evaluate import evaluate
 from landscape.metrics.optimizers.instances import optimizer_list
@@ -52,7 +53,16 @@ from landscape.problem import Problem, as_problem, unwrap_model
 from landscape.records import jsonable
 from landscape.report.contents import Interpolation, StageCost
 from landscape.report.document import Comparison, Report
-from landscape.stages import Stage, StageContext, active_stages, fit
+from landscape.report.sections import NOT_RUN
+from landscape.stages import (
+    DROP_ORDER,
+    STAGES,
+    Stage,
+    StageContext,
+    active_stages,
+    drop_stages,
+    fit,
+)
 from landscape.surfaces.paths import interpolate
 
 __all__ = ["BUDGETS", "analyze", "compare", "evaluate", "plan"]
@@ -64,6 +74,7 @@ _BUDGET_TABLE: tuple[tuple[Any, ...], ...] = (
     ("curvature_samples", 512, 2048, None),
     ("top_k", 3, 10, 20),
     ("bottom_k", 1, 3, 5),
+    ("bottom_matvecs", 150, 150, 250),
     ("tol", 1e-3, 1e-4, 1e-5),
     ("trace_matvecs", 30, 99, 300),
     ("frobenius_matvecs", 10, 30, 100),
@@ -154,6 +165,7 @@ def analyze(
     path: str | os.PathLike[str] | None = None,
     backend: str = "auto",
     time_budget: float | None = None,
+    memory_budget: Any = None,
     **options: Any,
 ) -> Report:
     r"""Analyze the loss landscape around the model on its data: numbers, plots, a report.
@@ -208,7 +220,14 @@ def analyze(
         Seconds the analysis may take: the unit costs are measured on the model first, each
         stage is predicted, and the budget's settings are scaled down to fit
         (:func:`plan`); the report's ``"plan"`` section has what was scaled and the
-        predicted and measured seconds of every stage.
+        predicted and measured seconds of every stage. Stages that do not fit even at
+        their smallest settings are left out, and the report says so ("Stages not run").
+    memory_budget : int, float or str, optional
+        Memory every stage may take beyond the model and one batch's activations: bytes,
+        a string (``"8GB"``) or a fraction of the free memory; default a quarter of what is
+        free when each computation starts (:mod:`landscape.memory`). Lanczos bases, probe
+        blocks and per-example chunks are sized to it; a stage that cannot fit at its
+        smallest is not run, and the report says why.
     **options
         With a model, the options of :class:`~landscape.problem.Problem` (``batch_loss``,
         ``count``, ``params``, ``mode``, ``precision``, ``max_batches``, ...).
@@ -252,36 +271,55 @@ def analyze(
     if path is not None:  # fail now, not after the whole analysis
         path = check_writable(path, "report")
     start = time.perf_counter()
-    problem = _one_problem(problem, data, loss_fn, options)
-    switches = {"surfaces": surfaces, "learning_rates": learning_rates}
-    stages = active_stages(**switches)
-    bar = _Progress(len(stages), progress, f"landscape.analyze ({budget})")
-    try:  # the bar shows from the first pass over the data on (counting it, resuming)
-        identity = previous = None
-        if path is not None:
-            identity = _identity(problem, budget, time_budget, seed, backend, optimizer, switches)
-            previous = _resumable(path, identity)
-        the_plan = previous.plan if previous is not None else None
-        if the_plan is None and time_budget is not None:
-            the_plan = plan(
-                problem, budget=budget, time_budget=time_budget, optimizer=optimizer,
-                backend=backend, **switches,
-            )  # fmt: skip
-        settings = the_plan.settings if the_plan is not None else dict(BUDGETS[budget])
-        context = StageContext(problem, settings, int(seed), backend, optimizer)
-        metadata = _metadata(problem, budget, seed, settings)
-        if identity is not None:
-            metadata["resume"] = identity
-        found, costs = _read_back(previous, stages)
-        for stage in stages:
-            bar.show(stage.name)
-            if stage.name not in costs:
-                costs[stage.name] = _run(stage, context, found)
-                if path is not None:  # every finished stage is on disk
-                    _report(metadata, context, found, costs, the_plan, start).save(path)
-            bar.done()
-    finally:
-        bar.close()
+    with budget_scope(memory_budget):  # every stage sizes itself to one budget
+        problem = _one_problem(problem, data, loss_fn, options)
+        switches = {"surfaces": surfaces, "learning_rates": learning_rates}
+        stages = active_stages(**switches)
+        bar = _Progress(len(stages), progress, f"landscape.analyze ({budget})")
+        try:  # the bar shows from the first pass over the data on (counting it, resuming)
+            identity = previous = None
+            if path is not None:
+                identity = _identity(
+                    problem,
+                    budget,
+                    (time_budget, memory_budget),
+                    seed,
+                    backend,
+                    optimizer,
+                    switches,
+                )
+                previous = _resumable(path, identity)
+            the_plan = previous.plan if previous is not None else None
+            if the_plan is None and time_budget is not None:
+                the_plan = plan(
+                    problem, budget=budget, time_budget=time_budget, optimizer=optimizer,
+                    backend=backend, memory_budget=memory_budget, **switches,
+                )  # fmt: skip
+            settings = the_plan.settings if the_plan is not None else dict(BUDGETS[budget])
+            context = StageContext(problem, settings, int(seed), backend, optimizer)
+            metadata = _metadata(problem, budget, seed, settings)
+            if identity is not None:
+                metadata["resume"] = identity
+            found, costs = _read_back(previous, stages)
+            dropped = (
+                dict(the_plan.dropped) if the_plan is not None else _over_memory(problem, settings)
+            )
+            for stage in stages:
+                bar.show(stage.name)
+                late = _out_of_time(the_plan, stage.name, time.perf_counter() - start)
+                if stage.name not in costs | dropped and late is not None:
+                    dropped[stage.name] = late
+                if stage.name in dropped:
+                    context.notes[NOT_RUN + stage.name] = dropped[stage.name]
+                elif stage.name not in costs:
+                    ran = _run(stage, context, found)
+                    if ran is not None:
+                        costs[stage.name] = ran
+                    if path is not None:  # every finished stage is on disk
+                        _report(metadata, context, found, costs, the_plan, start).save(path)
+                bar.done()
+        finally:
+            bar.close()
     if the_plan is not None:
         the_plan.measured = {name: cost.seconds for name, cost in costs.items()}
     report = _report(metadata, context, found, costs, the_plan, start)
@@ -290,9 +328,66 @@ def analyze(
     return report
 
 
-def _run(stage: Stage, context: StageContext, found: dict[str, Any]) -> StageCost:
+def _over_memory(problem: Problem, settings: Mapping[str, Any]) -> dict[str, str]:
+    """Return the stages whose smallest need is over the memory budget (no plan was made).
+
+    Returns
+    -------
+    dict
+        ``{stage: reason}`` (:func:`landscape.stages.drop_stages`).
+    """
+    space = problem.space
+    return drop_stages(
+        settings,
+        {stage.name: 0.0 for stage in STAGES},
+        math.inf,
+        num_params=space.dim,
+        vector_bytes=vector_bytes(space.dim, space.dtype),
+        memory=MemoryBudget.resolve(None, problem.device),
+    )
+
+
+#: With a time budget, a stage is left out when the time spent plus its prediction would
+#: pass the budget by more than this factor (the predictions' spread on real models).
+_TIME_SLACK = 1.1
+
+
+def _out_of_time(the_plan: Plan | None, name: str, elapsed: float) -> str | None:
+    """Return why a stage no longer fits the time budget as it went, or ``None``.
+
+    The plan fits the predictions; this guards the budget against predictions that were
+    low (a stage that did not converge, a machine that got busier).
+
+    Returns
+    -------
+    str or None
+        The reason, for the report.
+    """
+    if the_plan is None or not math.isfinite(the_plan.time_budget) or name not in DROP_ORDER:
+        return None  # the loss and the extreme eigenvalues always run
+    predicted = the_plan.predicted.get(name, 0.0)
+    if elapsed + predicted <= _TIME_SLACK * the_plan.time_budget:
+        return None
+    return (
+        f"{elapsed:.0f} s of the {the_plan.time_budget:.0f} s time budget had passed and its "
+        f"predicted {predicted:.0f} s would pass the budget: raise time_budget=, or run it alone"
+    )
+
+
+def _run(stage: Stage, context: StageContext, found: dict[str, Any]) -> StageCost | None:
+    """Run one stage into ``found``; ``None`` (and a note) where it does not fit in memory.
+
+    Returns
+    -------
+    StageCost or None
+        Its products, passes and seconds.
+    """
     started = time.perf_counter()
-    fields, matvecs, passes = stage.run(context)
+    try:
+        fields, matvecs, passes = stage.run(context)
+    except MemoryBudgetError as error:  # checked before allocating: the analysis goes on
+        context.notes[NOT_RUN + stage.name] = str(error)
+        return None
     found.update(fields)
     return StageCost(int(matvecs), int(passes), time.perf_counter() - started)
 
@@ -342,7 +437,7 @@ def _report(
 def _identity(
     problem: Problem,
     budget: str,
-    time_budget: float | None,
+    limits: tuple[float | None, Any],
     seed: int,
     backend: str,
     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None,
@@ -358,7 +453,8 @@ def _identity(
     objective = problem.objective
     settings = {
         "budget": budget,
-        "time_budget": time_budget,
+        "time_budget": limits[0],
+        "memory_budget": None if limits[1] is None else str(limits[1]),
         "seed": int(seed),
         "backend": backend,
         **switches,
@@ -468,6 +564,7 @@ def plan(
     surfaces: bool = True,
     learning_rates: bool = True,
     backend: str = "auto",
+    memory_budget: Any = None,
     **options: Any,
 ) -> Plan:
     """Measure what one product costs on the model, predict every stage, fit a time budget.
@@ -492,6 +589,9 @@ def plan(
         As for :func:`analyze`.
     backend : str, optional
         As for :func:`analyze`.
+    memory_budget : int, float or str, optional
+        As for :func:`analyze`: the measurement stays within a quarter of it, and stages
+        whose smallest need is over it are left out (``plan.dropped``).
     **options
         Options of :class:`~landscape.problem.Problem`.
 
@@ -511,9 +611,11 @@ def plan(
     _check_budget(budget)
     problem = _one_problem(problem, data, loss_fn, options)
     settings = BUDGETS[budget]
-    units = measure_costs(
-        problem, settings["curvature_samples"], backend, exact_samples=settings["exact_samples"]
-    )
+    with budget_scope(memory_budget):
+        memory = MemoryBudget.resolve(None, problem.device)
+        units = measure_costs(
+            problem, settings["curvature_samples"], backend, exact_samples=settings["exact_samples"]
+        )
     kinds = {"sgd", "adam"} | ({optimizer_settings(optimizer).key} if optimizer else set())
     seconds = math.inf if time_budget is None else time_budget - units.seconds
     blocks = len(parameter_blocks(problem.model, "modules"))
@@ -521,7 +623,12 @@ def plan(
         settings, units, seconds, optimizers=len(kinds), blocks=blocks,
         surfaces=surfaces, learning_rates=learning_rates,
     )  # fmt: skip
-    return Plan(budget, time_budget or math.inf, fitted, scaled, predicted, units)
+    dropped = drop_stages(
+        fitted, predicted, seconds, num_params=units.num_params,
+        vector_bytes=units.vector_bytes, memory=memory,
+    )  # fmt: skip
+    kept = {name: t for name, t in predicted.items() if name not in dropped}
+    return Plan(budget, time_budget or math.inf, fitted, scaled, kept, units, dropped=dropped)
 
 
 # -- metadata and checks --------------------------------------------------------------------------

@@ -48,10 +48,8 @@ def hessian_directions(
         Residual tolerance of the eigenpairs.
     seed : int or torch.Generator, optional
         Lanczos starting vector.
-    backend : str, optional
-        How Hessian products are computed (see :class:`landscape.HessianOperator`).
-    **options
-        Options of :class:`~landscape.problem.Problem`, as for :func:`landscape.hessian`.
+    backend, **options
+        The Hessian backend and the problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------

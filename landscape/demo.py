@@ -221,10 +221,26 @@ def load_data(name: str, batch_size: int = 64, **options: Any) -> tuple[DataLoad
     ValueError
         For an unknown name.
     """
+    factory, _ = _dataset(name)
+    return factory(batch_size, **options)
+
+
+def _dataset(name: str) -> tuple[Callable[..., tuple[DataLoader, DataLoader]], int]:
+    """Return a built-in dataset's loader factory and input features.
+
+    Returns
+    -------
+    tuple of (callable, int)
+        ``DATASETS[name]``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, naming the known ones.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
-    factory, _ = DATASETS[name]
-    return factory(batch_size, **options)
+    return DATASETS[name]
 
 
 def mlp(
@@ -586,12 +602,11 @@ def train_pair(
     ValueError
         For an unknown dataset.
     """
-    if data not in DATASETS:
-        raise ValueError(f"unknown dataset {data!r}; choose one of {sorted(DATASETS)}.")
+    _, features = _dataset(data)
     settings = _DEMO[data, bool(quick)]
     train_loader, test_loader = load_data(data, _BATCH_SIZE, num_samples=settings["num_samples"])
     torch.manual_seed(seed)
-    initial = mlp(DATASETS[data][1], settings["hidden"], 10, settings["activation"])
+    initial = mlp(features, settings["hidden"], 10, settings["activation"])
     models: dict[str, nn.Module] = {}
     optimizers: dict[str, torch.optim.Optimizer] = {}
     for name, kind, hyper in (("SGD", "sgd", _SGD), ("Adam", "adam", _ADAM)):

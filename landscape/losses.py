@@ -725,10 +725,8 @@ class Objective:
 
         Parameters
         ----------
-        model : torch.nn.Module
-            The model (possibly reparametrized by :func:`torch.func.functional_call`).
-        batch : Any
-            One batch.
+        model, batch
+            As for :meth:`forward`.
 
         Returns
         -------

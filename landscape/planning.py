@@ -26,6 +26,8 @@ from typing import Any, Literal
 import torch
 
 from landscape.batches import select_rows
+from landscape.linalg.trace import PROBE_VECTORS
+from landscape.memory import MemoryBudget, vector_bytes
 from landscape.metrics._per_example import outputs_per_sample
 from landscape.metrics.learning_rate import _GRAM_ROWS
 from landscape.metrics.mean_square import sandwich_seconds
@@ -75,6 +77,11 @@ class UnitCosts(Record):
         One product of the exact mean-square threshold's operator at this model's sizes
         (:func:`landscape.metrics.mean_square.sandwich_seconds`); 0 where the threshold is
         not computed (a model's own loss, too many outputs per sample).
+    num_params : int
+        Parameters the products act on (``P``).
+    vector_bytes : int
+        Bytes of one vector of them in the products' dtype: what the stages' memory is
+        counted in (:attr:`landscape.stages.Stage.vectors`).
     """
 
     single: float
@@ -90,6 +97,8 @@ class UnitCosts(Record):
     block_overhead: float = 0.0
     forward_overhead: float = 0.0
     mean_square_product: float = 0.0
+    num_params: int = 0
+    vector_bytes: int = 0
 
     def scale(self, unit: Literal["product", "block"], n: int) -> float:
         """Return the cost of a product (or a block vector) over ``n`` samples, relative.
@@ -166,6 +175,10 @@ class Plan(Record):
         The measured unit costs.
     measured : dict
         Measured seconds per stage, once run.
+    dropped : dict
+        ``{stage: reason}`` for the stages left out: over the memory budget at their
+        smallest, or not fitting the time budget with their settings at the floors
+        (:func:`landscape.stages.drop_stages`).
     """
 
     budget: str
@@ -175,6 +188,7 @@ class Plan(Record):
     predicted: dict[str, float]
     units: UnitCosts
     measured: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -200,6 +214,8 @@ class Plan(Record):
             lines.append(f"  scaled {name}: {before} -> {after}")
         if not self.scaled:
             lines.append("  the budget's settings fit as they are")
+        for name, reason in self.dropped.items():
+            lines.append(f"  not run {name}: {reason}")
         head = f"  {'stage':<15}{'predicted s':>12}"
         lines.append(head + (f"{'measured s':>12}{'ratio':>8}" if self.measured else ""))
         for name, seconds in self.predicted.items():
@@ -211,8 +227,17 @@ class Plan(Record):
         return "\n".join(lines)
 
 
+#: A unit whose warm-up call took longer than this is timed once, not ``repeats`` times:
+#: the measurement should stay a small share of the budget it plans (on GPT-2 small a
+#: product takes seconds, and its timing noise is a few percent).
+_SLOW_CALL = 1.0
+
+
 def _seconds(fn: Callable[[], object], repeats: int = 2) -> float:
+    start = time.perf_counter()
     fn()  # warm-up: first-call costs, the backend measurement
+    if time.perf_counter() - start > _SLOW_CALL:
+        repeats = 1
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
@@ -246,26 +271,31 @@ def measure_costs(
         The costs.
     """
     start = time.perf_counter()
-    start = time.perf_counter()
     problem = problem.with_data(shard=False)
     H = hessian(problem.with_data(max_samples=curvature_samples), backend=backend)
     P = H.shape[0]
+    # A block of at most 8 columns, as many as fit in a quarter of the memory budget (at
+    # least 2): measuring must not come near the memory the stages will use.
+    budget = MemoryBudget.resolve(None, H.device)
+    width = max(2, min(8, budget.vectors(P, H.dtype) // (4 * PROBE_VECTORS)))
     generator = torch.Generator().manual_seed(0)
     v = torch.randn(P, 1, generator=generator, dtype=H.dtype).to(H.device)
-    V = torch.randn(P, 8, generator=generator, dtype=H.dtype).to(H.device)
+    V = torch.randn(P, width, generator=generator, dtype=H.dtype).to(H.device)
     single = _seconds(lambda: H @ v)
-    block = _seconds(lambda: H @ V) / 8
+    block = _seconds(lambda: H @ V) / width
     n_c = H.num_samples
     # The same on a few samples: what a product costs beyond its share of the samples (on
     # small subsets and mini-batches the fixed costs dominate; a proportional model was
-    # 2-3x low there).
+    # 2-3x low there). Data of fewer than 8 samples has no smaller subsets to plan for.
     few_samples = max(1, min(_MIN_SAMPLES // 4, n_c // 8))
     problem_few = problem.with_data(max_samples=few_samples)
-    H_few = hessian(problem_few, backend=backend)
-    single_few = _seconds(lambda: H_few @ v)
-    block_few = _seconds(lambda: H_few @ V) / 8
-    product_overhead = _intercept(single_few, H_few.num_samples, single, n_c)
-    block_overhead = _intercept(block_few, H_few.num_samples, block, n_c)
+    product_overhead = block_overhead = 0.0
+    if n_c >= 8:
+        H_few = hessian(problem_few, backend=backend)
+        single_few = _seconds(lambda: H_few @ v)
+        block_few = _seconds(lambda: H_few @ V) / width
+        product_overhead = _intercept(single_few, H_few.num_samples, single, n_c)
+        block_overhead = _intercept(block_few, H_few.num_samples, block, n_c)
 
     def forward(on: Problem = problem) -> None:
         on.loss()
@@ -283,7 +313,7 @@ def measure_costs(
     pass_overhead = _intercept(gradient_few, problem_few.num_samples, gradient_all, n)
     gradient_sample = (gradient_all - pass_overhead) / n
     first = next(problem.batches())
-    few = min(16, first.num_samples)
+    few = max(1, min(16, first.num_samples, budget.vectors(P, H.dtype) // 8))
     sample = select_rows(first.data, slice(0, few), first.num_samples)
     one = problem.with_data(sample)
     per_example = _seconds(lambda: per_example_gradients(one), 1) / few
@@ -302,6 +332,8 @@ def measure_costs(
         block_overhead=block_overhead,
         forward_overhead=forward_overhead,
         mean_square_product=mean_square,
+        num_params=P,
+        vector_bytes=vector_bytes(P, H.dtype),
     )
 
 

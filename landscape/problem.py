@@ -136,7 +136,8 @@ def unwrap_model(model: Any, *, sharded: bool = False) -> nn.Module:
             "no rank holds its parameters whole, and this computation needs them. Models "
             "sharded with FSDP2's fully_shard are taken by ls.hessian, ls.gauss_newton and "
             "ls.fisher (their operators), ls.eigenvalues, ls.trace, ls.spectral_density and "
-            "ls.layerwise (see docs/scale.md); for anything else, analyze the unsharded "
+            "ls.layerwise (see docs/howto/distributed.md, 'Sharded models'); for anything else, "
+            "analyze the unsharded "
             "model (load its full state dict on each rank) with landscape's own data "
             "parallelism."
         )
@@ -984,23 +985,43 @@ class Problem:
                 total.div_(weight)
         return sums
 
-    def loss(self) -> float:
+    def loss(self, nonfinite: float | None = None) -> float:
         r"""Return the mean loss :math:`L(\theta) = \sum_b w_b L_b / \sum_b w_b` over the data.
+
+        Parameters
+        ----------
+        nonfinite : float, optional
+            What a non-finite loss reads as (``math.inf`` for "it diverged"); by default
+            it raises.
 
         Returns
         -------
         float
             The loss at the problem's parameters (:meth:`at` included), in float64.
 
+        Raises
+        ------
+        FloatingPointError
+            If a batch's loss is not finite and ``nonfinite`` is not given (see
+            :meth:`reduce`).
+
         Examples
         --------
         >>> data = (torch.ones(4, 2), torch.zeros(4, 1))
         >>> Problem(nn.Linear(2, 1, bias=False), data).at(torch.tensor([0.5, 0.5])).loss()
         1.0
+        >>> far = torch.tensor([float("inf"), 0.0])
+        >>> Problem(nn.Linear(2, 1, bias=False), data).at(far).loss(nonfinite=float("inf"))
+        inf
         """
         zero = torch.zeros((), dtype=torch.float64, device=self.device)
-        with torch.no_grad():
-            (value,) = self.reduce(lambda run, b: run.loss(b.data, b.weight), init=[zero])
+        try:
+            with torch.no_grad():
+                (value,) = self.reduce(lambda run, b: run.loss(b.data, b.weight), init=[zero])
+        except FloatingPointError:
+            if nonfinite is None:
+                raise
+            return nonfinite
         return float(value)
 
     def value_and_grad(self) -> tuple[float, Tensor]:

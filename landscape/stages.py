@@ -29,6 +29,7 @@ from landscape.linalg.density import spectral_density
 from landscape.linalg.eigen import eigenvalues
 from landscape.linalg.results import Estimate
 from landscape.linalg.trace import frobenius_norm, trace
+from landscape.memory import MemoryBudget, format_bytes
 from landscape.metrics.block_spectra import block_spectra, parameter_blocks
 from landscape.metrics.coherence import coherence
 from landscape.metrics.evaluate import evaluate
@@ -49,15 +50,15 @@ __all__ = [
     "Stage",
     "StageContext",
     "Workload",
+    "drop_stages",
     "fit",
     "stage_costs",
     "stage_seed",
 ]
 
 # Typical product counts of the Lanczos stages (measured with benchmarks/analyze.py): the
-# top-k pairs converge in about 3k + 6 products, the bottom ones use a share of their cap.
+# top-k pairs converge in about 3k + 6 products; the bottom ones are priced at their cap.
 _TOP_PRODUCTS = (3, 6)
-_BOTTOM_PRODUCTS = (30, 40)
 _LR_PRODUCTS = 15  # products per mini-batch sharpness (k = 1, tol 1e-3, warm-started)
 # ARPACK products per exact mean-square threshold (31 on the benchmark CNN, 64 examples x 10
 # outputs: 4 batch sizes took 124): the lr stage's largest part on small models.
@@ -206,6 +207,12 @@ class Stage:
         ``cost(settings, units, workload) -> seconds``.
     switch : str or None
         The ``analyze`` flag that turns the stage off (``"surfaces"``, ``"learning_rates"``).
+    vectors : callable
+        ``vectors(settings) -> int``: the parameter vectors (``P`` numbers each) the stage
+        holds at least at once — its algorithms at their smallest sizes, plus one
+        product's :data:`~landscape.linalg.trace.PROBE_VECTORS` — besides the model and the
+        activations of one batch. Above that, its algorithms size themselves to the memory
+        budget (:mod:`landscape.memory`).
     """
 
     name: str
@@ -213,6 +220,7 @@ class Stage:
     run: Callable[[StageContext], Outcome]
     cost: Callable[[Mapping[str, Any], UnitCosts, Workload], float]
     switch: str | None = None
+    vectors: Callable[[Mapping[str, Any]], int] = lambda settings: 6
 
 
 def _samples(settings: Mapping[str, Any], key: str, n: int) -> int:
@@ -262,7 +270,7 @@ def _run_eigenvalues(ctx: StageContext) -> Outcome:
             which="smallest",
             tol=s["tol"],
             seed=ctx.seed_for("bottom"),
-            max_matvecs=max(150, 50 * s["bottom_k"]),
+            max_matvecs=s["bottom_matvecs"],
         )
     result = ExtremeEigenvalues(top.without_vectors(), bottom.without_vectors(), s["tol"])
     return (
@@ -273,12 +281,10 @@ def _run_eigenvalues(ctx: StageContext) -> Outcome:
 
 
 def _cost_eigenvalues(settings: Mapping[str, Any], units: UnitCosts, work: Workload) -> float:
-    top, bottom = settings["top_k"], settings["bottom_k"]
-    cap = max(150, 50 * bottom)
-    count = (_TOP_PRODUCTS[0] * top + _TOP_PRODUCTS[1]) + min(
-        cap, _BOTTOM_PRODUCTS[0] * bottom + _BOTTOM_PRODUCTS[1]
-    )
-    return count * _Prices(settings, units).single
+    # The bottom end is priced at its cap: the smallest eigenvalues sit at the edge of a
+    # continuous bulk and rarely converge before it on large models (GPT-2 small: all 150).
+    top = _TOP_PRODUCTS[0] * settings["top_k"] + _TOP_PRODUCTS[1]
+    return (top + settings["bottom_matvecs"]) * _Prices(settings, units).single
 
 
 # -- subsets --------------------------------------------------------------------------------------
@@ -584,14 +590,27 @@ def _cost_learning_rate(settings: Mapping[str, Any], units: UnitCosts, work: Wor
 
 #: The stages of ``analyze``, in the order they run.
 STAGES: tuple[Stage, ...] = (
-    Stage("loss", ("loss",), _run_loss, _cost_loss),
-    Stage("eigenvalues", ("eigenvalues",), _run_eigenvalues, _cost_eigenvalues),
+    Stage("loss", ("loss",), _run_loss, _cost_loss, vectors=lambda s: 0),
+    Stage(
+        "eigenvalues",
+        ("eigenvalues",),
+        _run_eigenvalues,
+        _cost_eigenvalues,
+        vectors=lambda s: max(s["top_k"], s["bottom_k"]) + 5,  # k + 2 basis, 3 in a product
+    ),
     Stage("subsets", ("subsets",), _run_subsets, _cost_subsets),
     Stage("trace", ("trace", "frobenius"), _run_trace, _cost_trace),
     Stage("density", ("density",), _run_density, _cost_density),
     Stage("layerwise", ("layerwise",), _run_layerwise, _cost_layerwise),
     Stage("block_spectra", ("block_spectra",), _run_block_spectra, _cost_block_spectra),
-    Stage("surfaces", ("surface_1d", "surface_2d"), _run_surfaces, _cost_surfaces, "surfaces"),
+    Stage(
+        "surfaces",
+        ("surface_1d", "surface_2d"),
+        _run_surfaces,
+        _cost_surfaces,
+        "surfaces",
+        vectors=lambda s: 4,  # two directions, the origin, a point
+    ),
     Stage("sharpness", ("sharpness",), _run_sharpness, _cost_sharpness),
     Stage("coherence", ("coherence",), _run_coherence, _cost_coherence),
     Stage(
@@ -600,6 +619,7 @@ STAGES: tuple[Stage, ...] = (
         _run_learning_rate,
         _cost_learning_rate,
         "learning_rates",
+        vectors=lambda s: 9,  # Adam's two moments and P, a small basis, one product
     ),
 )
 
@@ -667,6 +687,7 @@ _KNOBS: tuple[tuple[str, Any], ...] = (
     ("curvature_samples", _MIN_SAMPLES),
     ("surface_samples", _MIN_SAMPLES),
     ("density", (2, 10)),
+    ("bottom_matvecs", 30),
     ("surface_2d", 5),
     ("surface_1d", 11),
     ("lr_batches", 1),
@@ -740,3 +761,90 @@ def fit(
         if current[name] != settings[name] and not (settings[name] is None and current[name] == n)
     }
     return current, scaled, predicted
+
+
+#: The stages ``drop_stages`` leaves out first when the smallest settings do not fit the
+#: time budget: the most expensive per insight first; the loss and the extreme eigenvalues
+#: are never dropped.
+DROP_ORDER = (
+    "block_spectra",
+    "subsets",
+    "layerwise",
+    "coherence",
+    "density",
+    "sharpness",
+    "surfaces",
+    "learning_rate",
+    "trace",
+)
+
+
+def drop_stages(
+    settings: Mapping[str, Any],
+    predicted: Mapping[str, float],
+    seconds: float,
+    *,
+    num_params: int = 0,
+    vector_bytes: int = 0,
+    memory: MemoryBudget | None = None,
+) -> dict[str, str]:
+    """Return the stages to leave out, each with why: they do not fit in memory or in time.
+
+    A stage whose smallest need (:attr:`Stage.vectors` parameter vectors) is over the
+    memory budget cannot run at all. Then, while the predicted seconds of the others are
+    over ``seconds`` (the settings already at their floors, :func:`fit`), stages are left
+    out: the first in :data:`DROP_ORDER` whose time alone covers the excess, else the
+    longest, so that as few as possible are lost.
+
+    Parameters
+    ----------
+    settings : mapping
+        The fitted settings.
+    predicted : mapping
+        ``{stage: seconds}`` from :func:`fit`.
+    seconds : float
+        Time available for the stages.
+    num_params, vector_bytes : int, optional
+        Parameters, and bytes of one vector of them (0: no memory check).
+    memory : MemoryBudget, optional
+        The analysis' memory budget.
+
+    Returns
+    -------
+    dict
+        ``{stage: reason}``, in stage order.
+
+    Examples
+    --------
+    >>> predicted = {"loss": 1.0, "eigenvalues": 50.0, "block_spectra": 500.0, "trace": 40.0}
+    >>> list(drop_stages(ls.BUDGETS["fast"], predicted, 100.0))
+    ['block_spectra']
+    """
+    stages = {s.name: s for s in STAGES}
+    dropped: dict[str, str] = {}
+    if memory is not None and vector_bytes > 0:
+        for name in predicted:
+            count = stages[name].vectors(settings)
+            if count * vector_bytes > memory.bytes:
+                dropped[name] = (
+                    f"needs at least {count} vectors of {num_params:,} parameters "
+                    f"({format_bytes(count * vector_bytes)}) besides the model; the memory "
+                    f"budget is {memory.describe()}: pass memory_budget= to analyze, or run "
+                    "it alone on a device with more memory"
+                )
+    left = sum(t for name, t in predicted.items() if name not in dropped)
+    candidates = [n for n in DROP_ORDER if n in predicted and n not in dropped and predicted[n] > 0]
+    while left > seconds and candidates:
+        # The first stage (in DROP_ORDER) whose time alone covers the excess, else the
+        # longest: as few stages left out as the budget allows.
+        over = left - seconds
+        name = next((n for n in candidates if predicted[n] >= over), None)
+        name = name or max(candidates, key=lambda n: predicted[n])
+        dropped[name] = (
+            f"predicted {predicted[name]:.0f} s at its smallest settings, and the stages "
+            f"together {left:.0f} s for the {max(seconds, 0):.0f} s left of the time budget: "
+            "raise time_budget=, or run it alone"
+        )
+        left -= predicted[name]
+        candidates.remove(name)
+    return {name: dropped[name] for name in predicted if name in dropped}

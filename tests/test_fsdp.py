@@ -10,7 +10,7 @@ The truth is the unsharded zoo model (float64) and autograd's double-backward He
 the same counter-based probes (``VectorSpace(counter_random=True)``) for the trace and the
 density. Tolerances: the finite-difference error of these models, whose Hugging Face loss is
 float32 inside (measured 5e-6 to 1e-5 relative per Hessian product, 2e-8 to 2e-6 for
-Gauss-Newton and Fisher products, ``docs/scale.md``): products 5e-5, eigenvalues, trace and
+Gauss-Newton and Fisher products, ``docs/howto/distributed.md``): products 5e-5, eigenvalues, trace and
 moments 2e-5; between world sizes the same, since the
 reductions' order differs.
 """
@@ -93,6 +93,8 @@ def _worker(rank, world, tmp, name, full):
         record["unchanged"] = all(
             torch.equal(a, p.to_local()) for a, p in zip(shards, model.parameters())
         ) and all(p.grad is None for p in model.parameters())
+        layers = ls.layerwise(model, case.batches, metrics=("trace",), num_probes=4, seed=0)
+        record["layer_trace"] = sum(row.trace for row in layers.layers)
         record["matvecs"] = H.num_matvecs
         torch.save(record, os.path.join(tmp, f"rank{rank}.pt"))
         dist.barrier()
@@ -112,6 +114,9 @@ def _reference(name, full):
     out["trace"] = ls.trace(H, num_matvecs=12 if full else 6, seed=0).value
     d = ls.spectral_density(H, 3 if full else 2, 10 if full else 6, seed=0)
     out["moments"] = torch.tensor([d.moment(p) for p in (1, 2, 3)])
+    # layerwise's per-layer Hutchinson samples add up to z^T H z over all parameters: with
+    # the same counter-based probes, the whole Hessian's Hutchinson estimate.
+    out["layer_trace"] = ls.hutchinson_trace(H, num_matvecs=4, seed=0).value
     return out
 
 
@@ -140,6 +145,8 @@ def _check(records, reference, world):
     assert _rel(records[0]["eigenvalues"], reference["eigenvalues"]) < 2e-5
     assert abs(records[0]["trace"] - reference["trace"]) < 2e-5 * abs(reference["trace"])
     assert _rel(records[0]["moments"], reference["moments"]) < 2e-5
+    layer_trace = records[0]["layer_trace"]
+    assert abs(layer_trace - reference["layer_trace"]) < 2e-5 * abs(reference["layer_trace"])
 
 
 def test_two_ranks_of_a_sharded_gpt2_match_one_process(tmp_path):

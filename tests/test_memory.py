@@ -56,7 +56,7 @@ def _budget(vectors: int, n: int, itemsize: int = F64) -> MemoryBudget:
 
 def test_budget_forms():
     free = MemoryBudget.resolve(None, "cpu")
-    assert free.bytes == int(0.5 * free.free) and free.given == "default"
+    assert free.bytes == int(0.25 * free.free) and free.given == "default"
     assert MemoryBudget.resolve(0.25, "cpu").given == "fraction 0.25"
     assert MemoryBudget.resolve("1.5GB", "cpu").bytes == 1_500_000_000
     assert MemoryBudget.resolve("2 GiB", "cpu").bytes == 2 * 1024**3

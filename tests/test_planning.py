@@ -98,13 +98,29 @@ def test_a_time_budget_runs_the_scaled_settings_and_keeps_the_plan(tmp_path):
     kept = report.plan
     assert set(kept.predicted) == set(kept.measured) == set(report.costs)
     assert kept.scaled["curvature_samples"] == [512, 64]
-    steps = kept.scaled["density"][1][1]
-    assert report.costs["density"].passes == steps  # the scaled density ran
+    # Even the floors do not fit 1 ms: stages are left out (never the loss and the extreme
+    # eigenvalues), and the report says which and why.
+    assert {"loss", "eigenvalues"} <= set(report.costs) and "block_spectra" in kept.dropped
+    assert set(kept.dropped) | set(kept.predicted) == set(report.costs) | set(kept.dropped)
+    for name, reason in kept.dropped.items():
+        assert report.notes[f"not run: {name}"] == reason and "time budget" in reason
+    assert "Stages not run" in report.summary()
     report.save(tmp_path / "run.h5")
-    loaded = ls.load(tmp_path / "run.h5").plan
-    assert loaded.scaled == kept.scaled and loaded.settings == kept.settings
-    assert loaded.predicted == kept.predicted and loaded.measured == kept.measured
+    loaded = ls.load(tmp_path / "run.h5")
+    assert loaded.plan.scaled == kept.scaled and loaded.plan.settings == kept.settings
+    assert loaded.plan.predicted == kept.predicted and loaded.plan.measured == kept.measured
+    assert loaded.plan.dropped == kept.dropped and loaded.notes == report.notes
     assert "plan for" in report.summary()
+    # A budget that holds the floors (not the budget's settings) runs the scaled settings:
+    # generous against a busy machine (measuring again may take longer), well under the
+    # budget's own settings (8x the curvature samples).
+    switches = {"surfaces": False, "learning_rates": False}
+    floors = sum(stage_costs(plan.settings, plan.units, **switches).values())
+    budget = 4 * plan.units.seconds + 2 * floors
+    fits = ls.analyze(model, data, time_budget=budget, progress=False, **switches)
+    assert fits.plan.scaled["curvature_samples"][1] < 512 and "density" not in fits.plan.dropped
+    steps = fits.plan.settings["density"][1]
+    assert fits.costs["density"].passes == steps  # the scaled density ran
 
 
 def test_the_exact_threshold_counts_its_eigensolver_products():
@@ -124,3 +140,18 @@ def test_measured_units_include_the_mean_square_product_only_where_it_runs():
         64, exact_samples=16,
     )  # fmt: skip
     assert own_loss.mean_square_product == 0.0
+
+
+def test_a_memory_budget_leaves_out_what_cannot_fit_and_says_so():
+    model, data = _problem()
+    P = sum(p.numel() for p in model.parameters())
+    tiny = 5 * 4 * P  # five float32 parameter vectors: the surfaces fit, products do not
+    plan = ls.plan(model, data, time_budget=1e6, memory_budget=tiny)
+    assert "surfaces" in plan.predicted and "loss" in plan.predicted
+    assert {"eigenvalues", "trace", "density", "learning_rate"} <= set(plan.dropped)
+    assert "memory budget" in plan.dropped["eigenvalues"] and "not run eigenvalues" in plan.table()
+    # Without a plan, each algorithm refuses before allocating: the stage is left out, noted.
+    report = ls.analyze(model, data, memory_budget=tiny, progress=False, learning_rates=False)
+    assert "loss" in report.costs and "eigenvalues" not in report.costs
+    assert "memory budget" in report.notes["not run: eigenvalues"]
+    assert "Stages not run" in report.summary()

@@ -4,7 +4,7 @@ At GPT-2 small (124M parameters) a product takes seconds and a parameter vector 
 ``backend="auto"``'s timing of candidates, the finite-difference step search and every
 vector the Lanczos iteration copies must be a small part of the work. These fast tests pin
 the mechanisms on small models; the measured GPT-2-small numbers are in tests/test_scale_gpt2.py
-(slow) and docs/scale.md.
+(slow) and docs/memory.md.
 """
 
 import time

@@ -148,7 +148,7 @@ def block_densities(
     progress : bool, optional
         A tqdm bar over the steps.
     memory_budget : int, float or str, optional
-        Bytes the Lanczos vectors may take (default half of the free memory, see
+        Bytes the Lanczos vectors may take (default a quarter of the free memory, see
         :mod:`landscape.memory`): as many blocks as fit go through one ``matmat``, the
         others in later groups (more passes, the same products and densities).
 

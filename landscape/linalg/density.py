@@ -223,7 +223,7 @@ def spectral_density(
     progress : bool, optional
         Show a tqdm progress bar over Lanczos steps.
     memory_budget : int, float or str, optional
-        Bytes the Lanczos vectors may take (see :mod:`landscape.memory`; default half of
+        Bytes the Lanczos vectors may take (see :mod:`landscape.memory`; default a quarter of
         the free memory). Probes that do not fit together run in groups, one after the
         other (more passes over the data, the same products and the same result).
 

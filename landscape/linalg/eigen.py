@@ -182,7 +182,7 @@ def eigenvalues(
         Show a tqdm progress bar of products used.
     memory_budget : int, float or str, optional
         Bytes the basis and a step's vectors may take (a float in (0, 1]: that fraction of
-        the free memory; ``"8GB"``); default half of the memory free on the basis' device
+        the free memory; ``"8GB"``); default a quarter of the memory free on the basis' device
         (:mod:`landscape.memory`). The product's own activations come on top.
     basis_device : torch.device or str, optional
         Where the basis lives (default: the operator's device). ``"cpu"`` keeps it in host

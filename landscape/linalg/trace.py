@@ -111,8 +111,8 @@ class _Counted:
         return self.A.matmat(V)
 
 
-def _count(value: Any, name: str) -> int:
-    """Return ``value`` as an int.
+def _count(value: Any, name: str, minimum: int | None = None, what: str = "") -> int:
+    """Return ``value`` as an int, checked to be at least ``minimum`` where one is given.
 
     Returns
     -------
@@ -123,10 +123,15 @@ def _count(value: Any, name: str) -> int:
     ------
     TypeError
         For bools, floats, strings and other non-integers.
+    ValueError
+        If it is less than ``minimum`` (the message ends with ``what``, e.g. " for XTrace").
     """
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int; got a bool.")
-    return operator.index(value)
+    count = operator.index(value)
+    if minimum is not None and count < minimum:
+        raise ValueError(_too_small(name, count, minimum, what))
+    return count
 
 
 def _too_small(name: str, value: int, minimum: int, what: str = "") -> str:
@@ -393,8 +398,6 @@ def hutchinson_trace(
         A symmetric operator (see :func:`~landscape.operators.scipy_wrapper.as_operator`).
     num_matvecs : int, optional
         Number of probes :math:`m`.
-    seed : int, torch.Generator or None, optional
-        Source of the probes.
     block_size : int, optional
         Probes per ``matmat`` call (one pass each). Default: all :math:`m` at once (one
         pass holding :math:`P \times m` probe and product entries), or as many as
@@ -403,7 +406,7 @@ def hutchinson_trace(
         the blocking.
     memory_budget : int, float or str, optional
         Bytes the probes, sketches and products may take (see :mod:`landscape.memory`;
-        default half of the free memory).
+        default a quarter of the free memory).
 
     Returns
     -------
@@ -433,9 +436,7 @@ def hutchinson_trace(
     (6.0, 0.0, 1)
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 1:
-        raise ValueError(_too_small("num_matvecs", m, 1))
+    m = _count(num_matvecs, "num_matvecs", 1)
     block = _block(A, m, block_size, memory_budget)
     matmat = _Counted(A)
     stream = ProbeStream(A.vector_space, as_generator(seed), "signs")
@@ -458,10 +459,7 @@ def _block(A: LinearOperator, m: int, block_size: Any, memory_budget: Any) -> in
         If ``block_size`` is less than 1.
     """
     if block_size is not None:
-        block = _count(block_size, "block_size")
-        if block < 1:
-            raise ValueError(_too_small("block_size", block, 1))
-        return block
+        return _count(block_size, "block_size", 1)
     return probe_block(A, m, MemoryBudget.resolve(memory_budget, A.device))
 
 
@@ -497,16 +495,14 @@ def hutchpp_trace(
 
     Parameters
     ----------
-    A : LinearOperator, Tensor, numpy.ndarray or scipy.sparse.linalg.LinearOperator
-        A symmetric operator (see :func:`~landscape.operators.scipy_wrapper.as_operator`).
+    A, seed
+        As for :func:`hutchinson_trace`.
     num_matvecs : int, optional
         Total matvecs :math:`m \ge 3` (fewer are used if :math:`k \ge n`, when the sketch is
         the whole space and the estimate exact).
-    seed : int, torch.Generator or None, optional
-        Source of the probes.
     memory_budget : int, float or str, optional
         Bytes the sketch and the products' blocks may take (see :mod:`landscape.memory`;
-        default half of the free memory). The sketch has at most as many columns as fit
+        default a quarter of the free memory). The sketch has at most as many columns as fit
         in 2 GiB twice over (:func:`sketch_size`: at :math:`P = 124` million in float32,
         2 columns) and in the budget; the residual probes take the rest of the matvecs.
 
@@ -537,9 +533,7 @@ def hutchpp_trace(
     (6.0, 12, 2)
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 3:
-        raise ValueError(_too_small("num_matvecs", m, 3, " for Hutch++"))
+    m = _count(num_matvecs, "num_matvecs", 3, " for Hutch++")
     matmat = _Counted(A)
     budget = MemoryBudget.resolve(memory_budget, A.device)
     value, stderr, samples = _hutchpp_round(matmat, m, as_generator(seed), budget)
@@ -587,14 +581,12 @@ def xtrace(
 
     Parameters
     ----------
-    A : LinearOperator, Tensor, numpy.ndarray or scipy.sparse.linalg.LinearOperator
-        A symmetric operator (see :func:`~landscape.operators.scipy_wrapper.as_operator`).
+    A, seed
+        As for :func:`hutchinson_trace`.
     num_matvecs : int, optional
         Budget :math:`m \ge 2`; :math:`2\lfloor m/2 \rfloor` matvecs are used.
-    seed : int, torch.Generator or None, optional
-        Source of the probes.
     memory_budget : int, float or str, optional
-        Bytes XTrace's blocks may take (see :mod:`landscape.memory`; default half of the
+        Bytes XTrace's blocks may take (see :mod:`landscape.memory`; default a quarter of the
         free memory). Where six blocks of :math:`k` probes would take more than 2 GiB (or
         the budget), independent rounds of as many probes as fit are averaged, with the
         same :math:`m` matvecs in all.
@@ -627,9 +619,7 @@ def xtrace(
     (6.0, 8, 2)
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 2:
-        raise ValueError(_too_small("num_matvecs", m, 2, " for XTrace"))
+    m = _count(num_matvecs, "num_matvecs", 2, " for XTrace")
     matmat = _Counted(A)
     budget = MemoryBudget.resolve(memory_budget, A.device)
     size = 2 * sketch_size(A, m // 2, _XTRACE_BLOCKS, budget)
@@ -667,21 +657,19 @@ def trace(
 
     Parameters
     ----------
-    A : LinearOperator, Tensor, numpy.ndarray or scipy.sparse.linalg.LinearOperator
-        A symmetric operator (see :func:`~landscape.operators.scipy_wrapper.as_operator`).
+    A, seed
+        As for :func:`hutchinson_trace`.
     method : {"hutch++", "hutchinson", "xtrace"}, optional
         The estimator (case-insensitive).
     num_matvecs : int, optional
         Matvecs for one estimate; with ``rtol``, the budget (cap) over all rounds.
     rtol : float, optional
         Target relative standard error; ``None`` (default) for a single estimate.
-    seed : int, torch.Generator or None, optional
-        Source of the probes.
     block_size : int, optional
         Probes per ``matmat`` for ``method="hutchinson"`` (see :func:`hutchinson_trace`);
         with ``rtol``, also the round size.
     memory_budget : int, float or str, optional
-        Bytes the estimator's vectors may take (see :mod:`landscape.memory`; default half
+        Bytes the estimator's vectors may take (see :mod:`landscape.memory`; default a quarter
         of the free memory): it sizes Hutchinson's blocks, Hutch++'s sketch and XTrace's
         rounds.
 
@@ -733,9 +721,8 @@ def trace(
     minimum = _MIN_MATVECS[key]
 
     if rtol is None:
-        m = _DEFAULT_MATVECS[key] if num_matvecs is None else _count(num_matvecs, "num_matvecs")
-        if m < minimum:
-            raise ValueError(_too_small("num_matvecs", m, minimum, f" for {key}"))
+        m = _DEFAULT_MATVECS[key] if num_matvecs is None else num_matvecs
+        m = _count(m, "num_matvecs", minimum, f" for {key}")
         if key == "hutchinson":
             return hutchinson_trace(A, m, seed=seed, block_size=block, memory_budget=memory_budget)
         if key == "hutch++":
@@ -745,9 +732,8 @@ def trace(
     rtol = float(rtol)
     if not rtol > 0:  # also rejects nan
         raise ValueError(f"rtol must be positive; got {rtol}.")
-    cap = _DEFAULT_CAP if num_matvecs is None else _count(num_matvecs, "num_matvecs")
-    if cap < minimum:
-        raise ValueError(_too_small("num_matvecs", cap, minimum, f" for {key}"))
+    cap = _DEFAULT_CAP if num_matvecs is None else num_matvecs
+    cap = _count(cap, "num_matvecs", minimum, f" for {key}")
     generator = as_generator(seed)
     matmat = _Counted(A)
     budget = MemoryBudget.resolve(memory_budget, A.device)
@@ -811,17 +797,15 @@ def diagonal(
 
     Parameters
     ----------
-    A : LinearOperator, Tensor, numpy.ndarray or scipy.sparse.linalg.LinearOperator
-        A symmetric operator (see :func:`~landscape.operators.scipy_wrapper.as_operator`).
+    A, seed
+        As for :func:`hutchinson_trace`.
     num_matvecs : int, optional
         Number of probes :math:`m`.
-    seed : int, torch.Generator or None, optional
-        Source of the probes.
     block_size : int, optional
         Probes per ``matmat`` (one pass each); default all at once (:math:`P \times m`
         entries in memory), or as many as ``memory_budget`` holds.
     memory_budget : int, float or str, optional
-        Bytes the probes and products may take (see :mod:`landscape.memory`; default half
+        Bytes the probes and products may take (see :mod:`landscape.memory`; default a quarter
         of the free memory).
 
     Returns
@@ -850,9 +834,7 @@ def diagonal(
     (tensor([ 1., -2.,  3.], dtype=torch.float64), tensor([0., 0., 0.], dtype=torch.float64))
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 1:
-        raise ValueError(_too_small("num_matvecs", m, 1))
+    m = _count(num_matvecs, "num_matvecs", 1)
     block = _block(A, m, block_size, memory_budget)
     stream = ProbeStream(A.vector_space, as_generator(seed), "signs")
     matmat = _Counted(A)
@@ -901,14 +883,12 @@ def frobenius_norm(
 
     Parameters
     ----------
-    A : LinearOperator, Tensor, numpy.ndarray or scipy.sparse.linalg.LinearOperator
-        A symmetric operator (see :func:`~landscape.operators.scipy_wrapper.as_operator`).
+    A, seed
+        As for :func:`hutchinson_trace`.
     num_matvecs : int, optional
         Number of probes :math:`m` (all in one ``matmat``).
-    seed : int, torch.Generator or None, optional
-        Source of the probes.
     memory_budget : int, float or str, optional
-        Bytes the probes and products may take (see :mod:`landscape.memory`; default half
+        Bytes the probes and products may take (see :mod:`landscape.memory`; default a quarter
         of the free memory): the probes go through one ``matmat``, or blocks that fit.
 
     Returns
@@ -937,9 +917,7 @@ def frobenius_norm(
     (5.0, 0.0)
     """
     A = as_operator(A)
-    m = _count(num_matvecs, "num_matvecs")
-    if m < 1:
-        raise ValueError(_too_small("num_matvecs", m, 1))
+    m = _count(num_matvecs, "num_matvecs", 1)
     matmat = _Counted(A)
     space = A.vector_space
     block = _block(A, m, None, memory_budget)

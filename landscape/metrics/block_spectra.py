@@ -168,11 +168,8 @@ def block_spectra(
         Randomness of the probes.
     progress : bool, optional
         Show a progress bar over the steps.
-    backend : str, optional
-        How Hessian products are computed (see :class:`landscape.HessianOperator`).
-    **options
-        Options of :class:`~landscape.problem.Problem` (``mode``, ``batch_loss``,
-        ``max_samples``, ...), as for :func:`landscape.hessian`.
+    backend, **options
+        The Hessian backend and the problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from landscape._compat import moved
+from landscape._compat import moved, moved_into
 from landscape.batches import select_rows
 from landscape.data import BatchList
 from landscape.linalg._random import as_generator, gaussian
@@ -610,10 +610,7 @@ def _hessian_coherence(
 
 @moved(
     noise_hessian="hessian=ls.HessianSettings(noise_scale=True)",
-    hessian_samples="hessian=ls.HessianSettings(samples=...)",
-    hessian_probes="hessian=ls.HessianSettings(probes=...)",
-    hessian_method="hessian=ls.HessianSettings(method=...)",
-    hessian_tol="hessian=ls.HessianSettings(tol=...)",
+    **moved_into("hessian=ls.HessianSettings", "hessian_", "samples", "probes", "method", "tol"),
 )
 def coherence(
     problem: Problem | nn.Module,
@@ -700,12 +697,8 @@ def coherence(
         :math:`B_\text{noise}`.
     progress : bool, optional
         Show tqdm progress bars.
-    backend : str, optional
-        How Hessian products are computed (see :class:`landscape.HessianOperator`;
-        ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
-    **options
-        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
-        ``count``, ``max_samples``, ...).
+    backend, **options
+        The Hessian backend and the problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------

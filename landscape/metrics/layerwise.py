@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from landscape.linalg._random import as_generator, draw
+from landscape.linalg._random import ProbeStream, as_generator
 from landscape.linalg.eigen import eigenvalues
+from landscape.linalg.trace import probe_block
 from landscape.losses import Criterion
+from landscape.memory import MemoryBudget
 from landscape.operators.hessian import hessian
 from landscape.operators.sharded import is_sharded
 from landscape.problem import Problem, as_problem, unwrap_model
@@ -155,6 +157,36 @@ def _subtrees(model: nn.Module, wanted: list[str]) -> list[tuple[str, list[str]]
     return groups
 
 
+def _layer_trace_samples(
+    H: Any, groups: list[tuple[str, list[str]]], num_probes: int, generator: torch.Generator
+) -> Tensor:
+    r"""Return :math:`z_l^\top (Hz)_l` per layer and probe, ``(layers, num_probes)``.
+
+    Probes go through ``H`` in groups that fit the memory budget (a probe holds
+    :data:`~landscape.linalg.trace.PROBE_VECTORS` vectors during its product); they come
+    from one stream, so the numbers do not depend on the grouping.
+
+    Returns
+    -------
+    Tensor
+        float64 samples on the CPU, one row per layer group.
+    """
+    space = H.vector_space
+    stream = ProbeStream(space, generator, "signs")
+    width = probe_block(H, num_probes, MemoryBudget.resolve(None, H.device))
+    out = torch.zeros(len(groups), num_probes, dtype=torch.float64)
+    for start in range(0, num_probes, width):
+        Z = stream.next(min(width, num_probes - start))
+        products = H.vector_to_params((Z * (H @ Z)).T)  # per parameter: (probes, *shape)
+        for i, (_, members) in enumerate(groups):
+            local = sum(
+                products[n].reshape(Z.shape[1], -1).sum(1, dtype=torch.float64) for n in members
+            )
+            out[i, start : start + Z.shape[1]] = space.reduce_(local).cpu()  # shards: summed
+        del Z, products
+    return out
+
+
 def layerwise(
     problem: Problem | nn.Module,
     data: Any = None,
@@ -254,15 +286,10 @@ def layerwise(
     matvecs = passes = 0
     if "trace" in metrics:
         H = block_hessian(names)
-        space = H.vector_space
-        Z = draw(space, num_probes, generator, "signs", probe_major=False)
-        HZ = H @ Z
-        products = H.vector_to_params((Z * HZ).T)  # per parameter: (num_probes, *shape)
-        for group, members in groups:
-            local = sum(products[n].reshape(num_probes, -1).sum(1) for n in members)
-            samples = space.reduce_(local)  # a sharded model's shards: summed over ranks
-            rows[group]["trace"] = float(samples.mean())
-            rows[group]["trace_stderr"] = float(samples.std() / num_probes**0.5)
+        samples = _layer_trace_samples(H, groups, num_probes, generator)
+        for (group, _), row in zip(groups, samples):
+            rows[group]["trace"] = float(row.mean())
+            rows[group]["trace_stderr"] = float(row.std() / num_probes**0.5)
         matvecs, passes = H.num_matvecs, H.num_passes
     if "top_eigenvalue" in metrics:
         for group, members in groups:

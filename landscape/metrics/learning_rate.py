@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._compat import moved
+from landscape._compat import moved, moved_into
 from landscape.linalg._random import as_generator
 from landscape.linalg.eigen import eigenvalues
 from landscape.losses import Criterion, Objective
@@ -415,10 +415,8 @@ def _slope(B: np.ndarray, lr: np.ndarray, n: int) -> float:
     betas="optimizer=ls.OptimizerSettings('adam', betas=...)",
     eps="optimizer=ls.OptimizerSettings('adam', eps=...)",
     weight_decay="optimizer=ls.OptimizerSettings(kind, weight_decay=...)",
-    verify_steps="verify=ls.VerifySettings(steps=...)",
-    verify_factors="verify=ls.VerifySettings(factors=...)",
     divergence_factor="verify=ls.VerifySettings(divergence_factor=...)",
-    verify_perturbation="verify=ls.VerifySettings(perturbation=...)",
+    **moved_into("verify=ls.VerifySettings", "verify_", "steps", "factors", "perturbation"),
 )
 def max_learning_rate(
     problem: Problem | nn.Module,
@@ -521,12 +519,8 @@ def max_learning_rate(
         Randomness of batches, starting vectors and bursts.
     progress : bool, optional
         Show a tqdm progress bar.
-    backend : str, optional
-        How Hessian products are computed (see :class:`landscape.HessianOperator`;
-        ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
-    **options
-        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
-        ``count``, ``max_samples``, ...).
+    backend, **options
+        The Hessian backend and the problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------
@@ -1025,10 +1019,7 @@ def _burst(
                 return math.inf
             for opt in optimizers:
                 _Trainer.step(opt, closure)
-    try:
-        return whole.with_model(clone).loss()
-    except FloatingPointError:
-        return math.inf
+    return whole.with_model(clone).loss(nonfinite=math.inf)
 
 
 def _closure(

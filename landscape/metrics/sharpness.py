@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from landscape._compat import moved
+from landscape._compat import moved, moved_into
 from landscape.batches import batch_size, select_rows
 from landscape.linalg._random import as_generator, gaussian
 from landscape.linalg.eigen import eigenvalues
@@ -226,10 +226,7 @@ class _Evaluator:
             The loss.
         """
         self.evaluated += on.total_weight
-        try:
-            return on.at(flat).loss()
-        except FloatingPointError:
-            return math.nan
+        return on.at(flat).loss(nonfinite=math.nan)
 
     def value_and_grad(self, flat: Tensor, on: Problem) -> tuple[float, Tensor]:
         """Return the mean loss and its gradient at ``flat`` (``nan`` loss if not finite).
@@ -773,18 +770,13 @@ def _sub_generator(base: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed((base * 1_000_003 + MEASURES.index(name)) % 2**63)
 
 
-_OLD = "settings=ls.SharpnessSettings({}=...)"
-
-
 @moved(
-    **{
-        name: _OLD.format(name)
-        for name in (
-            "rho", "asam_rho", "asam_eta", "asam_normalize", "gam_rho", "ascent_steps",
-            "gam_steps", "m", "pacbayes_target", "pacbayes_samples", "pacbayes_steps",
-            "pacbayes_eps", "lanczos_tol", "trace_matvecs", "frobenius_matvecs",
-        )
-    }
+    **moved_into(
+        "settings=ls.SharpnessSettings", "",
+        "rho", "asam_rho", "asam_eta", "asam_normalize", "gam_rho", "ascent_steps",
+        "gam_steps", "m", "pacbayes_target", "pacbayes_samples", "pacbayes_steps",
+        "pacbayes_eps", "lanczos_tol", "trace_matvecs", "frobenius_matvecs",
+    )
 )  # fmt: skip
 def sharpness(
     problem: Problem | nn.Module,
@@ -906,12 +898,8 @@ def sharpness(
         derived from the seed, so its numbers do not depend on the other measures requested.
     progress : bool, optional
         Show a tqdm progress bar over the measures.
-    backend : str, optional
-        How Hessian products are computed (see :class:`landscape.HessianOperator`;
-        ``"auto"`` measures); a fixed one makes results bitwise reproducible anywhere.
-    **options
-        Options of :class:`~landscape.problem.Problem` (``params``, ``batch_loss``,
-        ``count``, ``max_batches``, ``max_samples``, ``cache``, ...).
+    backend, **options
+        The Hessian backend and the problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------

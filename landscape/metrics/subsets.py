@@ -277,11 +277,8 @@ def subset_spread(
         Relative half width below which a value counts as resolved.
     seed : int, optional
         Randomness of probes and starting vectors.
-    backend : str, optional
-        How Hessian products are computed (see :class:`landscape.HessianOperator`).
-    **options
-        Options of :class:`~landscape.problem.Problem` (``batch_loss``, ``max_samples``,
-        ...), as for :func:`landscape.hessian`.
+    backend, **options
+        The Hessian backend and the problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------

@@ -37,6 +37,21 @@ __all__ = ["CurvatureOperator"]
 COLUMN_VECTORS = 3
 
 
+class _OfProblem:
+    """A read-only attribute of a curvature operator: its problem's attribute of that name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, operator: Any, owner: type | None = None) -> Any:
+        return self if operator is None else getattr(operator.problem, self.name)
+
+    def __set__(self, operator: Any, value: Any) -> None:
+        raise AttributeError(
+            f"{self.name} is the operator's problem's; make a variant of the problem instead."
+        )
+
+
 class CurvatureOperator(CountingOperator):
     r"""Base class: a symmetric curvature matrix of the mean loss over a dataset.
 
@@ -58,7 +73,7 @@ class CurvatureOperator(CountingOperator):
         Vectorize over at most this many columns at once (bounds memory; default: all).
     memory_budget : int, float or str, optional
         Bytes the product's own buffers may take (3 vectors per column: see
-        :mod:`landscape.memory`; default half of the memory free at each product): a block
+        :mod:`landscape.memory`; default a quarter of the memory free at each product): a block
         of more columns is multiplied in groups that fit, one pass over the data each.
     **options
         With a model, the options of :class:`~landscape.problem.Problem` (``batch_loss``,
@@ -71,11 +86,14 @@ class CurvatureOperator(CountingOperator):
     TypeError
         If ``model`` is not an ``nn.Module``, or an option is unknown.
     ValueError
-        If ``mode`` is unknown, the model has no trainable parameters or ``params`` selects
+        If ``mode`` is unknown (or ``"train"`` for an operator defined in eval mode only,
+        the empirical Fisher), the model has no trainable parameters or ``params`` selects
         nothing.
     """
 
     is_symmetric = True
+    #: Why the operator is defined in eval mode only (a subclass's message), or "".
+    _eval_only = ""
 
     def __init__(
         self,
@@ -96,42 +114,24 @@ class CurvatureOperator(CountingOperator):
             MemoryBudget.resolve(memory_budget, self.problem.device)  # invalid values fail now
         space = self.problem.space
         super().__init__((space.dim, space.dim), space.dtype, space.device)
+        if self._eval_only and self.problem.mode != "eval":
+            raise ValueError(self._eval_only)
 
-    # -- what the operator is about ------------------------------------------------------------
-    @property
-    def model(self) -> nn.Module:
-        """The user's model."""
-        return self.problem.model
-
-    @property
-    def space(self) -> ParamSpace:
-        """The :class:`~landscape.params.ParamSpace` of the selected parameters."""
-        return self.problem.space
-
-    @property
-    def source(self) -> DataSource:
-        """The :class:`~landscape.data.DataSource` of the data."""
-        return self.problem.source
-
-    @property
-    def objective(self) -> Objective:
-        """The :class:`~landscape.losses.Objective`: the loss of one batch and its weight."""
-        return self.problem.objective
-
-    @property
-    def mode(self) -> str:
-        """``"eval"`` or ``"train"``."""
-        return self.problem.mode
-
-    @property
-    def num_samples(self) -> int:
-        """Number of samples in the data (all ranks); the first product, or this, reads them."""
-        return self.problem.num_samples
-
-    @property
-    def total_weight(self) -> float:
-        r""":math:`W = \sum_b w_b` (samples, or scored tokens); reads the data if not known yet."""
-        return self.problem.total_weight
+    # -- what the operator is about: its problem's ----------------------------------------------
+    model: nn.Module = _OfProblem()
+    """The user's model."""
+    space: ParamSpace = _OfProblem()
+    """The :class:`~landscape.params.ParamSpace` of the selected parameters."""
+    source: DataSource = _OfProblem()
+    """The :class:`~landscape.data.DataSource` of the data."""
+    objective: Objective = _OfProblem()
+    """The :class:`~landscape.losses.Objective`: the loss of one batch and its weight."""
+    mode: str = _OfProblem()
+    """``"eval"`` or ``"train"``."""
+    num_samples: int = _OfProblem()
+    """Number of samples in the data (all ranks); the first product, or this, reads them."""
+    total_weight: float = _OfProblem()
+    r""":math:`W = \sum_b w_b` (samples, or scored tokens); reads the data if not known yet."""
 
     @property
     def param_names(self) -> tuple[str, ...]:

@@ -250,14 +250,10 @@ def directional_product(
 
     Parameters
     ----------
-    gradient_at : callable
-        ``gradient_at(s)``: the gradient at :math:`\theta + s\hat v`.
+    gradient_at, u, reduce
+        As for :func:`search_step`.
     h : float
         The model's step.
-    u : float
-        Unit roundoff of the loss as computed.
-    reduce : callable, optional
-        Sums a small tensor over ranks (sharded gradients).
 
     Returns
     -------

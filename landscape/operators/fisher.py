@@ -52,21 +52,10 @@ class EmpiricalFisherOperator(CurvatureOperator):
     True
     """
 
-    def __init__(
-        self,
-        problem: Problem | nn.Module,
-        data: Any = None,
-        loss_fn: Criterion | None = None,
-        *,
-        chunk_size: int | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(problem, data, loss_fn, chunk_size=chunk_size, **options)
-        if self.problem.mode != "eval":
-            raise ValueError(
-                "the empirical Fisher needs per-sample losses, which BatchNorm batch statistics "
-                "(mode='train') do not define; use mode='eval'."
-            )
+    _eval_only = (
+        "the empirical Fisher needs per-sample losses, which BatchNorm batch statistics "
+        "(mode='train') do not define; use mode='eval'."
+    )
 
     def _batch_matmat(
         self, run: Evaluation, batch: Any, weight: float, V: list[Tensor]
@@ -108,13 +97,13 @@ def fisher(
     chunk_size : int, optional
         Samples per vectorized chunk.
     **options
-        Options of :class:`~landscape.problem.Problem` (``params``, ``count``,
-        ``max_samples``, ...), as for :func:`landscape.hessian`.
+        The problem's options (``mode="eval"`` only), as for :func:`landscape.hessian`.
 
     Returns
     -------
     EmpiricalFisherOperator
-        The operator.
+        ``F @ V``, positive semi-definite; for a model sharded with FSDP2, a
+        :class:`~landscape.operators.sharded.ShardedFisherOperator` on each rank's shards.
 
     Raises
     ------

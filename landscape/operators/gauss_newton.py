@@ -98,13 +98,14 @@ def gauss_newton(
     chunk_size : int, optional
         Columns vectorized at once.
     **options
-        Options of :class:`~landscape.problem.Problem` (``params``, ``mode``,
-        ``max_samples``, ...), as for :func:`landscape.hessian`.
+        The problem's options, as for :func:`landscape.hessian`.
 
     Returns
     -------
     GaussNewtonOperator
-        The operator.
+        ``G @ V``, positive semi-definite where the loss is convex in the outputs
+        (cross-entropy, MSE); for a model sharded with FSDP2, a
+        :class:`~landscape.operators.sharded.ShardedGaussNewtonOperator` on each rank's shards.
 
     Examples
     --------

@@ -43,7 +43,7 @@ def samples_that_fit(space: ParamSpace, requested: int, memory_budget: Any = Non
 
     A chunk of ``c`` samples holds about :data:`SAMPLE_VECTORS` ``c`` vectors of P numbers
     (64 samples of GPT-2 small: 96 GB); the chunk is cut to what fits in the memory budget
-    (default half of the free memory). The rows do not depend on the chunking.
+    (default a quarter of the free memory). The rows do not depend on the chunking.
 
     Returns
     -------
@@ -245,7 +245,7 @@ def per_example_gradients(
         all rows. Only ``mode="eval"``: BatchNorm batch statistics define no per-sample loss.
     chunk_size : int, optional
         Samples per vectorized call (bounds the memory of ``vmap``); fewer where they would
-        not fit in half of the free memory (:func:`samples_that_fit`).
+        not fit in a quarter of the free memory (:func:`samples_that_fit`).
     **options
         Options of :class:`~landscape.problem.Problem` (``params``, ``count``,
         ``max_samples``: memory is ``n * P`` entries, ...).

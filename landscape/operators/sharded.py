@@ -29,14 +29,14 @@ receives its own shard of the gradient, averaged over the ranks). So here
   batches run zero-weighted passes so that every rank makes the same collective calls.
 
 Measured against the exact (double-backward) product of the unsharded model: see
-``docs/scale.md`` and ``tests/test_fsdp.py``.
+``docs/howto/distributed.md`` (Sharded models) and ``tests/test_fsdp.py``.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -297,6 +297,7 @@ class ShardedHessianOperator(CountingOperator):
     """
 
     is_symmetric = True
+    _kind = "sharded"  # which products share a finite-difference step
 
     def __init__(
         self,
@@ -472,45 +473,71 @@ class ShardedHessianOperator(CountingOperator):
         return self._products(V)
 
     def _products(self, V: Tensor) -> Tensor:
-        space = self.vector_space
         reshard(self.model)
-        shards = self.layout.locals
-        saved = [s.detach().clone() for s in shards]
+        saved = [s.detach().clone() for s in self.layout.locals]
         out = torch.zeros_like(V)
-        norms = space.norms(V).double().cpu()
-        key = ("sharded", self.layout.names, self.dtype)
-        chosen = _CHOSEN.setdefault(self.model, {})
+        norms = self.vector_space.norms(V).double().cpu()
         try:
             with evaluation_mode(self.model, fused_attention=True):
-                for j in range(V.shape[1]):
-                    norm = float(norms[j])
-                    if norm == 0:
-                        continue
-                    direction = self.layout.unflatten(V[:, j].detach().contiguous())
+                for j, norm, direction in self._columns(V, norms):
 
                     def gradient_at(s: float, direction=direction, norm=norm) -> list[Tensor]:
-                        with torch.no_grad():
-                            for shard, original, d in zip(shards, saved, direction):
-                                shard.copy_(original).add_(d.to(shard.dtype), alpha=s / norm)
+                        self._moved(direction, saved, s / norm)
                         return self._gradient()
 
-                    if key not in chosen:
-                        u = self._roundoff()
-                        h, product = search_step(gradient_at, u, reduce=space.reduce_)
-                        chosen[key] = (h, u)
-                    else:
-                        h, u = chosen[key]
-                        product = directional_product(gradient_at, h, u, reduce=space.reduce_)
+                    product = self._central_difference(gradient_at)
                     column = torch.cat([piece.reshape(-1) for piece in product])
                     out[:, j] = column.mul_(norm)
                     del product, column
         finally:
-            with torch.no_grad():
-                for shard, original in zip(shards, saved):
-                    shard.copy_(original)
+            self._restore(saved)
         self._check_finite(out)
         self._count(V.shape[1])
         return out
+
+    def _columns(self, V: Tensor, norms: Tensor) -> Iterator[tuple[int, float, list[Tensor]]]:
+        """Yield ``(j, norm, direction)`` for every non-zero column ``j`` of ``V``.
+
+        Yields
+        ------
+        tuple
+            The column's index, its norm and its local shards, one per selected parameter.
+        """
+        for j in range(V.shape[1]):
+            norm = float(norms[j])
+            if norm != 0:
+                yield j, norm, self.layout.unflatten(V[:, j].detach().contiguous())
+
+    def _central_difference(self, values_at: Callable[[float], list[Tensor]]) -> list[Tensor]:
+        r"""Return the derivative of ``values_at(s)`` at :math:`s = 0` by central differences.
+
+        The step is chosen on the first product of this kind for the model
+        (:func:`~landscape.operators.finite_difference.search_step`; every rank chooses the
+        same) and reused afterwards.
+
+        Returns
+        -------
+        list of Tensor
+            One derivative per tensor ``values_at`` returns.
+        """
+        reduce = self.vector_space.reduce_
+        chosen = _CHOSEN.setdefault(self.model, {})
+        key = (self._kind, self.layout.names, self.dtype)
+        if key not in chosen:
+            # the loss's precision: pieces of Hugging Face models (Llama's RMSNorm, the loss)
+            # run in float32 even in float64 models
+            u = self._roundoff()
+            h, derivative = search_step(values_at, u, reduce=reduce)
+            chosen[key] = (h, u)
+            return derivative
+        h, u = chosen[key]
+        return directional_product(values_at, h, u, reduce=reduce)
+
+    def _restore(self, saved: list[Tensor]) -> None:
+        """Set every shard back to its saved value."""
+        with torch.no_grad():
+            for shard, original in zip(self.layout.locals, saved):
+                shard.copy_(original)
 
 
 class _FirstOrderProducts(ShardedHessianOperator):
@@ -521,8 +548,6 @@ class _FirstOrderProducts(ShardedHessianOperator):
     :math:`\hat v`, which loss to back-propagate once through FSDP (:meth:`_pullback_loss`).
     """
 
-    _kind = ""
-
     def _values(self, batch: Any) -> Tensor:
         raise NotImplementedError
 
@@ -530,22 +555,15 @@ class _FirstOrderProducts(ShardedHessianOperator):
         raise NotImplementedError
 
     def _products(self, V: Tensor) -> Tensor:
-        space = self.vector_space
         reshard(self.model)
         batches = list(self._batches())
         saved = [s.detach().clone() for s in self.layout.locals]
         out = torch.zeros_like(V)
-        norms = space.norms(V).double().cpu()
-        key = (self._kind, self.layout.names, self.dtype)
-        chosen = _CHOSEN.setdefault(self.model, {})
+        norms = self.vector_space.norms(V).double().cpu()
         try:
             with evaluation_mode(self.model, fused_attention=True):
                 self._check_criterion(batches[0][0])
-                for j in range(V.shape[1]):
-                    norm = float(norms[j])
-                    if norm == 0:
-                        continue
-                    direction = self.layout.unflatten(V[:, j].detach().contiguous())
+                for j, norm, direction in self._columns(V, norms):
 
                     def values_at(s: float, direction=direction, norm=norm) -> list[Tensor]:
                         self._moved(direction, saved, s / norm)
@@ -554,22 +572,12 @@ class _FirstOrderProducts(ShardedHessianOperator):
                         reshard(self.model)
                         return values
 
-                    if key not in chosen:
-                        # the loss's precision: pieces of Hugging Face models (Llama's RMSNorm,
-                        # the loss) run in float32 even in float64 models
-                        u = self._roundoff()
-                        h, derivative = search_step(values_at, u, reduce=space.reduce_)
-                        chosen[key] = (h, u)
-                    else:
-                        h, u = chosen[key]
-                        derivative = directional_product(values_at, h, u, reduce=space.reduce_)
+                    derivative = self._central_difference(values_at)
                     self._moved(direction, saved, 0.0)  # back at theta
                     column = self._pullback(batches, derivative)
                     out[:, j] = torch.cat([g.reshape(-1) for g in column]).mul_(norm)
         finally:
-            with torch.no_grad():
-                for shard, original in zip(self.layout.locals, saved):
-                    shard.copy_(original)
+            self._restore(saved)
             reshard(self.model)
         self._check_finite(out)
         self._count(V.shape[1])

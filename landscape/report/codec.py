@@ -374,12 +374,9 @@ def write(path: str | os.PathLike[str], kind: str, data: Mapping[str, Any]) -> s
 
 
 def read(path: str | os.PathLike[str]) -> tuple[str, int, dict[str, Any]]:
-    """Read a report file: its kind, its format version and its plain data.
+    """Read the report file at ``path``: its kind, its format version and its plain data.
 
-    Parameters
-    ----------
-    path : str or PathLike
-        The HDF5 file.
+    The reading behind :func:`landscape.load`, whose documentation says what users see.
 
     Returns
     -------
@@ -393,12 +390,13 @@ def read(path: str | os.PathLike[str]) -> tuple[str, int, dict[str, Any]]:
     Raises
     ------
     FileNotFoundError
-        If there is no such file.
+        If ``path`` does not exist.
     PermissionError
-        If it cannot be read.
+        From :class:`h5py.File`, if the file cannot be opened.
     ValueError
-        If the file is not HDF5, not a landscape report (a foreign HDF5 file), written in
-        a newer format version, or corrupt.
+        If it is no HDF5 file, has no ``format`` attribute :data:`FORMAT`, a newer
+        ``format_version`` than :data:`FORMAT_VERSION`, an unknown ``kind`` or no data
+        group, or its data cannot be decoded.
     """
     import h5py
 

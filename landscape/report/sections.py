@@ -608,6 +608,27 @@ def _plan(report: Report) -> Section | None:
     )
 
 
+#: Prefix of the report notes that say a stage did not run, and why.
+NOT_RUN = "not run: "
+
+
+def _not_run(report: Report) -> Section | None:
+    rows = [
+        [key[len(NOT_RUN) :], reason]
+        for key, reason in report.notes.items()
+        if key.startswith(NOT_RUN)
+    ]
+    if not rows:
+        return None
+    return Section(
+        "Stages not run",
+        rows,
+        ["stage", "why"],
+        ["each can be run alone (ls.block_spectra, ls.layerwise, ...) or with a larger budget"],
+        topic="cost",
+    )
+
+
 def report_sections(report: Report) -> list[Section]:
     """Return every section of a report that has data, in page order.
 
@@ -631,6 +652,7 @@ def report_sections(report: Report) -> list[Section]:
         _sharpness(report),
         _layerwise(report),
         _blocks(report),
+        _not_run(report),
         cost_section(cost_items(report)) if report.costs else None,
         _plan(report),
     ]

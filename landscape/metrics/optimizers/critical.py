@@ -260,10 +260,7 @@ def _loss(problem: Problem, theta: dict[str, Tensor]) -> float:
     float
         The loss.
     """
-    try:
-        return problem.at(theta).loss()
-    except FloatingPointError:
-        return math.inf
+    return problem.at(theta).loss(nonfinite=math.inf)
 
 
 def update_direction(

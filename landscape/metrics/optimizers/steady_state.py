@@ -152,12 +152,8 @@ def preconditioner_shares(
 
     Parameters
     ----------
-    mean, variance : Tensor
-        Per-coordinate mean and variance of the per-example gradients.
-    batch_size, num_samples : int
-        :math:`B` and :math:`n`.
-    eps : float, optional
-        Adam's :math:`\epsilon`.
+    mean, variance, batch_size, num_samples, eps
+        As for :func:`steady_state_preconditioner`.
     direction : Tensor, optional
         The top eigenvector :math:`u` of :math:`P_B^{-1/2} H P_B^{-1/2}`; the shares are
         weighted by :math:`u_i^2` (default: uniform weights).
@@ -213,10 +209,8 @@ def steady_state_linearization(
 
     Parameters
     ----------
-    mean, variance : Tensor
-        Per-coordinate mean and variance of the per-example gradients.
-    batch_size, num_samples : int
-        :math:`B` and :math:`n`.
+    mean, variance, batch_size, num_samples
+        As for :func:`steady_state_preconditioner`.
     lr : float, optional
         The learning rate, if known (only the ratio needs it).
     betas : tuple of float, optional
