@@ -280,13 +280,7 @@ def analyze(
             identity = previous = None
             if path is not None:
                 identity = _identity(
-                    problem,
-                    budget,
-                    (time_budget, memory_budget),
-                    seed,
-                    backend,
-                    optimizer,
-                    switches,
+                    problem, budget, time_budget, seed, backend, optimizer, switches, memory_budget
                 )
                 previous = _resumable(path, identity)
             the_plan = previous.plan if previous is not None else None
@@ -437,11 +431,12 @@ def _report(
 def _identity(
     problem: Problem,
     budget: str,
-    limits: tuple[float | None, Any],
+    time_budget: float | None,
     seed: int,
     backend: str,
     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None,
     switches: Mapping[str, bool],
+    memory_budget: Any = None,
 ) -> dict[str, str]:
     """Return what a report file must match to be resumed: settings, model, optimizer, data.
 
@@ -453,8 +448,8 @@ def _identity(
     objective = problem.objective
     settings = {
         "budget": budget,
-        "time_budget": limits[0],
-        "memory_budget": None if limits[1] is None else str(limits[1]),
+        "time_budget": time_budget,
+        "memory_budget": None if memory_budget is None else str(memory_budget),
         "seed": int(seed),
         "backend": backend,
         **switches,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import landscape as ls
-from landscape import planning, stages
+from landscape import analysis, planning, stages
 from landscape.planning import Plan, UnitCosts
 from landscape.stages import fit, stage_costs
 
@@ -88,7 +88,7 @@ def test_a_dry_run_plans_without_analyzing(capsys):
     assert "plan for inf s" in capsys.readouterr().out
 
 
-def test_a_time_budget_runs_the_scaled_settings_and_keeps_the_plan(tmp_path):
+def test_a_time_budget_runs_the_scaled_settings_and_keeps_the_plan(tmp_path, monkeypatch):
     model, data = _problem()
     plan = ls.plan(model, data, time_budget=1e-3)
     assert plan.settings["curvature_samples"] == 64  # nothing fits: the floors
@@ -112,11 +112,14 @@ def test_a_time_budget_runs_the_scaled_settings_and_keeps_the_plan(tmp_path):
     assert loaded.plan.dropped == kept.dropped and loaded.notes == report.notes
     assert "plan for" in report.summary()
     # A budget that holds the floors (not the budget's settings) runs the scaled settings:
-    # generous against a busy machine (measuring again may take longer), well under the
-    # budget's own settings (8x the curvature samples).
+    # halfway (geometrically) between the two, planned with the same unit costs (measuring
+    # again on a busy machine would move the line), the guard for slow stages off.
     switches = {"surfaces": False, "learning_rates": False}
     floors = sum(stage_costs(plan.settings, plan.units, **switches).values())
-    budget = 4 * plan.units.seconds + 2 * floors
+    full = sum(stage_costs(ls.BUDGETS["fast"], plan.units, **switches).values())
+    budget = plan.units.seconds + math.sqrt(floors * full)
+    monkeypatch.setattr(analysis, "measure_costs", lambda *args, **kwargs: plan.units)
+    monkeypatch.setattr(analysis, "_TIME_SLACK", math.inf)
     fits = ls.analyze(model, data, time_budget=budget, progress=False, **switches)
     assert fits.plan.scaled["curvature_samples"][1] < 512 and "density" not in fits.plan.dropped
     steps = fits.plan.settings["density"][1]
