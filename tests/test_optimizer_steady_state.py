@@ -29,6 +29,7 @@ from landscape.metrics.optimizers import (
 )
 
 DTYPE = torch.float64
+ADAM = ls.OptimizerSettings("adam", lr=2e-3)
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +70,13 @@ def test_full_batch_near_a_minimum_gives_no_number(trained):
     assert value < 0.018
     n = problem.num_samples
     H = ls.hessian(problem)
-    result = steady_state_stability(H, G, var, n, n, lr=2e-3)
+    result = steady_state_stability(H, G, var, n, n, optimizer=ADAM)
     assert result.lr_max is None and not result.informative
     assert result.label == f"steady state at batch size {n} at this point"
     assert "no learning-rate limit at the full batch" in result.notes[-1]
     assert result.shares.noise == 0.0 and result.shares.gradient_snr < 1.0
     # the number it withholds would call the training learning rate unstable
-    lin = steady_state_linearization(G, var, n, n, lr=2e-3)
+    lin = steady_state_linearization(G, var, n, n, optimizer=ADAM)
     withheld = frozen_stability(H, lin).lr_max
     assert withheld < 2e-3
 
@@ -84,7 +85,7 @@ def test_small_batch_matches_an_equilibrated_adam_run(trained):
     model, opt, problem, (G, var), _ = trained
     n = problem.num_samples
     H = ls.hessian(problem)
-    steady = steady_state_stability(H, G, var, 50, n, lr=2e-3)
+    steady = steady_state_stability(H, G, var, 50, n, optimizer=ADAM)
     assert steady.informative and steady.shares.noise > 0.9
     assert "steady state at batch size 50" in steady.label
     equilibrated = frozen_stability(H, _equilibrated_state(model, problem, 50))
@@ -191,3 +192,14 @@ def test_the_rule_on_synthetic_moments():
     noisy = steady_state_stability(H, torch.zeros(3, dtype=DTYPE), var, 8, 100)
     p = (100 - 8) / (8 * 99)
     assert noisy.lr_max == pytest.approx(38.0 / (4.0 / (p**0.5 + 1e-8)), rel=1e-6)
+
+
+def test_the_steady_state_takes_adams_settings_and_refuses_another_kind():
+    H = ls.DenseOperator(torch.diag(torch.tensor([2.0, 1.0], dtype=DTYPE)))
+    G, var = torch.zeros(2, dtype=DTYPE), torch.ones(2, dtype=DTYPE)
+    with pytest.raises(ValueError, match=r"the steady state is Adam's: pass optimizer="):
+        steady_state_stability(H, G, var, 10, 100, optimizer=ls.OptimizerSettings("sgd"))
+    beta1 = 0.5  # the coefficient (2 + 2 beta1) / (1 - beta1) follows the settings' betas
+    adam = ls.OptimizerSettings("adam", betas=(beta1, 0.999))
+    a, b = (steady_state_stability(H, G, var, 10, 100, optimizer=o) for o in (None, adam))
+    assert b.lr_max / a.lr_max == pytest.approx((3.0 / 0.5) / (3.8 / 0.1), rel=1e-12)

@@ -181,10 +181,8 @@ class Measure:
             s = self.steady
             assert s is not None and self.moments is not None
             self._linearizations[B] = steady_state_linearization(
-                *self.moments, B, n, lr=math.nan if s.lr is None else s.lr, betas=s.betas,
-                eps=s.eps, weight_decay=s.weight_decay,
-                decoupled_weight_decay=s.decoupled_weight_decay,
-            )  # fmt: skip
+                *self.moments, B, n, optimizer=s
+            )
         return self._linearizations[B]
 
     def coefficient(self, n: int) -> float:

@@ -51,6 +51,7 @@ from torch import Tensor
 from landscape.metrics.optimizers.frozen import FrozenLinearization
 from landscape.metrics.optimizers.recursion import ModeRecursion
 from landscape.metrics.optimizers.stability import frozen_stability
+from landscape.metrics.thresholds import OptimizerSettings
 from landscape.operators.base import LinearOperator
 from landscape.records import Record
 
@@ -193,17 +194,36 @@ def preconditioner_shares(
     )
 
 
+def _adam_settings(optimizer: OptimizerSettings | None) -> OptimizerSettings:
+    """Return ``optimizer``, or Adam's default settings for ``None``.
+
+    Returns
+    -------
+    OptimizerSettings
+        Settings of kind ``"adam"``.
+
+    Raises
+    ------
+    ValueError
+        For settings of another kind, naming the spelling to use.
+    """
+    if optimizer is None:
+        return OptimizerSettings("adam")
+    if not isinstance(optimizer, OptimizerSettings) or optimizer.kind != "adam":
+        raise ValueError(
+            "the steady state is Adam's: pass optimizer=OptimizerSettings('adam', lr=..., "
+            f"betas=..., eps=...), not {optimizer!r}."
+        )
+    return optimizer
+
+
 def steady_state_linearization(
     mean: Tensor,
     variance: Tensor,
     batch_size: int,
     num_samples: int,
     *,
-    lr: float = math.nan,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    decoupled_weight_decay: float = 0.0,
+    optimizer: OptimizerSettings | None = None,
 ) -> FrozenLinearization:
     r"""Return the frozen linearization of Adam with its steady-state preconditioner :math:`P_B`.
 
@@ -211,16 +231,11 @@ def steady_state_linearization(
     ----------
     mean, variance, batch_size, num_samples
         As for :func:`steady_state_preconditioner`.
-    lr : float, optional
-        The learning rate, if known (only the ratio needs it).
-    betas : tuple of float, optional
-        Adam's :math:`(\beta_1, \beta_2)`; :math:`\beta_1` sets the coefficient.
-    eps : float, optional
-        Adam's :math:`\epsilon`.
-    weight_decay : float, optional
-        Coupled weight decay (added to the Hessian).
-    decoupled_weight_decay : float, optional
-        AdamW's decay.
+    optimizer : OptimizerSettings, optional
+        Adam's hyperparameters (default ``OptimizerSettings("adam")``): ``lr`` if known (only
+        the ratio needs it), ``betas`` (:math:`\beta_1` sets the coefficient), ``eps``,
+        ``weight_decay`` (coupled, added to the Hessian) and ``decoupled_weight_decay``
+        (AdamW's).
 
     Returns
     -------
@@ -228,15 +243,16 @@ def steady_state_linearization(
         Labelled ``"steady state at batch size B at this point"``, exactness
         ``"steady state"``.
     """
-    P = steady_state_preconditioner(mean, variance, batch_size, num_samples, eps=eps)
-    beta1 = float(betas[0])
+    adam = _adam_settings(optimizer)
+    P = steady_state_preconditioner(mean, variance, batch_size, num_samples, eps=adam.eps)
+    beta1 = float(adam.betas[0])
     return FrozenLinearization(
         optimizer="Adam",
-        lr=float(lr),
+        lr=math.nan if adam.lr is None else float(adam.lr),
         recursion=ModeRecursion(beta1, 1.0 - beta1, 0.0, 1.0),
         preconditioner=P,
-        weight_decay=torch.full_like(P, weight_decay) if weight_decay else None,
-        decoupled_weight_decay=float(decoupled_weight_decay),
+        weight_decay=torch.full_like(P, adam.weight_decay) if adam.weight_decay else None,
+        decoupled_weight_decay=float(adam.decoupled_weight_decay),
         label=f"steady state at batch size {batch_size} at this point",
         exactness="steady state",
         notes=(
@@ -374,11 +390,7 @@ def steady_state_stability(
     batch_size: int,
     num_samples: int,
     *,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    lr: float = math.nan,
-    weight_decay: float = 0.0,
-    decoupled_weight_decay: float = 0.0,
+    optimizer: OptimizerSettings | None = None,
     min_noise_share: float = 0.5,
     near_minimum_snr: float = 1.0,
     tol: float = 1e-6,
@@ -399,8 +411,9 @@ def steady_state_stability(
         Per-coordinate mean and variance of the per-example gradients over the data.
     batch_size, num_samples : int
         :math:`B` and :math:`n`.
-    betas, eps, lr, weight_decay, decoupled_weight_decay : optional
-        Adam's hyperparameters.
+    optimizer : OptimizerSettings, optional
+        Adam's hyperparameters (default ``OptimizerSettings("adam")``; see
+        :func:`steady_state_linearization`).
     min_noise_share : float, optional
         A number needs at least this share of :math:`P_B` from gradient noise, unless the
         point is away from a minimum and :math:`\epsilon` does not dominate.
@@ -426,20 +439,11 @@ def steady_state_stability(
     >>> r.informative, round(r.shares.noise, 3)
     (True, 1.0)
     """
-    lin = steady_state_linearization(
-        mean,
-        variance,
-        batch_size,
-        num_samples,
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-    )
+    adam = _adam_settings(optimizer)
+    lin = steady_state_linearization(mean, variance, batch_size, num_samples, optimizer=adam)
     result = frozen_stability(H, lin, tol=tol, seed=seed)
     shares = preconditioner_shares(
-        mean, variance, batch_size, num_samples, eps=eps, direction=result.eigenvector
+        mean, variance, batch_size, num_samples, eps=adam.eps, direction=result.eigenvector
     )
     notes = list(lin.notes)
     silent = says_nothing(
