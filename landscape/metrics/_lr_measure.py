@@ -180,9 +180,7 @@ class Measure:
         if B not in self._linearizations:
             s = self.steady
             assert s is not None and self.moments is not None
-            self._linearizations[B] = steady_state_linearization(
-                *self.moments, B, n, optimizer=s
-            )
+            self._linearizations[B] = steady_state_linearization(*self.moments, B, n, optimizer=s)
         return self._linearizations[B]
 
     def coefficient(self, n: int) -> float:
