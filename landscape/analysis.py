@@ -62,6 +62,7 @@ from landscape.stages import (
     active_stages,
     drop_stages,
     fit,
+    memory_drops,
 )
 from landscape.surfaces.paths import interpolate
 
@@ -328,13 +329,12 @@ def _over_memory(problem: Problem, settings: Mapping[str, Any]) -> dict[str, str
     Returns
     -------
     dict
-        ``{stage: reason}`` (:func:`landscape.stages.drop_stages`).
+        ``{stage: reason}`` (:func:`landscape.stages.memory_drops`).
     """
     space = problem.space
-    return drop_stages(
+    return memory_drops(
         settings,
-        {stage.name: 0.0 for stage in STAGES},
-        math.inf,
+        [stage.name for stage in STAGES],
         num_params=space.dim,
         vector_bytes=vector_bytes(space.dim, space.dtype),
         memory=MemoryBudget.resolve(None, problem.device),

@@ -18,17 +18,19 @@ import dataclasses
 import math
 import warnings
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from landscape.linalg.block_density import js_distances
-from landscape.linalg.density import spectral_density
+from landscape.linalg.density import RUN_VECTORS, spectral_density
 from landscape.linalg.eigen import eigenvalues
+from landscape.linalg.eigen import least_vectors as least_eigen_vectors
 from landscape.linalg.results import Estimate
 from landscape.linalg.trace import frobenius_norm, trace
+from landscape.linalg.trace import least_vectors as least_trace_vectors
 from landscape.memory import MemoryBudget, format_bytes
 from landscape.metrics.block_spectra import block_spectra, parameter_blocks
 from landscape.metrics.coherence import coherence
@@ -220,7 +222,12 @@ class Stage:
     run: Callable[[StageContext], Outcome]
     cost: Callable[[Mapping[str, Any], UnitCosts, Workload], float]
     switch: str | None = None
-    vectors: Callable[[Mapping[str, Any]], int] = lambda settings: 6
+    vectors: Callable[[Mapping[str, Any]], int] = lambda settings: _LEAST_VECTORS
+
+
+#: A stage's least need unless it declares its own: a Hutch++ estimate at its smallest
+#: (the stages' probes and one-vector sketches go through the same products).
+_LEAST_VECTORS = least_trace_vectors()
 
 
 def _samples(settings: Mapping[str, Any], key: str, n: int) -> int:
@@ -596,11 +603,11 @@ STAGES: tuple[Stage, ...] = (
         ("eigenvalues",),
         _run_eigenvalues,
         _cost_eigenvalues,
-        vectors=lambda s: max(s["top_k"], s["bottom_k"]) + 5,  # k + 2 basis, 3 in a product
+        vectors=lambda s: least_eigen_vectors(max(s["top_k"], s["bottom_k"])),
     ),
     Stage("subsets", ("subsets",), _run_subsets, _cost_subsets),
     Stage("trace", ("trace", "frobenius"), _run_trace, _cost_trace),
-    Stage("density", ("density",), _run_density, _cost_density),
+    Stage("density", ("density",), _run_density, _cost_density, vectors=lambda s: RUN_VECTORS),
     Stage("layerwise", ("layerwise",), _run_layerwise, _cost_layerwise),
     Stage("block_spectra", ("block_spectra",), _run_block_spectra, _cost_block_spectra),
     Stage(
@@ -779,6 +786,56 @@ DROP_ORDER = (
 )
 
 
+def memory_drops(
+    settings: Mapping[str, Any],
+    names: Iterable[str],
+    *,
+    num_params: int,
+    vector_bytes: int,
+    memory: MemoryBudget,
+) -> dict[str, str]:
+    """Return the stages whose smallest need is over the memory budget, each with why.
+
+    A stage holds at least :attr:`Stage.vectors` parameter vectors besides the model; when
+    they do not fit in ``memory`` it cannot run at all.
+
+    Parameters
+    ----------
+    settings : mapping
+        The analysis' settings.
+    names : iterable of str
+        The stages to check.
+    num_params, vector_bytes : int
+        Parameters, and bytes of one vector of them.
+    memory : MemoryBudget
+        The analysis' memory budget.
+
+    Returns
+    -------
+    dict
+        ``{stage: reason}``, in the order of ``names``.
+
+    Examples
+    --------
+    >>> small = MemoryBudget.resolve(5 * 8000, "cpu")  # five vectors of 1000 float64
+    >>> list(memory_drops(ls.BUDGETS["fast"], ["loss", "density", "trace"], num_params=1000,
+    ...                   vector_bytes=8000, memory=small))
+    ['trace']
+    """
+    stages = {s.name: s for s in STAGES}
+    dropped: dict[str, str] = {}
+    for name in names:
+        count = stages[name].vectors(settings)
+        if count * vector_bytes > memory.bytes:
+            dropped[name] = (
+                f"needs at least {count} vectors of {num_params:,} parameters "
+                f"({format_bytes(count * vector_bytes)}) besides the model; the memory "
+                f"budget is {memory.describe()}: pass memory_budget= to analyze, or run "
+                "it alone on a device with more memory"
+            )
+    return dropped
+
+
 def drop_stages(
     settings: Mapping[str, Any],
     predicted: Mapping[str, float],
@@ -790,11 +847,10 @@ def drop_stages(
 ) -> dict[str, str]:
     """Return the stages to leave out, each with why: they do not fit in memory or in time.
 
-    A stage whose smallest need (:attr:`Stage.vectors` parameter vectors) is over the
-    memory budget cannot run at all. Then, while the predicted seconds of the others are
-    over ``seconds`` (the settings already at their floors, :func:`fit`), stages are left
-    out: the first in :data:`DROP_ORDER` whose time alone covers the excess, else the
-    longest, so that as few as possible are lost.
+    First the stages over the memory budget (:func:`memory_drops`). Then, while the
+    predicted seconds of the others are over ``seconds`` (the settings already at their
+    floors, :func:`fit`), stages are left out: the first in :data:`DROP_ORDER` whose time
+    alone covers the excess, else the longest, so that as few as possible are lost.
 
     Parameters
     ----------
@@ -820,18 +876,11 @@ def drop_stages(
     >>> list(drop_stages(ls.BUDGETS["fast"], predicted, 100.0))
     ['block_spectra']
     """
-    stages = {s.name: s for s in STAGES}
     dropped: dict[str, str] = {}
     if memory is not None and vector_bytes > 0:
-        for name in predicted:
-            count = stages[name].vectors(settings)
-            if count * vector_bytes > memory.bytes:
-                dropped[name] = (
-                    f"needs at least {count} vectors of {num_params:,} parameters "
-                    f"({format_bytes(count * vector_bytes)}) besides the model; the memory "
-                    f"budget is {memory.describe()}: pass memory_budget= to analyze, or run "
-                    "it alone on a device with more memory"
-                )
+        dropped = memory_drops(
+            settings, predicted, num_params=num_params, vector_bytes=vector_bytes, memory=memory
+        )
     left = sum(t for name, t in predicted.items() if name not in dropped)
     candidates = [n for n in DROP_ORDER if n in predicted and n not in dropped and predicted[n] > 0]
     while left > seconds and candidates:

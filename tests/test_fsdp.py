@@ -10,9 +10,11 @@ The truth is the unsharded zoo model (float64) and autograd's double-backward He
 the same counter-based probes (``VectorSpace(counter_random=True)``) for the trace and the
 density. Tolerances: the finite-difference error of these models, whose Hugging Face loss is
 float32 inside (measured 5e-6 to 1e-5 relative per Hessian product, 2e-8 to 2e-6 for
-Gauss-Newton and Fisher products, ``docs/howto/distributed.md``): products 5e-5, eigenvalues, trace and
-moments 2e-5; between world sizes the same, since the
-reductions' order differs.
+Gauss-Newton and Fisher products, ``docs/howto/distributed.md``): products 5e-5, eigenvalues
+and moments 2e-5, traces 2e-5 of their largest quadratic form ``|z^T H z|`` (the forms'
+errors are relative to themselves, and on Llama they cancel to a trace twelve times
+smaller: the unsharded finite-difference Hessian's trace is 1.8e-4 off its own mean there);
+between world sizes the same, since the reductions' order differs.
 """
 
 import copy
@@ -111,12 +113,16 @@ def _reference(name, full):
     for kind in ("gauss_newton", "fisher"):
         out[kind] = getattr(ls, kind)(case.model, case.batches) @ V
     H._vector_space = VectorSpace(P, H.dtype, H.device, counter_random=True)  # the same probes
-    out["trace"] = ls.trace(H, num_matvecs=12 if full else 6, seed=0).value
+    estimate = ls.trace(H, num_matvecs=12 if full else 6, seed=0)
+    # an estimate's finite-difference error is relative to its quadratic forms z^T H z, not
+    # to their mean: on Llama they are about +-19 around a trace of 1.6
+    out["trace"], out["trace_scale"] = estimate.value, float(estimate.samples.abs().max())
     d = ls.spectral_density(H, 3 if full else 2, 10 if full else 6, seed=0)
     out["moments"] = torch.tensor([d.moment(p) for p in (1, 2, 3)])
     # layerwise's per-layer Hutchinson samples add up to z^T H z over all parameters: with
     # the same counter-based probes, the whole Hessian's Hutchinson estimate.
-    out["layer_trace"] = ls.hutchinson_trace(H, num_matvecs=4, seed=0).value
+    estimate = ls.hutchinson_trace(H, num_matvecs=4, seed=0)
+    out["layer_trace"], out["layer_scale"] = estimate.value, float(estimate.samples.abs().max())
     return out
 
 
@@ -143,10 +149,10 @@ def _check(records, reference, world):
         assert r["trace"] == records[0]["trace"]
     assert sum(r["local_dim"] for r in records) == P
     assert _rel(records[0]["eigenvalues"], reference["eigenvalues"]) < 2e-5
-    assert abs(records[0]["trace"] - reference["trace"]) < 2e-5 * abs(reference["trace"])
+    assert abs(records[0]["trace"] - reference["trace"]) < 2e-5 * reference["trace_scale"]
     assert _rel(records[0]["moments"], reference["moments"]) < 2e-5
     layer_trace = records[0]["layer_trace"]
-    assert abs(layer_trace - reference["layer_trace"]) < 2e-5 * abs(reference["layer_trace"])
+    assert abs(layer_trace - reference["layer_trace"]) < 2e-5 * reference["layer_scale"]
 
 
 def test_two_ranks_of_a_sharded_gpt2_match_one_process(tmp_path):

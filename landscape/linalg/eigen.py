@@ -33,6 +33,25 @@ SMALL_BASIS_EXTRA = 4
 STEP_VECTORS = 3
 
 
+def least_vectors(wanted: int, block_size: int = 1) -> int:
+    """Return the parameter vectors the smallest Lanczos run for ``wanted`` pairs holds at once.
+
+    The basis of ``wanted + block_size + 1`` vectors and a step's :data:`STEP_VECTORS` per
+    column of the block: what :func:`basis_size` requires of the memory budget at least.
+
+    Returns
+    -------
+    int
+        A count of vectors of the operator's (local) dimension.
+
+    Examples
+    --------
+    >>> least_vectors(1)  # a basis of 3, a step's 3
+    6
+    """
+    return wanted + block_size + 1 + STEP_VECTORS * block_size
+
+
 def basis_size(
     A: LinearOperator,
     wanted: int,
@@ -81,7 +100,7 @@ def basis_size(
     smallest = min(wanted + block_size + 1, n)
     if min(size, n) > fits:
         budget.require(
-            smallest + STEP_VECTORS * block_size,
+            smallest + STEP_VECTORS * block_size,  # least_vectors, unless n is smaller
             n_local,
             A.dtype,
             what=f"the smallest Lanczos basis for k'={wanted} ({smallest} vectors) and a step",

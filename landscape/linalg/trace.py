@@ -158,6 +158,26 @@ def _quadratic_forms(space: VectorSpace, Z: Tensor, AZ: Tensor) -> Tensor:
     return space.dots(Z, AZ).to(device="cpu", dtype=torch.float64)
 
 
+def least_vectors(method: str = "hutch++") -> int:
+    """Return the parameter vectors the smallest trace estimate of ``method`` holds at once.
+
+    One probe's :data:`PROBE_VECTORS`, and for Hutch++ (XTrace) the blocks of a one-column
+    sketch that :func:`sketch_size` reserves: the sketch and its QR's copy (six blocks).
+
+    Returns
+    -------
+    int
+        A count of vectors of the operator's (local) dimension.
+
+    Examples
+    --------
+    >>> least_vectors(), least_vectors("hutchinson"), least_vectors("xtrace")
+    (6, 4, 10)
+    """
+    blocks = {"hutchinson": 0, "hutch++": 2, "xtrace": _XTRACE_BLOCKS}[method]
+    return blocks + PROBE_VECTORS
+
+
 def probe_block(A: LinearOperator, wanted: int, budget: MemoryBudget, *, reserved: int = 0) -> int:
     """Return how many probes go through one ``matmat``: ``wanted``, or fewer to fit the budget.
 
