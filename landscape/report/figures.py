@@ -165,7 +165,7 @@ def _compared_metrics(comparison: Comparison) -> Figure:
     return _table_figure(header, rows, "Metrics" + (f" († {DINH})" if flagged else ""))
 
 
-def _any(comparison: Comparison, section: str) -> bool:
+def _some_report_has(comparison: Comparison, section: str) -> bool:
     return any(getattr(r, section) is not None for r in comparison.reports.values())
 
 
@@ -241,10 +241,10 @@ _FIGURES: dict[str, dict[str, tuple[Callable[[Any], bool], Callable[[Any], Figur
         "metrics": (lambda r: bool(metrics(r)), _metrics),
     },
     "comparison": {
-        "spectrum": (lambda c: _any(c, "density"), _spectra),
+        "spectrum": (lambda c: _some_report_has(c, "density"), _spectra),
         "interpolation": (lambda c: c.interpolation is not None, _interpolation),
-        "surfaces_2d": (lambda c: _any(c, "surface_2d"), _surfaces_2d),
-        "learning_rate": (lambda c: _any(c, "learning_rate"), _compared_learning_rates),
+        "surfaces_2d": (lambda c: _some_report_has(c, "surface_2d"), _surfaces_2d),
+        "learning_rate": (lambda c: _some_report_has(c, "learning_rate"), _compared_learning_rates),
         "metrics": (lambda c: bool(metric_table(c)[1]), _compared_metrics),
     },
 }
