@@ -60,6 +60,7 @@ Precision = Literal["auto", "model", "float32", "float64"]
 _PRECISIONS = ("auto", "model", "float32", "float64")
 _HALF = (torch.float16, torch.bfloat16)
 _MISSING = object()
+_SOURCE_OPTIONS = ("max_batches", "max_samples", "cache", "shard")  # what limits a data source
 
 
 def _compute_dtype(model_dtype: torch.dtype, precision: str) -> torch.dtype:
@@ -523,15 +524,13 @@ class Problem:
         space = ParamSpace.from_module(model, params)
         compute = _compute_dtype(space.dtype, precision)
         self._setup(model, objective, space, mode, compute)
-        self.source = DataSource(
+        self.source = self._source(
             data,
-            device=space.device,
-            dtype=compute,
+            compute,
             max_batches=max_batches,
             max_samples=max_samples,
             cache=cache,
             shard=shard,
-            weigh=objective.weight,
         )
 
     def _setup(
@@ -556,6 +555,13 @@ class Problem:
         self._criterion_checked = False
         self._theta: dict[str, Tensor] | None = None
         self.shared: dict[str, Any] = {}  # what every variant of this problem shares
+
+    def _source(self, data: Any, dtype: torch.dtype, **options: Any) -> DataSource:
+        # The data on this problem's device in ``dtype``, batches weighed by its objective;
+        # ``options``: any of _SOURCE_OPTIONS.
+        return DataSource(
+            data, device=self.space.device, dtype=dtype, weigh=self.objective.weight, **options
+        )
 
     # -- variants ------------------------------------------------------------------------------
     def _variant(self) -> Problem:
@@ -607,9 +613,7 @@ class Problem:
             current = {k: getattr(source, k) for k in given}
             if given == current:
                 return other
-            options = {
-                k: getattr(source, k) for k in ("max_batches", "max_samples", "cache", "shard")
-            }
+            options = {k: getattr(source, k) for k in _SOURCE_OPTIONS}
             options.update(given)
             shared = source.prefix(
                 max_batches=options["max_batches"], max_samples=options["max_samples"]
@@ -620,10 +624,7 @@ class Problem:
             data = source.data
         else:
             options = given
-        other.source = DataSource(
-            data, device=self.space.device, dtype=self.compute_dtype, weigh=self.objective.weight,
-            **options,
-        )  # fmt: skip
+        other.source = self._source(data, self.compute_dtype, **options)
         return other
 
     def with_params(self, params: ParamSelector) -> Problem:
@@ -695,12 +696,8 @@ class Problem:
         other.space = dataclasses.replace(self.space, dtype=working)
         other._train_copy = None
         if compute != self.compute_dtype:
-            source = self.source
-            other.source = DataSource(
-                source.data, device=self.space.device, dtype=compute, weigh=self.objective.weight,
-                max_batches=source.max_batches, max_samples=source.max_samples,
-                cache=source.cache, shard=source.shard,
-            )  # fmt: skip
+            options = {k: getattr(self.source, k) for k in _SOURCE_OPTIONS}
+            other.source = self._source(self.source.data, compute, **options)
         return other
 
     def with_model(self, model: nn.Module) -> Problem:

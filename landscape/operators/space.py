@@ -292,16 +292,22 @@ class VectorSpace:
         self.dtype = dtype
         self.device = torch.device(device)
         self.counter_random = counter_random
+        self._hold([(0, self.dim)])
+
+    def _hold(self, ranges: Sequence[tuple[int, int]]) -> None:
+        # The global index ranges whose entries this process's tensors hold, in order.
+        self._ranges = [(int(a), int(b)) for a, b in ranges]
+        self._local_dim = sum(b - a for a, b in self._ranges)
 
     @property
     def local_dim(self) -> int:
-        """Rows of this process's tensors (the whole dimension here)."""
-        return self.dim
+        """Rows of this process's tensors (the whole dimension unless sharded)."""
+        return self._local_dim
 
     @property
     def ranges(self) -> list[tuple[int, int]]:
-        """The global index ranges of the local rows, in order."""
-        return [(0, self.dim)]
+        """The global index ranges of this process's rows, in order."""
+        return list(self._ranges)
 
     # -- reductions ---------------------------------------------------------------------------
     def reduce_(self, partial: Tensor) -> Tensor:
@@ -504,19 +510,8 @@ class ShardedSpace(VectorSpace):
         group: dist.ProcessGroup | None = None,
     ) -> None:
         super().__init__(dim, dtype, device, counter_random=True)
-        self._ranges = [(int(a), int(b)) for a, b in ranges]
-        self._local_dim = sum(b - a for a, b in self._ranges)
+        self._hold(ranges)
         self.group = group
-
-    @property
-    def local_dim(self) -> int:
-        """Rows of this rank's tensors."""
-        return self._local_dim
-
-    @property
-    def ranges(self) -> list[tuple[int, int]]:
-        """The global index ranges of this rank's rows."""
-        return list(self._ranges)
 
     def reduce_(self, partial: Tensor) -> Tensor:
         """Sum ``partial`` over the ranks, then broadcast rank 0's sum (bitwise agreement).

@@ -96,6 +96,10 @@ class _Document(Record):
         """
         raise NotImplementedError
 
+    def _header(self) -> list[str]:
+        raise NotImplementedError
+
+    # -- shared
     def plot_kinds(self) -> list[str]:
         """Return the plot kinds this document has data for.
 
@@ -104,15 +108,8 @@ class _Document(Record):
         list of str
             Valid arguments of :meth:`plot`, in a fixed order.
         """
-        raise NotImplementedError
+        return figures.kinds(self)
 
-    def _draw(self, kind: str) -> Figure:
-        raise NotImplementedError
-
-    def _header(self) -> list[str]:
-        raise NotImplementedError
-
-    # -- shared
     def __getitem__(self, name: str) -> Any:
         value = getattr(self, name, None) if name in self._SECTIONS else None
         if value is None or (isinstance(value, dict) and not value):
@@ -176,7 +173,7 @@ class _Document(Record):
         """
         available = self.plot_kinds()
         if kind not in available:
-            known = figures.REPORT_KINDS if self._KIND == "report" else figures.COMPARISON_KINDS
+            known = figures.KINDS[self._KIND]
             reason = (
                 f"this {self._KIND} has no data for plot kind {kind!r}"
                 if kind in known
@@ -187,6 +184,9 @@ class _Document(Record):
                 f"(of {list(known)})."
             )
         return self._draw(kind)
+
+    def _draw(self, kind: str) -> Figure:
+        return figures.figure(self, kind)
 
     def figures(self) -> dict[str, Figure]:
         """Draw every available figure.
@@ -357,12 +357,6 @@ class Report(_Document):
     def sections(self) -> list[sections.Section]:  # noqa: D102
         return sections.report_sections(self)
 
-    def plot_kinds(self) -> list[str]:  # noqa: D102
-        return figures.report_kinds(self)
-
-    def _draw(self, kind: str) -> Figure:
-        return figures.report_figure(self, kind)
-
     def _header(self) -> list[str]:
         return sections.header_lines(self.metadata, self._TITLE)
 
@@ -414,12 +408,6 @@ class Comparison(_Document):
                 section.topic, section.folded, section.figures = "models", True, ()
                 out.append(section)
         return out
-
-    def plot_kinds(self) -> list[str]:  # noqa: D102
-        return figures.comparison_kinds(self)
-
-    def _draw(self, kind: str) -> Figure:
-        return figures.comparison_figure(self, kind)
 
     def _header(self) -> list[str]:
         lines = sections.header_lines(self.metadata, self._TITLE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,52 +23,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from landscape.linalg.results import SpectralDensity
-    from landscape.report.document import Comparison, Report
+    from landscape.report.document import Comparison, Report, _Document
 
-__all__ = ["comparison_figure", "comparison_kinds", "png", "report_figure", "report_kinds"]
-
-REPORT_KINDS = (
-    "spectrum",
-    "eigenvalues",
-    "layerwise",
-    "surface_1d",
-    "surface_2d",
-    "learning_rate",
-    "metrics",
-)
-COMPARISON_KINDS = ("spectrum", "interpolation", "surfaces_2d", "learning_rate", "metrics")
+__all__ = ["KINDS", "figure", "kinds", "png"]
 
 
-def report_kinds(report: Report) -> list[str]:
-    """Return the figure kinds a report has data for, in a fixed order.
+def kinds(document: _Document) -> list[str]:
+    """Return the figure kinds a report or a comparison has data for, in a fixed order.
 
     Returns
     -------
     list of str
-        Valid kinds for :func:`report_figure`.
+        Valid kinds for :func:`figure`.
     """
-    eig = report.eigenvalues
-    present = {
-        "spectrum": report.density is not None,
-        "eigenvalues": eig is not None and (eig.top is not None or eig.bottom is not None),
-        "layerwise": report.layerwise is not None and bool(report.layerwise.layers),
-        "surface_1d": report.surface_1d is not None,
-        "surface_2d": report.surface_2d is not None,
-        "learning_rate": report.learning_rate is not None and bool(report.learning_rate.results),
-        "metrics": bool(metrics(report)),
-    }
-    return [k for k in REPORT_KINDS if present[k]]
+    return [kind for kind, (has, _) in _FIGURES[document._KIND].items() if has(document)]
 
 
-def report_figure(report: Report, kind: str) -> Figure:
-    """Draw one figure of a report.
+def figure(document: _Document, kind: str) -> Figure:
+    """Draw one figure of a report or a comparison.
 
     Parameters
     ----------
-    report : Report
-        The analysis.
+    document : Report or Comparison
+        The analysis, or the models side by side.
     kind : str
-        One of :func:`report_kinds`.
+        One of :func:`kinds`.
 
     Returns
     -------
@@ -79,36 +59,24 @@ def report_figure(report: Report, kind: str) -> Figure:
     ValueError
         For an unknown kind.
     """
-    if kind == "spectrum":
-        assert report.density is not None
-        return plot_spectral_density(report.density).figure
-    if kind == "eigenvalues":
-        return _eigenvalues(report)
-    if kind == "layerwise":
-        assert report.layerwise is not None
-        result = report.layerwise
-        metric = "trace" if any(x.trace is not None for x in result.layers) else "top_eigenvalue"
-        return plot_layerwise(result, metric=metric).figure
-    if kind == "surface_1d":
-        assert report.surface_1d is not None
-        surface = report.surface_1d
-        accuracy = surface.accuracy is not None and bool(np.isfinite(surface.accuracy).any())
-        return plot_surface_1d(surface, metric="both" if accuracy else "loss").figure
-    if kind == "surface_2d":
-        assert report.surface_2d is not None
-        return plot_surface_2d(report.surface_2d, kind="filled").figure
-    if kind == "learning_rate":
-        assert report.learning_rate is not None
-        items = report.learning_rate.ordered()
-        return plot_learning_rates([r for _, r in items], labels=[n for n, _ in items])
-    if kind == "metrics":
-        rows: list[tuple[str, Any, Any]] = []
-        for m in metrics(report):
-            rows.append((m.label, m.cell(), m.invariant))
-        fig = plot_metric_table(rows)
-        fig.axes[0].set_title("Metrics", fontsize="medium")
-        return fig
-    raise ValueError(f"unknown report figure {kind!r}")
+    table = _FIGURES[document._KIND]
+    if kind not in table:
+        raise ValueError(f"unknown {document._KIND} figure {kind!r}")
+    _, draw = table[kind]
+    return draw(document)
+
+
+# -- the figures of a report ---------------------------------------------------------------------
+
+
+def _has_eigenvalues(report: Report) -> bool:
+    eig = report.eigenvalues
+    return eig is not None and (eig.top is not None or eig.bottom is not None)
+
+
+def _spectrum(report: Report) -> Figure:
+    assert report.density is not None
+    return plot_spectral_density(report.density).figure
 
 
 def _eigenvalues(report: Report) -> Figure:
@@ -131,71 +99,74 @@ def _eigenvalues(report: Report) -> Figure:
     return plot_eigenvalues(pairs, label=label).figure
 
 
-def comparison_kinds(comparison: Comparison) -> list[str]:
-    """Return the figure kinds a comparison has data for, in a fixed order.
-
-    Returns
-    -------
-    list of str
-        Valid kinds for :func:`comparison_figure`.
-    """
-    reports = comparison.reports.values()
-    present = {
-        "spectrum": any(r.density is not None for r in reports),
-        "interpolation": comparison.interpolation is not None,
-        "surfaces_2d": any(r.surface_2d is not None for r in reports),
-        "learning_rate": any(r.learning_rate is not None for r in reports),
-        "metrics": bool(metric_table(comparison)[1]),
-    }
-    return [k for k in COMPARISON_KINDS if present[k]]
+def _layerwise(report: Report) -> Figure:
+    assert report.layerwise is not None
+    result = report.layerwise
+    metric = "trace" if any(x.trace is not None for x in result.layers) else "top_eigenvalue"
+    return plot_layerwise(result, metric=metric).figure
 
 
-def comparison_figure(comparison: Comparison, kind: str) -> Figure:
-    """Draw one figure of a comparison.
+def _surface_1d(report: Report) -> Figure:
+    assert report.surface_1d is not None
+    surface = report.surface_1d
+    accuracy = surface.accuracy is not None and bool(np.isfinite(surface.accuracy).any())
+    return plot_surface_1d(surface, metric="both" if accuracy else "loss").figure
 
-    Parameters
-    ----------
-    comparison : Comparison
-        The models side by side.
-    kind : str
-        One of :func:`comparison_kinds`.
 
-    Returns
-    -------
-    matplotlib.figure.Figure
-        A new figure.
+def _surface_2d(report: Report) -> Figure:
+    assert report.surface_2d is not None
+    return plot_surface_2d(report.surface_2d, kind="filled").figure
 
-    Raises
-    ------
-    ValueError
-        For an unknown kind.
-    """
-    if kind == "spectrum":
-        densities = {n: r.density for n, r in comparison.reports.items() if r.density is not None}
-        return _densities(densities)  # type: ignore[arg-type]
-    if kind == "interpolation":
-        return _interpolation(comparison)
-    if kind == "surfaces_2d":
-        surfaces = {
-            n: r.surface_2d for n, r in comparison.reports.items() if r.surface_2d is not None
-        }
-        return plot_surfaces(list(surfaces.values()), labels=list(surfaces))
-    if kind == "learning_rate":
-        results, labels = [], []
-        for name, report in comparison.reports.items():
-            rates = report.learning_rate
-            if rates is None:
-                continue
-            own = rates.own  # each minimum with the optimizer that trained it
-            items = [(rates.optimizer_kind, own)] if own is not None else rates.ordered()
-            for kind_name, result in items:
-                results.append(result)
-                labels.append(f"{name}: {kind_name}")
-        return plot_learning_rates(results, labels=labels)
-    if kind == "metrics":
-        header, rows, flagged = metric_table(comparison)
-        return _table_figure(header, rows, "Metrics" + (f" († {DINH})" if flagged else ""))
-    raise ValueError(f"unknown comparison figure {kind!r}")
+
+def _learning_rates(report: Report) -> Figure:
+    assert report.learning_rate is not None
+    items = report.learning_rate.ordered()
+    return plot_learning_rates([r for _, r in items], labels=[n for n, _ in items])
+
+
+def _metrics(report: Report) -> Figure:
+    rows: list[tuple[str, Any, Any]] = []
+    for m in metrics(report):
+        rows.append((m.label, m.cell(), m.invariant))
+    fig = plot_metric_table(rows)
+    fig.axes[0].set_title("Metrics", fontsize="medium")
+    return fig
+
+
+# -- the figures of a comparison -----------------------------------------------------------------
+
+
+def _spectra(comparison: Comparison) -> Figure:
+    densities = {n: r.density for n, r in comparison.reports.items() if r.density is not None}
+    return _densities(densities)  # type: ignore[arg-type]
+
+
+def _surfaces_2d(comparison: Comparison) -> Figure:
+    surfaces = {n: r.surface_2d for n, r in comparison.reports.items() if r.surface_2d is not None}
+    return plot_surfaces(list(surfaces.values()), labels=list(surfaces))
+
+
+def _compared_learning_rates(comparison: Comparison) -> Figure:
+    results, labels = [], []
+    for name, report in comparison.reports.items():
+        rates = report.learning_rate
+        if rates is None:
+            continue
+        own = rates.own  # each minimum with the optimizer that trained it
+        items = [(rates.optimizer_kind, own)] if own is not None else rates.ordered()
+        for kind_name, result in items:
+            results.append(result)
+            labels.append(f"{name}: {kind_name}")
+    return plot_learning_rates(results, labels=labels)
+
+
+def _compared_metrics(comparison: Comparison) -> Figure:
+    header, rows, flagged = metric_table(comparison)
+    return _table_figure(header, rows, "Metrics" + (f" († {DINH})" if flagged else ""))
+
+
+def _some_report_has(comparison: Comparison, section: str) -> bool:
+    return any(getattr(r, section) is not None for r in comparison.reports.values())
 
 
 def _densities(densities: dict[str, SpectralDensity]) -> Figure:
@@ -252,6 +223,33 @@ def _table_figure(header: list[str], rows: list[list[str]], title: str) -> Figur
             cell.set_text_props(fontweight="bold")
     ax.set_title(title, fontsize="medium")
     return fig
+
+
+# For each kind of document, its figure kinds in page order: (whether the document has data
+# for the kind, how to draw it).
+_FIGURES: dict[str, dict[str, tuple[Callable[[Any], bool], Callable[[Any], Figure]]]] = {
+    "report": {
+        "spectrum": (lambda r: r.density is not None, _spectrum),
+        "eigenvalues": (_has_eigenvalues, _eigenvalues),
+        "layerwise": (lambda r: r.layerwise is not None and bool(r.layerwise.layers), _layerwise),
+        "surface_1d": (lambda r: r.surface_1d is not None, _surface_1d),
+        "surface_2d": (lambda r: r.surface_2d is not None, _surface_2d),
+        "learning_rate": (
+            lambda r: r.learning_rate is not None and bool(r.learning_rate.results),
+            _learning_rates,
+        ),
+        "metrics": (lambda r: bool(metrics(r)), _metrics),
+    },
+    "comparison": {
+        "spectrum": (lambda c: _some_report_has(c, "density"), _spectra),
+        "interpolation": (lambda c: c.interpolation is not None, _interpolation),
+        "surfaces_2d": (lambda c: _some_report_has(c, "surface_2d"), _surfaces_2d),
+        "learning_rate": (lambda c: _some_report_has(c, "learning_rate"), _compared_learning_rates),
+        "metrics": (lambda c: bool(metric_table(c)[1]), _compared_metrics),
+    },
+}
+KINDS = {document: tuple(table) for document, table in _FIGURES.items()}
+"""Every figure kind of a report and of a comparison, in page order."""
 
 
 def png(fig: Figure) -> str:
