@@ -167,7 +167,7 @@ def least_vectors(method: str = "hutch++") -> int:
     Returns
     -------
     int
-        A count of vectors of the operator's (local) dimension.
+        Vectors of ``P`` numbers (of ``P / world`` on a sharded operator).
 
     Examples
     --------

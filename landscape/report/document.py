@@ -213,7 +213,7 @@ class _Document(Record):
         Returns
         -------
         str
-            The path written.
+            ``path`` as a string, once the file is complete.
 
         Raises
         ------

@@ -1189,7 +1189,7 @@ def comparison_findings(comparison: Comparison) -> list[Finding]:
     Parameters
     ----------
     comparison : Comparison
-        The models side by side.
+        The models side by side; each model's findings are labelled with its name.
 
     Returns
     -------

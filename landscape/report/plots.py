@@ -63,7 +63,7 @@ def plot_spectral_density(
     Returns
     -------
     matplotlib.axes.Axes
-        The axes.
+        ``ax`` (or new axes) with the density curve.
     """
     ax = _axes(ax)
     grid = density.grid.numpy()
@@ -108,7 +108,7 @@ def plot_eigenvalues(
     Parameters
     ----------
     eigenpairs : Eigenpairs
-        Result of :func:`landscape.eigenvalues`.
+        Result of :func:`landscape.eigenvalues`; its residuals become the error bars.
     ax : matplotlib Axes, optional
         Where to draw.
     label : str, optional
@@ -117,7 +117,7 @@ def plot_eigenvalues(
     Returns
     -------
     matplotlib.axes.Axes
-        The axes.
+        ``ax`` (or new axes) with one bar per eigenvalue.
     """
     ax = _axes(ax)
     values = eigenpairs.values.numpy()
@@ -145,7 +145,7 @@ def plot_layerwise(
     Parameters
     ----------
     result : LayerwiseResult
-        Result of :func:`landscape.layerwise`.
+        Result of :func:`landscape.layerwise`: one bar per layer, the first at the top.
     ax : matplotlib Axes, optional
         Where to draw.
     metric : {"trace", "mean_curvature", "top_eigenvalue"}, optional
@@ -154,7 +154,7 @@ def plot_layerwise(
     Returns
     -------
     matplotlib.axes.Axes
-        The axes.
+        ``ax``, or the axes of a new figure.
 
     Raises
     ------

@@ -427,7 +427,8 @@ def plot_surface_2d(
     Parameters
     ----------
     surface : Surface
-        A 2-D result of :func:`landscape.surface` or :func:`landscape.plane`.
+        A 2-D result of :func:`landscape.surface` or :func:`landscape.plane`: values on a
+        grid of ``(alpha, beta)`` coordinates.
     ax : matplotlib Axes, optional
         Where to draw (a new figure otherwise).
     kind : {"contour", "filled", "heatmap"}, optional

@@ -34,7 +34,7 @@ def g(value: Any, digits: int = 4) -> str:
     Returns
     -------
     str
-        The text.
+        The cell, at most ``digits`` significant figures.
 
     Examples
     --------
@@ -64,6 +64,11 @@ def count(value: Any) -> str:
     -------
     str
         The text.
+
+    Examples
+    --------
+    >>> count(124439808), count(None)
+    ('124,439,808', '—')
     """
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return f"{int(value):,}"
@@ -91,7 +96,7 @@ def ratio_text(ratio: float) -> str:
     Returns
     -------
     str
-        The text.
+        The ratio in words a reader compares at a glance.
 
     Examples
     --------

@@ -75,7 +75,7 @@ def plot_sharpness_history(
     Returns
     -------
     matplotlib.figure.Figure
-        The figure.
+        The figure: sharpness and threshold over steps, and their ratio below.
 
     Raises
     ------
@@ -203,7 +203,7 @@ def plot_learning_rates(
     Returns
     -------
     matplotlib.figure.Figure
-        The figure.
+        The figure of ``ax``, or a new one.
 
     Raises
     ------
@@ -385,7 +385,7 @@ def plot_metric_table(rows: Any, ax: Axes | None = None) -> Figure:
     Returns
     -------
     matplotlib.figure.Figure
-        The figure.
+        The figure of ``ax``, or a new one, holding the table.
 
     Raises
     ------
