@@ -442,10 +442,11 @@ class ShardedHessianOperator(CountingOperator):
         float
             :math:`u` of the coarser of the loss's and the parameters' dtype.
         """
-        first = next(iter(self.source), None)
-        batch = first.data if first is not None else self._any_batch()
+        # The first batch of the data on every rank, not this rank's first: a partial pass
+        # over the sharded source would leave its closing all-reduce to the ranks that hold
+        # no batch (world 4 on three batches), and they would wait there for ever.
         with torch.no_grad():
-            loss = self.objective.loss(self.model, batch, None)
+            loss = self.objective.loss(self.model, self._any_batch(), None)
         reshard(self.model)  # or the next forward would use the root's stale gathered copy
         coarsest = max(loss.dtype, self.dtype, key=lambda d: torch.finfo(d).eps)
         return unit_roundoff(coarsest)
