@@ -29,13 +29,7 @@ from landscape.operators.dense import DenseOperator
 
 DTYPE = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the line search ------------------------------------------------------------------------------

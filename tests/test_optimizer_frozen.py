@@ -31,13 +31,7 @@ from landscape.metrics.optimizers import (
 
 DTYPE = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on two shared cores: many times slower under load
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- holding the state fixed (from torch's own update rules) -------------------------------------

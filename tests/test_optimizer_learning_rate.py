@@ -18,13 +18,7 @@ from landscape.metrics.thresholds import optimizer_settings
 
 DTYPE = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _classifier(n=40, seed=1):

@@ -640,15 +640,6 @@ def dense_hessian(model, batches):
     return (H + H.T) / 2
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny models: OpenMP threads only fight each other (many times slower on a busy box).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.frameworks
 def test_tracker_in_a_real_hf_trainer_on_a_tiny_gpt2(tmp_path, one_thread):
     """A tiny GPT-2 trained by transformers.Trainer with AdamW and its own loss: at each
