@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from optimizer_cases import DTYPE, torch_optimizer_classes
 
 from landscape.metrics.optimizers import (
     FrozenLinearization,
@@ -28,8 +29,6 @@ from landscape.metrics.optimizers import (
     linearize,
     radam_rectification,
 )
-
-DTYPE = torch.float64
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -423,12 +422,7 @@ def test_radam_warm_up_length():
 
 # -- every optimizer is accepted somewhere --------------------------------------------------------
 def test_every_torch_optimizer_has_a_measure():
-    classes = [
-        getattr(torch.optim, n)
-        for n in torch.optim.__all__
-        if isinstance(getattr(torch.optim, n), type)
-        and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
-    ]
+    classes = list(torch_optimizer_classes().values())
     assert len(classes) == 16  # torch 2.13, with the Optimizer base class
     kinds = {cls.__name__: describe_optimizer(cls).measure for cls in classes}
     for name in ("Muon", "Rprop", "LBFGS", "Optimizer"):

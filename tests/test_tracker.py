@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from optimizer_cases import DIM, N, half_mse, quadratic, top
 from state import assert_unchanged, snapshot
 from torch import nn
 
@@ -24,26 +25,6 @@ from landscape.training.tracker import FIELDS, SharpnessTracker
 
 matplotlib.use("Agg")
 
-DIM, N = 6, 24
-
-
-def half_mse(out, y):
-    return 0.5 * F.mse_loss(out, y)
-
-
-def quadratic(seed=0, batches=1):
-    """A linear model whose loss mean_i ½(x_iᵀθ)² is ½θᵀAθ with A = XᵀX/n."""
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(N, DIM, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2.0, DIM)
-    Y = torch.zeros(N, 1, dtype=torch.float64)
-    model = nn.Linear(DIM, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(1, DIM, generator=g, dtype=torch.float64))
-    A = X.T @ X / N
-    size = N // batches
-    data = [(X[i : i + size], Y[i : i + size]) for i in range(0, N, size)]
-    return model, (data if batches > 1 else (X, Y)), A
-
 
 def gd_step(model, optimizer, data):
     batches = data if isinstance(data, list) else [data]
@@ -52,10 +33,6 @@ def gd_step(model, optimizer, data):
     optimizer.step()
     optimizer.zero_grad()
     return loss
-
-
-def top(A):
-    return float(torch.linalg.eigvalsh(A)[-1])
 
 
 # -- exact quantities on a quadratic -----------------------------------------------------------------
