@@ -625,21 +625,10 @@ def test_tracker_in_a_real_hf_trainer_on_a_tiny_gpt2(tmp_path, one_thread):
     optimizer's state) at the weights of that step."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
+    zoo = pytest.importorskip("zoo")
     torch.manual_seed(0)
     vocab, length, lr = 31, 8, 0.01
-    config = transformers.GPT2Config(
-        vocab_size=vocab,
-        n_positions=16,
-        n_embd=8,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = transformers.GPT2LMHeadModel(config).double()
+    model = transformers.GPT2LMHeadModel(zoo.gpt2_config(vocab)).double()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (16, length), generator=g)
     train = [
