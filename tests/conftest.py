@@ -21,3 +21,14 @@ DEVICES = [
 def device(request):
     """A ``torch.device`` for each entry of ``DEVICES``."""
     return torch.device(request.param)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: the models are tiny, and OpenMP threads only fight
+    each other on a busy two-core box (many times slower). A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -37,6 +37,28 @@ def _prepare(model, names, train_bn=False):
     return model, params
 
 
+def _flatten(grads, params):
+    """One flat vector of the gradients, zeros for a parameter the output does not use."""
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]
+    )
+
+
+def _rows(flat, params):
+    """The Jacobian of ``flat`` (a graph on ``params``), row by row; zero rows where an entry
+    does not depend on them."""
+    rows = []
+    for i in range(flat.numel()):
+        if not flat[i].requires_grad:
+            rows.append(
+                torch.zeros(sum(p.numel() for p in params), dtype=flat.dtype, device=flat.device)
+            )
+            continue
+        row = torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True)
+        rows.append(_flatten(row, params))
+    return torch.stack(rows)
+
+
 def full_loss(model, batches, loss_of_batch):
     """Sample-weighted mean loss over all batches: sum_b n_b L_b / N."""
     total, count = 0.0, 0
@@ -53,23 +75,7 @@ def exact_hessian(model, batches, loss_of_batch, names, train_bn=False):
     with sdpa_kernel(SDPBackend.MATH):
         loss = full_loss(model, batches, loss_of_batch)
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        rows = []
-        for i in range(flat.numel()):
-            if not flat[i].requires_grad:
-                rows.append(torch.zeros_like(flat))
-                continue
-            row = torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True)
-            rows.append(
-                torch.cat(
-                    [
-                        (r if r is not None else torch.zeros_like(p)).reshape(-1)
-                        for r, p in zip(row, params)
-                    ]
-                )
-            )
-    return torch.stack(rows)
+        return _rows(_flatten(grads, params), params)
 
 
 def gradient(model, batches, loss_of_batch, names):
@@ -77,9 +83,7 @@ def gradient(model, batches, loss_of_batch, names):
     with sdpa_kernel(SDPBackend.MATH):
         loss = full_loss(model, batches, loss_of_batch)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat(
-        [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]
-    )
+    return _flatten(grads, params)
 
 
 def finite_difference_hvp(model, batches, loss_of_batch, names, v, h=1e-5):
@@ -96,22 +100,6 @@ def finite_difference_hvp(model, batches, loss_of_batch, names, v, h=1e-5):
     return (shifted(1.0) - shifted(-1.0)) / (2 * h)
 
 
-def _jacobian_rows(output, params):
-    flat = output.reshape(-1)
-    rows = []
-    for i in range(flat.numel()):
-        row = torch.autograd.grad(flat[i], params, retain_graph=True, allow_unused=True)
-        rows.append(
-            torch.cat(
-                [
-                    (r if r is not None else torch.zeros_like(p)).reshape(-1)
-                    for r, p in zip(row, params)
-                ]
-            )
-        )
-    return torch.stack(rows)
-
-
 def exact_gauss_newton(model, batches, forward, criterion, names):
     """sum_b n_b/N J_b^T H_b J_b with J_b by reverse-mode rows and H_b by double-backward rows."""
     model, params = _prepare(model, names)
@@ -121,7 +109,7 @@ def exact_gauss_newton(model, batches, forward, criterion, names):
         for batch in batches:
             outputs = forward(model, batch)
             targets = batch[-1]
-            J = _jacobian_rows(outputs, params)
+            J = _rows(outputs.reshape(-1), params)
             out = outputs.detach().requires_grad_(True)
             g = torch.autograd.grad(criterion(out, targets), out, create_graph=True)[0].reshape(-1)
             H_out = torch.stack(
@@ -147,13 +135,6 @@ def exact_empirical_fisher(model, batches, sample_loss, names):
             for i in range(n):
                 sample = tuple(t[i : i + 1] for t in batch)
                 g = torch.autograd.grad(sample_loss(model, sample), params, allow_unused=True)
-                grads.append(
-                    torch.cat(
-                        [
-                            (x if x is not None else torch.zeros_like(p)).reshape(-1)
-                            for x, p in zip(g, params)
-                        ]
-                    )
-                )
+                grads.append(_flatten(g, params))
     G = torch.stack(grads)
     return G.T @ G / G.shape[0]

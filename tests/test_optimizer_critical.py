@@ -14,6 +14,15 @@ import math
 
 import pytest
 import torch
+from optimizer_cases import (
+    DTYPE,
+    TORCH_OPTIMIZERS,
+    SignDescent,
+    gradient_and_hessian,
+    muon_with_adamw,
+    sparse_embedding_regression,
+    tanh_classifier,
+)
 from torch import nn
 
 import landscape as ls
@@ -27,15 +36,7 @@ from landscape.metrics.optimizers import (
 )
 from landscape.operators.dense import DenseOperator
 
-DTYPE = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the line search ------------------------------------------------------------------------------
@@ -72,21 +73,9 @@ def _least_squares(seed=0):
     return model, X, Y
 
 
-def _flat_gradient_and_hessian(model, X, Y):
-    params = list(model.parameters())
-    loss = nn.functional.mse_loss(model(X), Y)
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    rows = [
-        torch.cat([r.reshape(-1) for r in torch.autograd.grad(flat[i], params, retain_graph=True)])
-        for i in range(flat.numel())
-    ]
-    return flat.detach(), torch.stack(rows)
-
-
 def test_gradient_descent_gives_the_rayleigh_quotient_of_the_gradient():
     model, X, Y = _least_squares()
-    g, H = _flat_gradient_and_hessian(model, X, Y)
+    g, H = gradient_and_hessian(model, nn.functional.mse_loss, X, Y)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     result = critical_sharpness(ls.Problem(model, (X, Y), nn.MSELoss()), optimizer=opt, rtol=1e-10)
     assert result.sharpness == pytest.approx(float(g @ H @ g / (g @ g)), rel=1e-8)
@@ -106,7 +95,7 @@ def test_adam_update_and_the_model_left_untouched():
         opt.step()
     opt.zero_grad()
     before = copy.deepcopy((model.state_dict(), opt.state_dict()))
-    g, H = _flat_gradient_and_hessian(model, X, Y)
+    g, H = gradient_and_hessian(model, nn.functional.mse_loss, X, Y)
     problem = ls.Problem(model, (X, Y), nn.MSELoss())
     delta, _ = update_direction(problem, opt)
     flat_delta = torch.cat([delta[n].reshape(-1) for n in problem.space.names])
@@ -203,22 +192,10 @@ def test_exact_orthogonal_update_closed_form():
 
 
 def test_muon_with_adamw_for_the_rest_of_a_network():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(DTYPE)
-    X = torch.randn(40, 4, dtype=DTYPE)
-    y = torch.randint(0, 3, (40,))
-    matrices = [p for p in model.parameters() if p.ndim == 2]
-    others = [p for p in model.parameters() if p.ndim != 2]
+    model, X, y = tanh_classifier((4, 8, 3), n=40, seed=0)
     with pytest.raises(ValueError, match="2D parameters"):
         torch.optim.Muon(model.parameters())  # torch 2.13: Muon only accepts matrices
-    muon = torch.optim.Muon(matrices, lr=0.02)
-    adamw = torch.optim.AdamW(others, lr=1e-3)
-    for _ in range(5):
-        muon.zero_grad()
-        adamw.zero_grad()
-        nn.functional.cross_entropy(model(X), y).backward()
-        muon.step()
-        adamw.step()
+    muon, adamw = muon_with_adamw(model, X, y, steps=5)
     problem = ls.Problem(model, (X, y), nn.CrossEntropyLoss())
     both = critical_sharpness(problem, optimizer=[muon, adamw])
     assert both.optimizer == "Muon + AdamW"
@@ -227,34 +204,15 @@ def test_muon_with_adamw_for_the_rest_of_a_network():
     assert any("trained by no given optimizer" in n for n in alone.notes)
 
 
-def _tiny_classifier():
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(DTYPE)
-    X = torch.randn(20, 3, dtype=DTYPE)
-    y = torch.randint(0, 2, (20,))
-    return model, X, y
-
-
-OPTIMIZERS = {
-    "Adafactor": {},
-    "Adadelta": {},
-    "Adagrad": {},
-    "Adam": {},
-    "Adamax": {},
-    "AdamW": {},
-    "ASGD": {},
+OPTIMIZERS = {name: {} for name in TORCH_OPTIMIZERS if name != "Muon"} | {
     "LBFGS": {"lr": 0.1, "max_iter": 3},
-    "NAdam": {},
-    "RAdam": {},
-    "RMSprop": {},
-    "Rprop": {},
     "SGD": {"lr": 0.1},
 }
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_every_torch_optimizer_has_a_critical_sharpness(name):
-    model, X, y = _tiny_classifier()
+    model, X, y = tanh_classifier(n=20)
     opt = getattr(torch.optim, name)(model.parameters(), **OPTIMIZERS[name])
     problem = ls.Problem(model, (X, y), nn.CrossEntropyLoss())
     result = critical_sharpness(problem, optimizer=opt)
@@ -263,10 +221,7 @@ def test_every_torch_optimizer_has_a_critical_sharpness(name):
 
 
 def test_sparse_adam_gets_sparse_gradients():
-    gen = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Embedding(5, 2, sparse=True), nn.Flatten(), nn.Linear(4, 1)).to(DTYPE)
-    X = torch.randint(0, 5, (12, 2), generator=gen)
-    Y = torch.randn(12, 1, generator=gen, dtype=DTYPE)
+    model, X, Y = sparse_embedding_regression(vocab=5, dim=2, n=12)
     opt = torch.optim.SparseAdam(list(model[0].parameters()), lr=1e-2)
     problem = ls.Problem(model, (X, Y), nn.MSELoss(), params="0")
     result = critical_sharpness(problem, optimizer=opt)
@@ -274,19 +229,8 @@ def test_sparse_adam_gets_sparse_gradients():
 
 
 def test_a_third_party_optimizer_is_measured():
-    class SignDescent(torch.optim.Optimizer):  # Lion-like: the sign of the gradient
-        def __init__(self, params, lr):
-            super().__init__(params, {"lr": lr})
-
-        @torch.no_grad()
-        def step(self, closure=None):
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.add_(p.grad.sign(), alpha=-group["lr"])
-
     model, X, Y = _least_squares()
-    g, H = _flat_gradient_and_hessian(model, X, Y)
+    g, H = gradient_and_hessian(model, nn.functional.mse_loss, X, Y)
     result = critical_sharpness(
         ls.Problem(model, (X, Y), nn.MSELoss()),
         optimizer=SignDescent(model.parameters(), 0.01),

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from optimizer_cases import DTYPE, torch_optimizer_classes
 
 from landscape.metrics.optimizers import (
     FrozenLinearization,
@@ -29,15 +30,7 @@ from landscape.metrics.optimizers import (
     radam_rectification,
 )
 
-DTYPE = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on two shared cores: many times slower under load
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- holding the state fixed (from torch's own update rules) -------------------------------------
@@ -227,101 +220,81 @@ def _make(cls, params, **kw):
     return cls(list(params.values()), **kw)
 
 
-# name, constructor, hold, warm-up steps, gradient scale of the warm-up
+def _case(name, cls, hold, warm, scale=1.0, **settings):
+    """(name, constructor, hold, warm-up steps, gradient scale of the warm-up)."""
+    return (name, lambda ps: _make(cls, ps, **settings), hold, warm, scale)
+
+
 CASES = [
-    ("SGD", lambda ps: _make(torch.optim.SGD, ps, lr=0.01), hold_nothing, 0, 1.0),
-    (
-        "SGD momentum",
-        lambda ps: _make(torch.optim.SGD, ps, lr=0.01, momentum=0.9),
-        hold_nothing,
-        0,
-        1.0,
-    ),
-    (
-        "SGD Nesterov",
-        lambda ps: _make(torch.optim.SGD, ps, lr=0.01, momentum=0.9, nesterov=True),
-        hold_nothing,
-        0,
-        1.0,
-    ),
-    (
+    _case("SGD", torch.optim.SGD, hold_nothing, 0, lr=0.01),
+    _case("SGD momentum", torch.optim.SGD, hold_nothing, 0, lr=0.01, momentum=0.9),
+    _case("SGD Nesterov", torch.optim.SGD, hold_nothing, 0, lr=0.01, momentum=0.9, nesterov=True),
+    _case(
         "SGD dampening + coupled wd",
-        lambda ps: _make(
-            torch.optim.SGD, ps, lr=0.01, momentum=0.8, dampening=0.3, weight_decay=20.0
-        ),
+        torch.optim.SGD,
         hold_nothing,
         0,
-        1.0,
+        lr=0.01,
+        momentum=0.8,
+        dampening=0.3,
+        weight_decay=20.0,
     ),
-    ("Adam", lambda ps: _make(torch.optim.Adam, ps, lr=1e-3), hold_ema_sq, 7, 1.0),
-    (
+    _case("Adam", torch.optim.Adam, hold_ema_sq, 7, lr=1e-3),
+    _case(
         "Adam amsgrad + coupled wd",
-        lambda ps: _make(torch.optim.Adam, ps, lr=1e-3, amsgrad=True, weight_decay=3.0),
+        torch.optim.Adam,
         hold_ema_sq,
         30,
-        1.0,
+        lr=1e-3,
+        amsgrad=True,
+        weight_decay=3.0,
     ),
-    (
-        "AdamW (decoupled wd)",
-        lambda ps: _make(torch.optim.AdamW, ps, lr=1e-3, weight_decay=1.0),
-        hold_ema_sq,
-        30,
-        1.0,
-    ),
-    ("RMSprop", lambda ps: _make(torch.optim.RMSprop, ps, lr=1e-3), hold_rmsprop, 20, 1.0),
-    (
+    _case("AdamW (decoupled wd)", torch.optim.AdamW, hold_ema_sq, 30, lr=1e-3, weight_decay=1.0),
+    _case("RMSprop", torch.optim.RMSprop, hold_rmsprop, 20, lr=1e-3),
+    _case(
         "RMSprop centered + momentum + wd",
-        lambda ps: _make(
-            torch.optim.RMSprop, ps, lr=1e-3, centered=True, momentum=0.5, weight_decay=5.0
-        ),
+        torch.optim.RMSprop,
         hold_rmsprop,
         20,
-        1.0,
+        lr=1e-3,
+        centered=True,
+        momentum=0.5,
+        weight_decay=5.0,
     ),
-    (
-        "Adagrad with lr decay",
-        lambda ps: _make(torch.optim.Adagrad, ps, lr=1e-2, lr_decay=0.05),
-        hold_adagrad,
-        10,
-        1.0,
-    ),
-    ("Adadelta", lambda ps: _make(torch.optim.Adadelta, ps, lr=1.0), hold_adadelta, 10, 1.0),
-    ("Adamax", lambda ps: _make(torch.optim.Adamax, ps, lr=1e-3), hold_adamax, 10, 1.0),
-    ("NAdam early", lambda ps: _make(torch.optim.NAdam, ps, lr=1e-3), hold_ema_sq, 10, 1.0),
-    (
+    _case("Adagrad with lr decay", torch.optim.Adagrad, hold_adagrad, 10, lr=1e-2, lr_decay=0.05),
+    _case("Adadelta", torch.optim.Adadelta, hold_adadelta, 10, lr=1.0),
+    _case("Adamax", torch.optim.Adamax, hold_adamax, 10, lr=1e-3),
+    _case("NAdam early", torch.optim.NAdam, hold_ema_sq, 10, lr=1e-3),
+    _case(
         "NAdam late, decoupled wd",
-        lambda ps: _make(
-            torch.optim.NAdam, ps, lr=1e-3, weight_decay=1.0, decoupled_weight_decay=True
-        ),
+        torch.optim.NAdam,
         hold_ema_sq,
         3000,
-        1.0,
+        lr=1e-3,
+        weight_decay=1.0,
+        decoupled_weight_decay=True,
     ),
-    ("RAdam rectified", lambda ps: _make(torch.optim.RAdam, ps, lr=1e-3), hold_ema_sq, 50, 1.0),
-    ("RAdam warm-up", lambda ps: _make(torch.optim.RAdam, ps, lr=1e-3), hold_ema_sq, 2, 1.0),
-    (
+    _case("RAdam rectified", torch.optim.RAdam, hold_ema_sq, 50, lr=1e-3),
+    _case("RAdam warm-up", torch.optim.RAdam, hold_ema_sq, 2, lr=1e-3),
+    _case(
         "RAdam decoupled wd",
-        lambda ps: _make(
-            torch.optim.RAdam, ps, lr=1e-3, weight_decay=1.0, decoupled_weight_decay=True
-        ),
+        torch.optim.RAdam,
         hold_ema_sq,
         20,
-        1.0,
+        lr=1e-3,
+        weight_decay=1.0,
+        decoupled_weight_decay=True,
     ),
-    ("SparseAdam", lambda ps: _make(torch.optim.SparseAdam, ps, lr=1e-3), hold_ema_sq, 10, 1.0),
-    (
-        "ASGD",
-        lambda ps: _make(torch.optim.ASGD, ps, lr=1e-2, lambd=0.5, t0=5),
-        hold_asgd,
-        20,
-        1.0,
-    ),
-    (
+    _case("SparseAdam", torch.optim.SparseAdam, hold_ema_sq, 10, lr=1e-3),
+    _case("ASGD", torch.optim.ASGD, hold_asgd, 20, lr=1e-2, lambd=0.5, t0=5),
+    _case(
         "Adafactor (linear part), decoupled wd",
-        lambda ps: _make(torch.optim.Adafactor, ps, lr=1e-2, weight_decay=5.0),
+        torch.optim.Adafactor,
         hold_adafactor,
         10,
-        1e-3,
+        scale=1e-3,
+        lr=1e-2,
+        weight_decay=5.0,
     ),
 ]
 
@@ -429,12 +402,7 @@ def test_radam_warm_up_length():
 
 # -- every optimizer is accepted somewhere --------------------------------------------------------
 def test_every_torch_optimizer_has_a_measure():
-    classes = [
-        getattr(torch.optim, n)
-        for n in torch.optim.__all__
-        if isinstance(getattr(torch.optim, n), type)
-        and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
-    ]
+    classes = list(torch_optimizer_classes().values())
     assert len(classes) == 16  # torch 2.13, with the Optimizer base class
     kinds = {cls.__name__: describe_optimizer(cls).measure for cls in classes}
     for name in ("Muon", "Rprop", "LBFGS", "Optimizer"):

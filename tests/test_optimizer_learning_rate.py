@@ -10,36 +10,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from optimizer_cases import (
+    DTYPE,
+    GradientDescent,
+    gradient_and_hessian,
+    muon_with_adamw,
+    sparse_embedding_regression,
+    tanh_classifier,
+    torch_optimizer,
+    torch_optimizer_classes,
+)
 from torch import nn
 
 import landscape as ls
 from landscape.metrics.optimizers import describe_optimizer
 from landscape.metrics.thresholds import optimizer_settings
 
-DTYPE = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _classifier(n=40, seed=1):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(DTYPE)
-    X = torch.randn(n, 3, dtype=DTYPE)
-    y = torch.randint(0, 2, (n,))
-    return model, X, y
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stepped(name, model, X, y, steps=3, **kw):
-    params = (
-        [p for p in model.parameters() if p.dim() == 2] if name == "Muon" else model.parameters()
-    )
-    opt = getattr(torch.optim, name)(params, **kw)
+    opt = torch_optimizer(name, model, **kw)
     for _ in range(steps):
 
         def closure():
@@ -54,14 +45,7 @@ def _stepped(name, model, X, y, steps=3, **kw):
 
 
 def _dense_hessian(model, X, y):
-    params = list(model.parameters())
-    loss = nn.functional.cross_entropy(model(X), y)
-    g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, params, create_graph=True)])
-    rows = [
-        torch.cat([t.reshape(-1) for t in torch.autograd.grad(gi, params, retain_graph=True)])
-        for gi in g
-    ]
-    return torch.stack(rows).detach()
+    return gradient_and_hessian(model, nn.functional.cross_entropy, X, y)[1]
 
 
 def _top(P, H):
@@ -88,18 +72,13 @@ SETTINGS = {
 
 
 def test_settings_cover_every_torch_optimizer():
-    classes = {
-        name
-        for name in dir(torch.optim)
-        if isinstance(getattr(torch.optim, name), type)
-        and issubclass(getattr(torch.optim, name), torch.optim.Optimizer)
-    }
+    classes = set(torch_optimizer_classes())
     assert classes - {"Optimizer", "SparseAdam"} == set(SETTINGS)  # SparseAdam: below
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_every_torch_optimizer_gets_a_labelled_answer(name):
-    model, X, y = _classifier()
+    model, X, y = tanh_classifier()
     opt = _stepped(name, model, X, y, **SETTINGS[name])
     r = ls.max_learning_rate(
         model, (X, y), batch_sizes=(8, "full"), optimizer=opt, num_batches=2, tol=1e-8
@@ -121,7 +100,7 @@ def test_every_torch_optimizer_gets_a_labelled_answer(name):
 def test_a_linear_optimizer_uses_its_state_and_its_own_coefficient():
     # centered RMSprop with momentum mu: P = sqrt(v - mean(g)^2) + eps, heavy ball on P^-1 H,
     # c = 2 + 2 mu (no bias correction); coupled weight decay adds w I to H
-    model, X, y = _classifier()
+    model, X, y = tanh_classifier()
     opt = _stepped("RMSprop", model, X, y, momentum=0.5, centered=True, weight_decay=0.05)
     r = ls.max_learning_rate(model, (X, y), batch_sizes=("full",), optimizer=opt, tol=1e-10)
     P = torch.cat(
@@ -140,7 +119,7 @@ def test_a_linear_optimizer_uses_its_state_and_its_own_coefficient():
 def test_decoupled_decay_lowers_adamw_threshold_exactly():
     # AdamW: theta' = (1 - lr w) theta - lr P^-1 m', m' = b m + (1 - b) g: the recursion
     # (b, 1 - b, 0, 1) with decay lr w, whose Jury limit is lr < 2 (1 + b) / (a (1 - b) + w (1 + b))
-    model, X, y = _classifier()
+    model, X, y = tanh_classifier()
     opt = _stepped("AdamW", model, X, y, weight_decay=0.5, eps=1e-3)
     r = ls.max_learning_rate(model, (X, y), batch_sizes=("full",), optimizer=opt, tol=1e-10)
     a, b, w = float(r.sharpness[0]), 0.9, 0.5
@@ -148,23 +127,9 @@ def test_decoupled_decay_lowers_adamw_threshold_exactly():
     assert r.lr_max[0] < 38.0 / a  # the decay lowers it
 
 
-class GradientDescent(torch.optim.Optimizer):
-    """A third-party optimizer landscape does not know: plain gradient descent."""
-
-    def __init__(self, params, lr):
-        super().__init__(params, {"lr": lr})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-group["lr"])
-
-
 def test_unknown_optimizer_gets_the_critical_sharpness_with_its_closed_form():
     # gradient descent along g: lambda_c = g^T H g / g^T g on the batch, lr_max = 2 / lambda_c
-    model, X, y = _classifier()
+    model, X, y = tanh_classifier()
     opt = GradientDescent(model.parameters(), lr=0.05)
     r = ls.max_learning_rate(model, (X, y), batch_sizes=("full",), optimizer=opt)
     H = _dense_hessian(model, X, y)
@@ -180,17 +145,8 @@ def test_unknown_optimizer_gets_the_critical_sharpness_with_its_closed_form():
 
 
 def test_muon_with_adamw_and_muon_alone():
-    model, X, y = _classifier()
-    matrices = [p for p in model.parameters() if p.dim() == 2]
-    rest = [p for p in model.parameters() if p.dim() != 2]
-    muon = torch.optim.Muon(matrices, lr=0.02)
-    adamw = torch.optim.AdamW(rest, lr=1e-3)
-    for _ in range(2):
-        muon.zero_grad()
-        adamw.zero_grad()
-        nn.functional.cross_entropy(model(X), y).backward()
-        muon.step()
-        adamw.step()
+    model, X, y = tanh_classifier()
+    muon, adamw = muon_with_adamw(model, X, y, steps=2)
     both = ls.max_learning_rate(
         model, (X, y), batch_sizes=(8, "full"), optimizer=[muon, adamw], num_batches=2
     )
@@ -203,7 +159,7 @@ def test_muon_with_adamw_and_muon_alone():
 
 
 def test_fresh_optimizers_without_state():
-    model, X, y = _classifier()
+    model, X, y = tanh_classifier()
     adam = torch.optim.Adam(model.parameters(), lr=1e-3)  # has not stepped: steady state
     r = ls.max_learning_rate(model, (X, y), batch_sizes=(8,), optimizer=adam, num_batches=2)
     assert r.preconditioner == "steady state" and "steady state" in r.rests_on
@@ -215,7 +171,7 @@ def test_fresh_optimizers_without_state():
 
 
 def test_verification_runs_every_kind_of_optimizer():
-    model, X, y = _classifier()
+    model, X, y = tanh_classifier()
     check = ls.VerifySettings(steps=5, factors=(0.5, 2.0))
     for name in ("LBFGS", "Muon", "Adafactor"):
         opt = _stepped(name, model, X, y, **SETTINGS[name])
@@ -232,10 +188,7 @@ def test_verification_runs_every_kind_of_optimizer():
 
 
 def test_sparse_adam_on_a_sparse_embedding_with_verification():
-    gen = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Embedding(6, 3, sparse=True), nn.Flatten(), nn.Linear(6, 1)).to(DTYPE)
-    X = torch.randint(0, 6, (30, 2), generator=gen)
-    Y = torch.randn(30, 1, generator=gen, dtype=DTYPE)
+    model, X, Y = sparse_embedding_regression(vocab=6, dim=3, n=30)
     sparse = torch.optim.SparseAdam(list(model[0].parameters()), lr=1e-2)
     for _ in range(3):
         sparse.zero_grad()
@@ -250,7 +203,7 @@ def test_sparse_adam_on_a_sparse_embedding_with_verification():
 
 
 def test_old_files_still_load_and_say_what_they_rest_on():
-    model, X, y = _classifier()
+    model, X, y = tanh_classifier()
     r = ls.max_learning_rate(model, (X, y), batch_sizes=("full",), optimizer="adam")
     data = r.to_dict()
     for key in ("measure", "preconditioner", "exactness"):

@@ -18,21 +18,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from optimizer_cases import DTYPE, sparse_embedding_regression
 from oracles import exact_hessian
 from torch import nn
 
 import landscape as ls
 from landscape.metrics.optimizers import frozen_stability, linearize
 
-DTYPE = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(seed=0, n=24):
@@ -251,11 +244,8 @@ def test_prediction_matches_dense_hessian_and_state_dict(name):
 
 
 def test_sparse_adam_on_an_embedding():
-    gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Embedding(6, 3, sparse=True), nn.Flatten(), nn.Linear(6, 1)).to(DTYPE)
-    X = torch.randint(0, 6, (30, 2), generator=gen)
-    Y = torch.randn(30, 1, generator=gen, dtype=DTYPE)
+    model, X, Y = sparse_embedding_regression(vocab=6, dim=3, n=30)
     sparse = torch.optim.SparseAdam(list(model[0].parameters()), lr=1e-2)
     dense = torch.optim.Adam(list(model[2].parameters()), lr=1e-2)
     for _ in range(8):

@@ -144,16 +144,7 @@ def _equilibrated_optimizer(model, problem, batch_size, steps=1000):
 
 def _equilibrated_state(model, problem, batch_size, steps=1000):
     """The state of Adam at lr 1e-12 after ``steps`` random batches at the same point."""
-    batch = next(iter(problem.batches())).data
-    X, y = batch
-    twin = copy.deepcopy(model)
-    opt = torch.optim.Adam(twin.parameters(), lr=1e-12)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        index = torch.randperm(len(y), generator=gen)[:batch_size]
-        opt.zero_grad()
-        nn.functional.cross_entropy(twin(X[index]), y[index]).backward()
-        opt.step()
+    twin, opt = _equilibrated_optimizer(model, problem, batch_size, steps)
     return linearize(opt, twin)
 
 

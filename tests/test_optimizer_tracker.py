@@ -15,28 +15,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from optimizer_cases import (
+    DIM,
+    DTYPE,
+    TORCH_OPTIMIZERS,
+    GradientDescent,
+    half_mse,
+    matrices,
+    muon_with_adamw,
+    quadratic,
+    tanh_classifier,
+    top,
+    torch_optimizer,
+)
 from state import assert_unchanged, snapshot
 from torch import nn
 
 from landscape.metrics.optimizers import describe_optimizer
 from landscape.training.tracker import SharpnessTracker
-
-DIM, N = 6, 24
-DTYPE = torch.float64
-
-
-def half_mse(out, y):
-    return 0.5 * F.mse_loss(out, y)
-
-
-def quadratic(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(N, DIM, generator=g, dtype=DTYPE) * torch.linspace(0.5, 2.0, DIM)
-    Y = torch.zeros(N, 1, dtype=DTYPE)
-    model = nn.Linear(DIM, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(1, DIM, generator=g, dtype=DTYPE))
-    return model, (X, Y), X.T @ X / N
 
 
 def step(model, optimizer, data):
@@ -48,10 +44,6 @@ def step(model, optimizer, data):
 
     optimizer.step(closure)
     optimizer.zero_grad()
-
-
-def top(A):
-    return float(torch.linalg.eigvalsh(A)[-1])
 
 
 def test_rmsprop_ratio_from_its_own_state():
@@ -73,23 +65,6 @@ def test_rmsprop_ratio_from_its_own_state():
     assert record["measure"] == "preconditioned sharpness"
 
 
-class GradientDescent(torch.optim.Optimizer):
-    """A third-party optimizer landscape does not know."""
-
-    def __init__(self, params, lr):
-        super().__init__(params, {"lr": lr})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        if closure is not None:
-            with torch.enable_grad():
-                closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-group["lr"])
-
-
 def test_unknown_optimizer_gets_the_critical_sharpness_exactly_on_a_quadratic():
     model, data, A = quadratic()
     lr = 0.05
@@ -109,11 +84,8 @@ def test_unknown_optimizer_gets_the_critical_sharpness_exactly_on_a_quadratic():
     assert record["critical_sharpness"] < top(A) * 0.999
 
 
-def _mlp(seed=0):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).to(DTYPE)
-    X = torch.randn(32, 4, dtype=DTYPE)
-    y = torch.randint(0, 2, (32,))
+def _mlp():
+    model, X, y = tanh_classifier((4, 6, 2), n=32, seed=0)
     return model, (X, y)
 
 
@@ -137,18 +109,12 @@ def _assert_same_state(a, b):
             assert value == b[key], key
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "Adafactor", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD", "LBFGS", "Muon",
-        "NAdam", "RAdam", "RMSprop", "Rprop", "SGD",
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
 def test_every_torch_optimizer_is_tracked_without_side_effects(name):
     model, data = _mlp()
     kw = {"LBFGS": {"lr": 0.1, "max_iter": 2}, "Muon": {"lr": 0.02}, "SGD": {"lr": 0.1}}
-    params = [p for p in model.parameters() if p.dim() == 2] if name == "Muon" else None
-    opt = getattr(torch.optim, name)(params or model.parameters(), **kw.get(name, {}))
+    params = matrices(model) if name == "Muon" else None
+    opt = torch_optimizer(name, model, **kw.get(name, {}))
     loss_fn = nn.CrossEntropyLoss()
     tracker = SharpnessTracker(model, data, loss_fn, every=2, tol=1e-6, params=params)
 
@@ -180,8 +146,7 @@ def test_every_torch_optimizer_is_tracked_without_side_effects(name):
 
 def test_muon_with_adamw_is_tracked_together():
     model, data = _mlp()
-    muon = torch.optim.Muon([p for p in model.parameters() if p.dim() == 2], lr=0.02)
-    adamw = torch.optim.AdamW([p for p in model.parameters() if p.dim() != 2], lr=1e-3)
+    muon, adamw = muon_with_adamw(model, *data, steps=0)
     tracker = SharpnessTracker(model, data, nn.CrossEntropyLoss(), every=1)
     for _ in range(2):
         for opt in (muon, adamw):

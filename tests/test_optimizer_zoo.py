@@ -26,13 +26,7 @@ from landscape.metrics.optimizers import (
 
 zoo = pytest.importorskip("zoo")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weighted_loss(case, model):

@@ -58,6 +58,19 @@ def quadratic(offset=None, seed=0):
     return model, batches, A
 
 
+def _off_minimum():
+    """The quadratic moved off its minimum by a fixed offset: offset, model, batches and A."""
+    offset = 0.3 * torch.randn(6, generator=torch.Generator().manual_seed(5), dtype=DT)
+    return (offset, *quadratic(offset))
+
+
+def _mse_sharpness(model, data, measures, **settings):
+    """``sharpness`` of the mean squared error with these ``SharpnessSettings``."""
+    return sharpness(
+        model, data, nn.MSELoss(), measures=measures, settings=SharpnessSettings(**settings)
+    )
+
+
 def trust_region(g, A, rho):
     """max over ||e|| <= rho of g^T e + 1/2 e^T A e (the easy case: g not orthogonal to v_1)."""
     lam, V = torch.linalg.eigh(A)
@@ -87,13 +100,7 @@ def noise_draws(result, name, P):
 def test_sam_at_the_minimum_is_half_rho_squared_lambda_max():
     model, batches, _ = quadratic()
     lam = float(SPECTRUM.max())
-    r = sharpness(
-        model,
-        batches,
-        nn.MSELoss(),
-        measures=("sam", "gam"),
-        settings=SharpnessSettings(rho=0.05, gam_steps=10),
-    )
+    r = _mse_sharpness(model, batches, ("sam", "gam"), rho=0.05, gam_steps=10)
     sam = r["sam"]
     assert r.loss == 0.0
     assert sam.details["start"] == "random (zero gradient)" and sam.details["one_step"] == 0.0
@@ -104,25 +111,16 @@ def test_sam_at_the_minimum_is_half_rho_squared_lambda_max():
     assert gam.details["grad_norm"] == 0.0
     assert gam.value == pytest.approx(0.05**2 * lam, rel=1e-6)
     assert gam.num_matvecs == 9 and gam.num_passes == 1 + 10 + 9  # random first step: no HVP
-    one = sharpness(
-        model, batches, nn.MSELoss(), measures="gam", settings=SharpnessSettings(rho=0.05)
-    )["gam"]
+    one = _mse_sharpness(model, batches, "gam", rho=0.05)["gam"]
     assert 0 < one.value <= 0.05**2 * lam * (1 + 1e-12)
 
 
 def test_sam_away_from_the_minimum_solves_the_trust_region_problem():
-    offset = 0.3 * torch.randn(6, generator=torch.Generator().manual_seed(5), dtype=DT)
-    model, batches, A = quadratic(offset)
+    offset, model, batches, A = _off_minimum()
     g = A @ offset
     rho = 0.2
     exact = trust_region(g, A, rho)
-    r = sharpness(
-        model,
-        batches,
-        nn.MSELoss(),
-        measures="sam",
-        settings=SharpnessSettings(rho=rho, ascent_steps=30),
-    )
+    r = _mse_sharpness(model, batches, "sam", rho=rho, ascent_steps=30)
     sam = r["sam"]
     assert r.loss == pytest.approx(0.5 * float(offset @ A @ offset), rel=1e-12)
     e = rho * g / g.norm()
@@ -130,31 +128,18 @@ def test_sam_away_from_the_minimum_solves_the_trust_region_problem():
     assert sam.details["one_step"] <= sam.value <= exact * (1 + 1e-12)
     assert sam.value == pytest.approx(exact, rel=1e-9)
     assert sam.details["one_step"] < exact * (1 - 1e-4)  # the ascent had something to find
-    zero = sharpness(
-        model,
-        batches,
-        nn.MSELoss(),
-        measures="sam",
-        settings=SharpnessSettings(rho=rho, ascent_steps=0),
-    )
+    zero = _mse_sharpness(model, batches, "sam", rho=rho, ascent_steps=0)
     assert zero["sam"].value == zero["sam"].details["one_step"] == sam.details["one_step"]
     assert zero["sam"].num_passes == 2
 
 
 def test_asam_one_step_and_ascent_match_the_transformed_trust_region():
-    offset = 0.3 * torch.randn(6, generator=torch.Generator().manual_seed(5), dtype=DT)
-    model, batches, A = quadratic(offset)
+    offset, model, batches, A = _off_minimum()
     w = model.weight.detach().reshape(-1)
     g = A @ offset
     eta, rho = 0.01, 0.5
     T = w.abs() + eta
-    r = sharpness(
-        model,
-        batches,
-        nn.MSELoss(),
-        measures="asam",
-        settings=SharpnessSettings(asam_rho=rho, ascent_steps=40),
-    )
+    r = _mse_sharpness(model, batches, "asam", asam_rho=rho, ascent_steps=40)
     asam = r["asam"]
     e = rho * T**2 * g / (T * g).norm()  # Kwon et al.'s first-order perturbation
     assert asam.details["one_step"] == pytest.approx(float(g @ e + 0.5 * e @ A @ e), rel=1e-10)
@@ -165,13 +150,10 @@ def test_asam_one_step_and_ascent_match_the_transformed_trust_region():
 
 
 def test_gam_one_step_closed_form_away_from_the_minimum():
-    offset = 0.3 * torch.randn(6, generator=torch.Generator().manual_seed(5), dtype=DT)
-    model, batches, A = quadratic(offset)
+    offset, model, batches, A = _off_minimum()
     g = A @ offset
     rho = 0.1
-    r = sharpness(
-        model, batches, nn.MSELoss(), measures="gam", settings=SharpnessSettings(rho=rho)
-    )["gam"]
+    r = _mse_sharpness(model, batches, "gam", rho=rho)["gam"]
     delta = rho * (A @ g) / (A @ g).norm()  # one HVP: the ascent direction of ||grad L||
     expected = rho * max(float(g.norm()), float((g + A @ delta).norm()))
     assert r.value == pytest.approx(expected, rel=1e-12)
@@ -183,14 +165,14 @@ def test_pacbayes_sigma_from_the_same_noise_draws():
     model, batches, A = quadratic()
     w = model.weight.detach().reshape(-1)
     delta, eps = 0.1, 1e-3
-    r = sharpness(
+    r = _mse_sharpness(
         model,
         batches,
-        nn.MSELoss(),
-        measures=("pacbayes", "pacbayes_mag"),
-        settings=SharpnessSettings(
-            pacbayes_target=delta, pacbayes_samples=8, pacbayes_steps=25, pacbayes_eps=eps
-        ),
+        ("pacbayes", "pacbayes_mag"),
+        pacbayes_target=delta,
+        pacbayes_samples=8,
+        pacbayes_steps=25,
+        pacbayes_eps=eps,
     )
     # At the minimum, E_k[L(w + u_k)] - L(w) = 1/2 mean_k u_k^T A u_k exactly.
     Z = noise_draws(r, "pacbayes", 6)
@@ -216,13 +198,7 @@ def test_pacbayes_matches_trace_formula_in_expectation():
     # sigma = sqrt(2 delta / tr A) up to Monte-Carlo error: Var(z^T A z) = 2 ||A||_F^2.
     model, batches, A = quadratic()
     K = 200
-    r = sharpness(
-        model,
-        batches,
-        nn.MSELoss(),
-        measures="pacbayes",
-        settings=SharpnessSettings(pacbayes_samples=K),
-    )
+    r = _mse_sharpness(model, batches, "pacbayes", pacbayes_samples=K)
     rel_sd = 0.5 * math.sqrt(2 * float((A * A).sum()) / K) / float(A.trace())
     sigma = math.sqrt(2 * 0.1 / float(A.trace()))
     assert abs(r["pacbayes"].details["sigma"] / sigma - 1) < 4 * rel_sd + 1e-4
@@ -231,13 +207,7 @@ def test_pacbayes_matches_trace_formula_in_expectation():
 def test_m_sharpness_averages_subset_maxima():
     model, batches, _ = quadratic()
     m = 4
-    r = sharpness(
-        model,
-        batches,
-        nn.MSELoss(),
-        measures="sam",
-        settings=SharpnessSettings(rho=0.1, m=m, ascent_steps=300),
-    )
+    r = _mse_sharpness(model, batches, "sam", rho=0.1, m=m, ascent_steps=300)
     expected, N = 0.0, sum(SIZES)
     for x, _y in batches:
         for start in range(0, x.shape[0], m):
@@ -250,20 +220,8 @@ def test_m_sharpness_averages_subset_maxima():
     assert sam.value == pytest.approx(expected, rel=1e-6)
     assert sam.num_passes == 300 + 2
     merged = tuple(torch.cat([b[i] for b in batches]) for i in (0, 1))
-    whole = sharpness(
-        model,
-        merged,
-        nn.MSELoss(),
-        measures="sam",
-        settings=SharpnessSettings(rho=0.1, ascent_steps=3),
-    )
-    one_subset = sharpness(
-        model,
-        merged,
-        nn.MSELoss(),
-        measures="sam",
-        settings=SharpnessSettings(rho=0.1, ascent_steps=3, m=sum(SIZES)),
-    )
+    whole = _mse_sharpness(model, merged, "sam", rho=0.1, ascent_steps=3)
+    one_subset = _mse_sharpness(model, merged, "sam", rho=0.1, ascent_steps=3, m=sum(SIZES))
     assert one_subset["sam"].value == pytest.approx(whole["sam"].value, rel=1e-12)
 
 

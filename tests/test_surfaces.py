@@ -13,14 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import landscape as ls
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The problems are tiny: OpenMP threads only fight each other (20x slower on a busy box).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _size(batch):

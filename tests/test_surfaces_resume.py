@@ -20,13 +20,7 @@ import landscape as ls
 
 COORDS = np.linspace(-1.0, 1.0, 5)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problem():

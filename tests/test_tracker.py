@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from optimizer_cases import DIM, N, half_mse, quadratic, top
 from state import assert_unchanged, snapshot
 from torch import nn
 
@@ -24,26 +25,6 @@ from landscape.training.tracker import FIELDS, SharpnessTracker
 
 matplotlib.use("Agg")
 
-DIM, N = 6, 24
-
-
-def half_mse(out, y):
-    return 0.5 * F.mse_loss(out, y)
-
-
-def quadratic(seed=0, batches=1):
-    """A linear model whose loss mean_i ½(x_iᵀθ)² is ½θᵀAθ with A = XᵀX/n."""
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(N, DIM, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2.0, DIM)
-    Y = torch.zeros(N, 1, dtype=torch.float64)
-    model = nn.Linear(DIM, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(1, DIM, generator=g, dtype=torch.float64))
-    A = X.T @ X / N
-    size = N // batches
-    data = [(X[i : i + size], Y[i : i + size]) for i in range(0, N, size)]
-    return model, (data if batches > 1 else (X, Y)), A
-
 
 def gd_step(model, optimizer, data):
     batches = data if isinstance(data, list) else [data]
@@ -52,10 +33,6 @@ def gd_step(model, optimizer, data):
     optimizer.step()
     optimizer.zero_grad()
     return loss
-
-
-def top(A):
-    return float(torch.linalg.eigvalsh(A)[-1])
 
 
 # -- exact quantities on a quadratic -----------------------------------------------------------------
@@ -640,15 +617,6 @@ def dense_hessian(model, batches):
     return (H + H.T) / 2
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny models: OpenMP threads only fight each other (many times slower on a busy box).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.frameworks
 def test_tracker_in_a_real_hf_trainer_on_a_tiny_gpt2(tmp_path, one_thread):
     """A tiny GPT-2 trained by transformers.Trainer with AdamW and its own loss: at each
@@ -657,21 +625,10 @@ def test_tracker_in_a_real_hf_trainer_on_a_tiny_gpt2(tmp_path, one_thread):
     optimizer's state) at the weights of that step."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
+    zoo = pytest.importorskip("zoo")
     torch.manual_seed(0)
     vocab, length, lr = 31, 8, 0.01
-    config = transformers.GPT2Config(
-        vocab_size=vocab,
-        n_positions=16,
-        n_embd=8,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = transformers.GPT2LMHeadModel(config).double()
+    model = transformers.GPT2LMHeadModel(zoo.gpt2_config(vocab)).double()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (16, length), generator=g)
     train = [

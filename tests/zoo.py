@@ -64,35 +64,46 @@ def _lm_batches(generator, vocab):
     return out
 
 
-def gpt2() -> ZooCase:
+def _built(model_class, config):
+    """``model_class(config)`` from torch's seed 0, in float64 and eval mode."""
     torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=23, n_positions=16, n_embd=8, n_layer=2, n_head=2,
+    return model_class(config).double().eval()
+
+
+def _causal_lm(case_id, model_class, config, seed):
+    model = _built(model_class, config)
+    batches = _lm_batches(torch.Generator().manual_seed(seed), config.vocab_size)
+    return ZooCase(case_id, model, batches, "causal_lm")
+
+
+def gpt2_config(vocab_size=23):
+    """A two-layer GPT-2 of width 8 without dropout."""
+    return transformers.GPT2Config(
+        vocab_size=vocab_size, n_positions=16, n_embd=8, n_layer=2, n_head=2,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
     )  # fmt: skip
-    model = transformers.GPT2LMHeadModel(config).double().eval()
-    return ZooCase("gpt2", model, _lm_batches(torch.Generator().manual_seed(1), 23), "causal_lm")
+
+
+def gpt2() -> ZooCase:
+    return _causal_lm("gpt2", transformers.GPT2LMHeadModel, gpt2_config(), seed=1)
 
 
 def llama() -> ZooCase:
-    torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=19, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
         bos_token_id=0, eos_token_id=0, pad_token_id=0,
     )  # fmt: skip
-    model = transformers.LlamaForCausalLM(config).double().eval()
-    return ZooCase("llama", model, _lm_batches(torch.Generator().manual_seed(2), 19), "causal_lm")
+    return _causal_lm("llama", transformers.LlamaForCausalLM, config, seed=2)
 
 
 def bert() -> ZooCase:
-    torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=12, max_position_embeddings=16, num_labels=3,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )  # fmt: skip
-    model = transformers.BertForSequenceClassification(config).double().eval()
+    model = _built(transformers.BertForSequenceClassification, config)
     g = torch.Generator().manual_seed(3)
     batches = []
     for size, length, pads in ((4, 7, (0, 2, 3, 1)), (3, 5, (0, 1, 2))):
@@ -113,23 +124,21 @@ def _images(generator, sizes, classes):
 
 
 def vit() -> ZooCase:
-    torch.manual_seed(0)
     config = transformers.ViTConfig(
         image_size=8, patch_size=4, num_channels=3, hidden_size=8, num_hidden_layers=1,
         num_attention_heads=2, intermediate_size=12, num_labels=3,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )  # fmt: skip
-    model = transformers.ViTForImageClassification(config).double().eval()
+    model = _built(transformers.ViTForImageClassification, config)
     return ZooCase("vit", model, _images(torch.Generator().manual_seed(4), (5, 3), 3), "image")
 
 
 def resnet() -> ZooCase:
-    torch.manual_seed(0)
     config = transformers.ResNetConfig(
         num_channels=3, embedding_size=4, hidden_sizes=[4, 6], depths=[1, 1],
         layer_type="basic", num_labels=3, downsample_in_first_stage=False,
     )  # fmt: skip
-    model = transformers.ResNetForImageClassification(config).double().eval()
+    model = _built(transformers.ResNetForImageClassification, config)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for m in model.modules():  # non-trivial running statistics
