@@ -10,7 +10,13 @@ import torch
 import landscape as ls
 from landscape.linalg._random import ProbeStream
 from landscape.operators.base import CountingOperator
-from landscape.operators.space import ShardedSpace, VectorSpace, counter_probes
+from landscape.operators.space import (
+    ShardedSpace,
+    VectorSpace,
+    accurate_dot,
+    accurate_rows,
+    counter_probes,
+)
 
 N = 2**22  # 4M float32 entries (16 MB): where float32 BLAS reductions lose digits
 
@@ -104,3 +110,46 @@ def test_sharded_space_in_one_process_matches_the_plain_space(dtype):
     for name in ("gram", "dots"):
         assert torch.allclose(getattr(plain, name)(X, Y), getattr(sharded, name)(X, Y))
     assert torch.allclose(plain.norms(X), sharded.norms(X))
+
+
+def test_accurate_rows_sums_every_coefficient_like_float64():
+    g = torch.Generator().manual_seed(3)
+    Q = torch.randn(5, N, generator=g)
+    w = torch.randn(N, generator=g) + 0.3 * Q[2]  # one dominant coefficient, four small
+    exact = Q.double() @ w.double()
+    scale = Q.double().norm(dim=1) * w.double().norm()
+
+    def error(values):
+        return float(((values - exact).abs() / scale).max())
+
+    fused = error(accurate_rows(Q, w))
+    one_by_one = error(torch.stack([accurate_dot(q, w) for q in Q]))
+    assert fused < 1e-8 and fused < 3 * one_by_one + 1e-12
+    # The control, BLAS in blocks of 2^20 rows, is far coarser: its sums run in float32.
+    blocks = [(Q[:, i : i + 2**20] @ w[i : i + 2**20]).double() for i in range(0, N, 2**20)]
+    assert error(torch.stack(blocks).sum(0)) > 10 * fused
+
+
+def test_lanczos_steps_sweep_the_whole_basis_once_between_restarts():
+    # A step removes the two newest rows' large components, then sweeps the whole basis
+    # once; the basis stays orthonormal to working precision (float32 vectors of 4M).
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand(N, generator=g) ** 4
+    d[:3] = torch.tensor([10.0, 9.5, 9.0])
+    swept = []
+    original = VectorSpace.project_out_
+
+    def spy(self, W, Q):
+        swept.append(Q.shape[0])
+        return original(self, W, Q)
+
+    VectorSpace.project_out_ = spy
+    try:
+        ev = ls.eigenvalues(_Diagonal(d), k=3, tol=1e-6, ncv=10)
+    finally:
+        VectorSpace.project_out_ = original
+    assert torch.allclose(ev.values, torch.tensor([10.0, 9.5, 9.0], dtype=torch.float64), rtol=2e-6)
+    V = ev.vectors.double()
+    assert float((V.T @ V - torch.eye(3, dtype=torch.float64)).abs().max()) < 1e-5
+    full = [rows for rows in swept if rows > 2]  # sweeps over more than the newest two rows
+    assert len(full) <= 1.2 * ev.num_matvecs  # about one per step (two before)

@@ -49,14 +49,19 @@ _DGKS = 0.5**0.5
 _COLUMNS_PER_CHUNK = 2**20  # columns of a row-stored basis transformed at a time
 
 
-def _orthogonalize(space: VectorSpace, W: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+def _orthogonalize(
+    space: VectorSpace, W: Tensor, Q: Tensor, recent: int = 0
+) -> tuple[Tensor, Tensor]:
     r"""Orthogonalize the columns of ``W`` against the rows of ``Q``: classical Gram-Schmidt.
 
-    A second sweep follows where a column lost more than ``1 - 1/sqrt(2)`` of its norm in
-    the first (Daniel, Gragg, Kaufman & Stewart 1976): then the result is orthogonal to
-    ``Q`` to working precision, and the common case — a new Lanczos vector nearly
-    orthogonal to the basis already — costs one sweep (two reads of ``Q``), not two. The
-    norm before a sweep needs no pass over ``W``: it is :math:`\sqrt{\lVert
+    With ``recent > 0`` (a Lanczos step between restarts), the large components of the new
+    vectors — along the last two blocks, rows ``[recent, m)``, by the three-term recurrence
+    — are removed first, and one sweep over the whole basis then removes what rounding left
+    along the older rows: a full reorthogonalization that reads the whole basis twice
+    (coefficients, update), not four times. A further sweep follows where a column lost more
+    than ``1 - 1/sqrt(2)`` of its norm in the last one (Daniel, Gragg, Kaufman & Stewart
+    1976, "twice is enough"): then the result is orthogonal to ``Q`` to working precision.
+    The norm before a sweep needs no pass over ``W``: it is :math:`\sqrt{\lVert
     w\rVert^2 + \lVert c \rVert^2}` from the norm after it and the coefficients removed.
 
     Returns
@@ -67,12 +72,15 @@ def _orthogonalize(space: VectorSpace, W: Tensor, Q: Tensor) -> tuple[Tensor, Te
     """
     if Q.shape[0] == 0:
         return W.new_zeros(0, W.shape[1]), space.norms(W)
-    coefficients = space.project_out_(W, Q)
+    coefficients = W.new_zeros(Q.shape[0], W.shape[1])
+    if recent > 0:
+        coefficients[recent:] = space.project_out_(W, Q[recent:])
+    last = space.project_out_(W, Q)
+    coefficients += last
     after = space.norms(W)
-    before = (after.double().square() + coefficients.double().square().sum(0)).sqrt()
+    before = (after.double().square() + last.double().square().sum(0)).sqrt()
     if bool((after.double() < _DGKS * before).any()):
-        correction = space.project_out_(W, Q)
-        coefficients = coefficients + correction
+        coefficients += space.project_out_(W, Q)
         after = space.norms(W)
     return coefficients, after
 
@@ -248,8 +256,9 @@ def restarted_lanczos(
     residual² / gap).
 
     The basis is stored as rows (each vector contiguous), allocated once; a step costs the
-    product, one or two Gram-Schmidt sweeps over the basis (:func:`_orthogonalize`) and a
-    copy of the new vector into it; a restart rotates the basis in place. With at most
+    product, a Gram-Schmidt sweep over the two newest blocks and one over the whole basis
+    (:func:`_orthogonalize`; two whole sweeps right after a restart) and a copy of the new
+    vector into it; a restart rotates the basis in place. With at most
     ``ncv`` basis vectors of :math:`n` numbers, the memory is ``ncv * n`` numbers besides
     the product's.
 
@@ -303,6 +312,7 @@ def restarted_lanczos(
     _store_(Q[:b], start)
     del start
     j = 0  # rows [0, j) hold processed vectors; [j, j+b) the current block
+    recent = 0  # rows [recent, j) the previous block, coupled to the current one (0: all)
     matvecs = passes = restarts = 0
     scale = 0.0
     keep_extra = max(b, (ncv - count) // 2)
@@ -312,7 +322,7 @@ def restarted_lanczos(
         matvecs += b
         passes += 1
         m = j + b
-        coefficients, norms = _orthogonalize(space, W, Q[:m])
+        coefficients, norms = _orthogonalize(space, W, Q[:m], recent)
         coefficients = coefficients.double().cpu()
         T[:m, j:m] = coefficients
         T[j:m, :m] = coefficients.T
@@ -346,7 +356,7 @@ def restarted_lanczos(
             )
         if m + b <= ncv:
             _store_(Q[m : m + b], W)
-            j = m
+            recent, j = j, m
             continue
         # Thick restart: keep the wanted Ritz vectors plus neighbours from the same end(s);
         # the residual block W becomes the next block, coupled through ``coupling``.
@@ -359,7 +369,7 @@ def restarted_lanczos(
         T[:kept, :kept] = torch.diag(theta[keep])
         T[kept : kept + b, :kept] = coupling[:, keep]
         T[:kept, kept : kept + b] = coupling[:, keep].T
-        j = kept
+        recent, j = 0, kept  # the arrowhead: the next block is coupled to every kept row
         restarts += 1
 
 
