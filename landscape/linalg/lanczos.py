@@ -46,7 +46,10 @@ Which = Literal["largest", "smallest", "both", "magnitude"]
 #: Daniel-Gragg-Kaufman-Stewart criterion: a second Gram-Schmidt sweep is made only for the
 #: columns that lost more than this share of their norm in the first ("twice is enough").
 _DGKS = 0.5**0.5
-_COLUMNS_PER_CHUNK = 2**20  # columns of a row-stored basis transformed at a time
+#: Columns of a row-stored basis transformed at a time: the block's rows and its result stay
+#: in cache (a thick restart of six 124M-entry float32 rows: 0.83 s in blocks of 2^20
+#: columns, 0.37 s in blocks of 2^16, on this project's CPU).
+_COLUMNS_PER_CHUNK = 2**16
 
 
 def _orthogonalize(
