@@ -33,11 +33,12 @@ SMALL_BASIS_EXTRA = 4
 STEP_VECTORS = 3
 
 
-def least_vectors(wanted: int, block_size: int = 1) -> int:
+def least_vectors(wanted: int, block_size: int = 1, dim: int | None = None) -> int:
     """Return the parameter vectors the smallest Lanczos run for ``wanted`` pairs holds at once.
 
-    The basis of ``wanted + block_size + 1`` vectors and a step's :data:`STEP_VECTORS` per
-    column of the block: what :func:`basis_size` requires of the memory budget at least.
+    The basis of ``wanted + block_size + 1`` vectors (at most ``dim``) and a step's
+    :data:`STEP_VECTORS` per column of the block: what :func:`basis_size` requires of the
+    memory budget at least.
 
     Returns
     -------
@@ -49,7 +50,8 @@ def least_vectors(wanted: int, block_size: int = 1) -> int:
     >>> least_vectors(1)  # a basis of 3, a step's 3
     6
     """
-    return wanted + block_size + 1 + STEP_VECTORS * block_size
+    basis = wanted + block_size + 1 if dim is None else min(wanted + block_size + 1, dim)
+    return basis + STEP_VECTORS * block_size
 
 
 def basis_size(
@@ -100,7 +102,7 @@ def basis_size(
     smallest = min(wanted + block_size + 1, n)
     if min(size, n) > fits:
         budget.require(
-            smallest + STEP_VECTORS * block_size,  # least_vectors, unless n is smaller
+            least_vectors(wanted, block_size, n),
             n_local,
             A.dtype,
             what=f"the smallest Lanczos basis for k'={wanted} ({smallest} vectors) and a step",

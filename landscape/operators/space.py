@@ -127,17 +127,7 @@ def accurate_dot(x: Tensor, y: Tensor) -> Tensor:
     >>> round(float(accurate_dot(x, x)), 1)
     30000.0
     """
-    n = x.shape[0]
-    out = torch.zeros((), dtype=torch.float64, device=x.device)
-    buffer = torch.empty(
-        min(_CASCADE_ROWS, n), dtype=torch.promote_types(x.dtype, y.dtype), device=x.device
-    )
-    for start in range(0, n, _CASCADE_ROWS):
-        stop = min(start + _CASCADE_ROWS, n)
-        part = buffer[: stop - start]
-        torch.mul(x[start:stop], y[start:stop], out=part)
-        out += part.sum(dtype=torch.float64) if x.device.type != "cpu" else part.sum()
-    return out
+    return accurate_rows(x.unsqueeze(0), y)[0]
 
 
 def accurate_rows(Q: Tensor, w: Tensor) -> Tensor:
